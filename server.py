@@ -1,0 +1,1646 @@
+"""A thread-per-connection chat server that speaks a subset of the IRC client protocol.
+
+Threads and who owns what:
+
+* The main thread accepts connections and starts one *reader* thread for each.  A reader
+  only ever calls ``recv`` on its socket; it splits lines, parses them and runs the command
+  handler.  When its loop ends, its ``finally`` removes the client from the registry exactly
+  once and hands the socket to the writer for closing.
+* One registry lock guards nick -> client, room -> members and every client's outbound
+  buffer.  Handlers hold it only to read or change that state and to append already
+  formatted lines to recipients' buffers.  No socket I/O ever happens under it.
+* One *writer* thread (:class:`Writer`) does every ``send``, ``shutdown`` and ``close``: it
+  coalesces all that is queued for a socket into one non-blocking send and waits for
+  writability with ``selectors`` when the peer is slow.  A client whose buffer passes the
+  send-queue limit is cut off; nobody else waits for it.
+* One *housekeeper* thread enforces the registration deadline, pings idle clients and drops
+  those that do not answer or that trickle a line without ever finishing it.
+
+``python server.py --help`` lists the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fnmatch
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import protocol as P
+from protocol import Message, ProtocolError
+
+log = logging.getLogger("chat.server")
+
+VERSION = "chatroom-0.1"
+CAPABILITIES = ("multi-prefix", "userhost-in-names")
+THREAD_STACK = 256 * 1024  # readers keep shallow stacks; small stacks let 10,000 threads fit
+
+
+@dataclass
+class Config:
+    """Everything an operator can set.  Defaults are what ``python server.py`` uses."""
+
+    host: str = "127.0.0.1"
+    port: int = 1027
+    name: str = "chat.local"
+    network: str = "ChatRoom"
+    motd: list[str] | None = None
+    password: str | None = None
+    max_clients: int = 10000
+    max_per_ip: int = 0
+    sendq: int = 256 * 1024
+    register_timeout: float = 60.0
+    ping_interval: float = 90.0
+    ping_timeout: float = 60.0
+    line_timeout: float = 30.0  # an unfinished line older than this closes the connection
+    max_channels: int = 20  # rooms per user
+    max_members: int = 0  # members per room, 0 for no limit
+    flood_control: bool = True
+    flood_burst: int = 10
+    flood_rate: float = 2.0
+    flood_kill: int = 60  # lines waiting beyond the burst before "Excess Flood"
+
+
+# --- registry state --------------------------------------------------------------------
+
+
+class Client:
+    """One connection: its identity, its rooms and its outbound buffer."""
+
+    def __init__(self, sock: socket.socket, addr: tuple[str, int], server: Server) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.addr = addr
+        self.host = addr[0]
+        self.server = server
+        self.nick = "*"
+        self.user = ""
+        self.realname = ""
+        self.password: str | None = None
+        self.registered = False
+        self.cap_negotiating = False
+        self.caps: set[str] = set()
+        self.modes: set[str] = set()
+        self.away: str | None = None
+        self.channels: dict[str, Channel] = {}
+        self.prefix = "*"
+        self.signon = time.time()
+        self.last_active = time.monotonic()
+        self.last_message = self.last_active  # for WHOIS idle time
+        self.ping_sent: float | None = None
+        self.partial_since: float | None = None
+        self.connected_at = time.monotonic()
+        # Outbound state.  ``out``/``outlen``/``doomed``/``closing`` under the registry lock;
+        # ``wbuf``/``blocked`` belong to the writer thread alone.
+        self.out: list[bytes] = []
+        self.outlen = 0
+        self.doomed: str | None = None  # why the connection is being cut
+        self.closing = False  # close once what is queued has been written
+        self.wbuf: memoryview | None = None
+        self.blocked = False
+        self.quit_reason: str | None = None
+        self.released = False
+
+    def __repr__(self) -> str:
+        return f"<Client {self.nick} {self.host}:{self.addr[1]}>"
+
+    def update_prefix(self) -> None:
+        self.prefix = f"{self.nick}!{self.user}@{self.host}"
+
+
+class Channel:
+    """A room: members with their prefixes (``@`` operator, ``+`` voice), topic and modes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.members: dict[Client, str] = {}  # client -> "" | "@" | "+" | "@+"
+        self.topic = ""
+        self.topic_by = ""
+        self.topic_at = 0
+        self.created = int(time.time())
+        self.modes: set[str] = {"n", "t"}
+        self.invited: set[str] = set()  # casefolded nicks
+
+
+class Registry:
+    """Who is connected and which rooms exist.  Every field is guarded by ``lock``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.clients: set[Client] = set()
+        self.nicks: dict[str, Client] = {}  # casefolded nick -> client (claimed at NICK)
+        self.channels: dict[str, Channel] = {}
+        self.per_ip: dict[str, int] = {}
+        self.max_users = 0
+
+    def users(self) -> int:
+        return sum(1 for c in self.nicks.values() if c.registered)
+
+
+# --- the writer ------------------------------------------------------------------------
+
+
+class Writer:
+    """The one thread that writes to, shuts down and closes client sockets.
+
+    Handlers call :meth:`queue` under the registry lock: it appends bytes to the client's
+    buffer and, when the buffer goes from empty to non-empty, marks the client dirty.
+    After releasing the lock they call :meth:`kick`, which wakes the writer only if it is
+    asleep.  The writer takes every dirty buffer in one lock acquisition and writes each
+    as a single non-blocking send.
+    """
+
+    def __init__(self, registry: Registry, sendq: int) -> None:
+        self.reg = registry
+        self.sendq = sendq
+        self.dirty: list[Client] = []
+        self.releases: list[Client] = []
+        self.sleeping = False
+        self.running = True
+        self.selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.thread = threading.Thread(target=self.run, name="writer", daemon=True)
+
+    # Called with the registry lock held.
+    def queue(self, client: Client, data: bytes) -> None:
+        if client.doomed is not None:
+            return
+        client.out.append(data)
+        client.outlen += len(data)
+        if client.outlen == len(data):
+            self.dirty.append(client)
+        elif client.outlen > self.sendq:
+            self.doom(client, "SendQ exceeded")
+
+    # Called with the registry lock held.
+    def doom(self, client: Client, reason: str) -> None:
+        """Cut the connection now, dropping whatever is queued."""
+        if client.doomed is None:
+            client.doomed = reason
+            client.out = []
+            client.outlen = 0
+            self.dirty.append(client)
+
+    # Called with the registry lock held.
+    def close_after_flush(self, client: Client) -> None:
+        client.closing = True
+        if client.outlen == 0:
+            self.dirty.append(client)
+
+    # Called with the registry lock held: True if the caller must kick after unlocking.
+    def needs_kick(self) -> bool:
+        if self.sleeping and (self.dirty or self.releases):
+            self.sleeping = False
+            return True
+        return False
+
+    def kick(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full or closed: the writer is awake or gone either way
+
+    def release(self, client: Client) -> None:
+        """The reader is done with ``client``: flush what is left, then close the socket."""
+        with self.reg.lock:
+            self.releases.append(client)
+            wake = self.needs_kick()
+        if wake:
+            self.kick()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        with self.reg.lock:
+            self.running = False
+        self.kick()
+        self.thread.join(timeout=5)
+
+    def run(self) -> None:
+        while True:
+            with self.reg.lock:
+                batch, self.dirty = self.dirty, []
+                releases, self.releases = self.releases, []
+                jobs = []
+                for c in batch:
+                    if c.released:
+                        continue
+                    if c.doomed is not None:
+                        jobs.append((c, [], c.doomed, False))
+                        continue
+                    if c.blocked:
+                        continue  # its writability event takes the buffer
+                    jobs.append((c, c.out, None, c.closing))
+                    c.out = []
+                    c.outlen = 0
+                running = self.running
+                idle = not batch and not releases
+                self.sleeping = idle and running
+            if not running and idle:
+                break
+            timeout = None if idle else 0
+            for key, _ in self.selector.select(timeout):
+                if key.data is None:
+                    self._drain_wake()
+                else:
+                    self._on_writable(key.data)
+            for c, chunks, doomed, closing in jobs:
+                self._flush(c, chunks, doomed, closing)
+            for c in releases:
+                self._close(c)
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _flush(self, c: Client, chunks: list[bytes], doomed: str | None, closing: bool) -> None:
+        if doomed is not None:
+            self._shutdown(c)
+            return
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if not self._send(c, memoryview(data)):
+                return
+        if closing:
+            self._shutdown(c)
+
+    def _send(self, c: Client, data: memoryview) -> bool:
+        """Write what the socket takes now; True if all of it went."""
+        try:
+            n = c.sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self._shutdown(c)
+            return False
+        if n == len(data):
+            return True
+        c.wbuf = data[n:]
+        if not c.blocked:
+            c.blocked = True
+            self.selector.register(c.fd, selectors.EVENT_WRITE, c)
+        return False
+
+    def _on_writable(self, c: Client) -> None:
+        assert c.wbuf is not None
+        if not self._send(c, c.wbuf):
+            return
+        c.wbuf = None
+        with self.reg.lock:
+            chunks, c.out, c.outlen = c.out, [], 0
+            doomed, closing = c.doomed, c.closing
+        c.blocked = False
+        self.selector.unregister(c.fd)
+        self._flush(c, chunks, doomed, closing)
+
+    def _shutdown(self, c: Client) -> None:
+        # Wakes the reader (its recv returns b""), which then cleans up and releases.
+        if c.released:
+            return
+        try:
+            c.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _close(self, c: Client) -> None:
+        with self.reg.lock:
+            chunks, c.out, c.outlen = c.out, [], 0
+        if c.blocked:
+            self.selector.unregister(c.fd)
+            c.blocked = False
+        elif chunks and c.doomed is None:
+            # Best effort: the last words (ERROR, say) go if the socket takes them now.
+            try:
+                c.sock.send(b"".join(chunks), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            except OSError:
+                pass
+        c.released = True
+        try:
+            c.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        c.sock.close()
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    handler: Callable[[Server, Client, Message], None]
+    min_params: int = 0
+    before_registration: bool = False
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, min_params: int = 0, before_registration: bool = False) -> Callable:
+    def register(fn: Callable[[Server, Client, Message], None]) -> Callable:
+        COMMANDS[name] = Command(fn, min_params, before_registration)
+        return fn
+
+    return register
+
+
+class Server:
+    """The listener, the registry and the threads around it."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.reg = Registry()
+        self.writer = Writer(self.reg, config.sendq)
+        self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        self.listener: socket.socket | None = None
+        self.address: tuple[str, int] = (config.host, config.port)
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.readers: set[threading.Thread] = set()
+        self._readers_lock = threading.Lock()
+        self._housekeeper = threading.Thread(target=self._housekeep, name="housekeeper",
+                                             daemon=True)
+        self.isupport = self._isupport_tokens()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def bind(self) -> tuple[str, int]:
+        """Open the listening socket; returns the address actually bound (port 0 picks one)."""
+        infos = socket.getaddrinfo(self.config.host, self.config.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(1024)
+        self.listener = sock
+        self.address = sock.getsockname()[:2]
+        return self.address
+
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`shutdown`; then close everything and return."""
+        if self.listener is None:
+            self.bind()
+        assert self.listener is not None
+        threading.stack_size(THREAD_STACK)
+        self.writer.start()
+        self._housekeeper.start()
+        log.info("listening on %s:%d", *self.address)
+        sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ)
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            while not self._stop.is_set():
+                for key, _ in sel.select():
+                    if key.fileobj is self.listener:
+                        self._accept()
+        finally:
+            sel.close()
+            self._close_all()
+
+    def shutdown(self) -> None:
+        """Ask :meth:`serve_forever` to stop; safe from any thread or a signal handler."""
+        self._stop.set()
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            sock, addr = self.listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                log.error("cannot accept: out of file descriptors (%s)", exc)
+                time.sleep(0.1)  # let closes catch up rather than spin on a full table
+            return
+        cfg = self.config
+        host = addr[0]
+        with self.reg.lock:
+            full = len(self.reg.clients) >= cfg.max_clients
+            too_many = cfg.max_per_ip > 0 and self.reg.per_ip.get(host, 0) >= cfg.max_per_ip
+            if not (full or too_many):
+                client = Client(sock, addr, self)
+                self.reg.clients.add(client)
+                self.reg.per_ip[host] = self.reg.per_ip.get(host, 0) + 1
+        if full or too_many:
+            reason = "Server full" if full else "Too many connections from your address"
+            log.warning("refused %s:%d: %s", host, addr[1], reason)
+            try:
+                sock.send(f"ERROR :{reason}\r\n".encode(), socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+            sock.close()
+            return
+        log.info("connect %s:%d", host, addr[1])
+        t = threading.Thread(target=self._read_loop, args=(client,), daemon=True,
+                             name=f"reader-{host}:{addr[1]}")
+        with self._readers_lock:
+            self.readers.add(t)
+        try:
+            t.start()
+        except RuntimeError as exc:  # can't start new thread
+            log.error("cannot start a thread for %s:%d: %s", host, addr[1], exc)
+            with self._readers_lock:
+                self.readers.discard(t)
+            with self.reg.lock:
+                self._forget(client)
+            sock.close()
+
+    def _close_all(self) -> None:
+        """Tell every client the server is going down, then close every socket."""
+        log.info("shutting down")
+        assert self.listener is not None
+        self.listener.close()
+        with self.reg.lock:
+            clients = list(self.reg.clients)
+            for c in clients:
+                c.quit_reason = "Server shutting down"
+                self.writer.queue(c, P.format_line(
+                    None, "ERROR", f"Closing Link: {c.host} (Server shutting down)"))
+                self.writer.close_after_flush(c)
+            wake = self.writer.needs_kick()
+        if wake:
+            self.writer.kick()
+        deadline = time.monotonic() + 1.5
+        for t in list(self.readers):
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self.reg.lock:
+            for c in self.reg.clients:
+                self.writer.doom(c, "Server shutting down")
+            wake = self.writer.needs_kick()
+        if wake:
+            self.writer.kick()
+        for t in list(self.readers):
+            t.join(timeout=max(0.1, deadline + 0.5 - time.monotonic()))
+        self.writer.stop()
+        self._stop.set()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # --- per-connection reader ---------------------------------------------------------
+
+    def _read_loop(self, c: Client) -> None:
+        splitter = P.LineSplitter()
+        bucket = FloodBucket(self.config) if self.config.flood_control else None
+        sock = c.sock
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while c.quit_reason is None:
+                data = sock.recv(16384)
+                if not data:
+                    c.quit_reason = c.quit_reason or c.doomed or "Connection closed"
+                    break
+                now = time.monotonic()
+                lines = splitter.feed(data)
+                if lines:
+                    c.last_active = now
+                    c.ping_sent = None
+                if not splitter.partial:
+                    c.partial_since = None
+                elif lines or c.partial_since is None:
+                    c.partial_since = now
+                if bucket is not None and not bucket.admit(len(lines), now):
+                    self.kill(c, "Excess Flood")
+                    break
+                for line in lines:
+                    if bucket is not None:
+                        bucket.take()
+                    self.handle_line(c, line)
+                    if c.quit_reason is not None:
+                        break
+        except OSError as exc:
+            c.quit_reason = c.quit_reason or c.doomed or _reset_reason(exc)
+        except Exception:
+            log.exception("reader for %s crashed", c)
+            c.quit_reason = c.quit_reason or "Internal error"
+        finally:
+            self._disconnect(c)
+            self.writer.release(c)
+            with self._readers_lock:
+                self.readers.discard(threading.current_thread())
+
+    def handle_line(self, c: Client, line: bytes | object) -> None:
+        """Parse one line and run its handler; bad input gets one error reply here."""
+        if line is P.TOO_LONG:
+            self.reply(c, P.ERR_INPUTTOOLONG, "Input line was too long")
+            return
+        assert isinstance(line, bytes)
+        if not line.strip(b"\r \t"):
+            return  # empty lines are silently ignored, as the spec says
+        try:
+            msg = P.parse(line)
+        except ProtocolError as exc:
+            self._bad_line(c, line, exc)
+            return
+        cmd = COMMANDS.get(msg.command)
+        if cmd is None:
+            if c.registered:
+                self.reply(c, P.ERR_UNKNOWNCOMMAND, msg.command, "Unknown command")
+            else:
+                self.reply(c, P.ERR_NOTREGISTERED, "You have not registered")
+            return
+        if not c.registered and not cmd.before_registration:
+            self.reply(c, P.ERR_NOTREGISTERED, "You have not registered")
+            return
+        if len(msg.params) < cmd.min_params:
+            self.reply(c, P.ERR_NEEDMOREPARAMS, msg.command, "Not enough parameters")
+            return
+        try:
+            cmd.handler(self, c, msg)
+        except Exception:
+            log.exception("handler %s failed for %s on line %r", msg.command, c, line[:200])
+            self.reply(c, P.ERR_UNKNOWNERROR, msg.command, "Internal error, command dropped")
+
+    def _bad_line(self, c: Client, line: bytes, exc: ProtocolError) -> None:
+        word = line.split(b" ", 1)[0].decode("ascii", "replace").upper()
+        if not word.isalpha():
+            word = "*"
+        if exc.too_long:
+            self.reply(c, P.ERR_INPUTTOOLONG, "Input line was too long")
+        elif exc.reason == "not valid UTF-8":
+            self.send(c, P.format_line(self.config.name, "FAIL", word, "INVALID_UTF8",
+                                       "Message rejected: text must be UTF-8"))
+        else:
+            self.reply(c, P.ERR_UNKNOWNERROR, word, f"Malformed line: {exc.reason}")
+
+    # --- leaving ------------------------------------------------------------------------
+
+    def kill(self, c: Client, reason: str) -> None:
+        """Disconnect ``c`` with an ERROR line telling it why (from any thread)."""
+        log.info("closing %s: %s", c, reason)
+        with self.reg.lock:
+            if c.quit_reason is None:
+                c.quit_reason = reason
+            self.writer.queue(c, P.format_line(None, "ERROR", f"Closing Link: {c.host} ({reason})"))
+            self.writer.close_after_flush(c)
+            wake = self.writer.needs_kick()
+        if wake:
+            self.writer.kick()
+
+    def _disconnect(self, c: Client) -> None:
+        """Remove ``c`` from the registry and tell its room-mates, exactly once."""
+        reason = c.quit_reason or "Connection closed"
+        with self.reg.lock:
+            if c not in self.reg.clients:
+                return
+            if c.registered:
+                line = P.format_line(c.prefix, "QUIT", reason, truncate=True)
+                for peer in self._peers(c):
+                    self.writer.queue(peer, line)
+            self._forget(c)
+            wake = self.writer.needs_kick()
+        if wake:
+            self.writer.kick()
+        log.info("quit %s %s:%d (%s)", c.nick, c.host, c.addr[1], reason)
+
+    def _forget(self, c: Client) -> None:
+        """Drop every trace of ``c`` from the registry.  Caller holds the lock."""
+        for ch in list(c.channels.values()):
+            self._remove_member(ch, c)
+        c.channels.clear()
+        key = P.casefold(c.nick)
+        if self.reg.nicks.get(key) is c:
+            del self.reg.nicks[key]
+        self.reg.clients.discard(c)
+        n = self.reg.per_ip.get(c.host, 0) - 1
+        if n > 0:
+            self.reg.per_ip[c.host] = n
+        else:
+            self.reg.per_ip.pop(c.host, None)
+
+    def _remove_member(self, ch: Channel, c: Client) -> None:
+        ch.members.pop(c, None)
+        c.channels.pop(P.casefold(ch.name), None)
+        if not ch.members:
+            self.reg.channels.pop(P.casefold(ch.name), None)
+
+    def _peers(self, c: Client) -> set[Client]:
+        """Everyone who shares a room with ``c``, without ``c``.  Caller holds the lock."""
+        peers: set[Client] = set()
+        for ch in c.channels.values():
+            peers.update(ch.members)
+        peers.discard(c)
+        return peers
+
+    # --- output helpers ----------------------------------------------------------------
+
+    def send(self, c: Client, data: bytes) -> None:
+        with self.reg.lock:
+            self.writer.queue(c, data)
+            wake = self.writer.needs_kick()
+        if wake:
+            self.writer.kick()
+
+    def numeric(self, c: Client, code: str, *params: str) -> bytes:
+        return P.format_line(self.config.name, code, c.nick, *params, truncate=True)
+
+    def reply(self, c: Client, code: str, *params: str) -> None:
+        self.send(c, self.numeric(c, code, *params))
+
+    def send_many(self, c: Client, lines: Iterable[bytes]) -> None:
+        with self.reg.lock:
+            for line in lines:
+                self.writer.queue(c, line)
+            wake = self.writer.needs_kick()
+        if wake:
+            self.writer.kick()
+
+    def deliver(self, pairs: Iterable[tuple[Client, bytes]]) -> None:
+        """Queue many (client, line) pairs.  Caller holds the lock and kicks afterwards."""
+        q = self.writer.queue
+        for c, line in pairs:
+            q(c, line)
+
+    def locked_kick(self) -> None:
+        """After releasing the lock: wake the writer if work was queued while it slept."""
+        with self.reg.lock:
+            wake = self.writer.needs_kick()
+        if wake:
+            self.writer.kick()
+
+    # --- registration ------------------------------------------------------------------
+
+    def _isupport_tokens(self) -> list[str]:
+        cfg = self.config
+        return [
+            f"AWAYLEN={P.AWAYLEN}", "CASEMAPPING=ascii", f"CHANLIMIT=#:{cfg.max_channels}",
+            "CHANMODES=,,,imnt", f"CHANNELLEN={P.CHANNELLEN}", "CHANTYPES=#",
+            f"KICKLEN={P.KICKLEN}", "MODES=4", f"NETWORK={cfg.network}",
+            f"NICKLEN={P.NICKLEN}", "PREFIX=(ov)@+", "STATUSMSG=@+",
+            "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:,WHOIS:1,KICK:4",
+            f"TOPICLEN={P.TOPICLEN}", "UTF8ONLY", f"USERLEN={P.USERLEN}",
+        ]
+
+    def try_register(self, c: Client) -> None:
+        if c.registered or c.cap_negotiating or c.nick == "*" or not c.user:
+            return
+        if self.config.password is not None and c.password != self.config.password:
+            self.reply(c, P.ERR_PASSWDMISMATCH, "Password incorrect")
+            self.kill(c, "Bad password")
+            return
+        with self.reg.lock:
+            c.registered = True
+            c.update_prefix()
+            users = self.reg.users()
+            self.reg.max_users = max(self.reg.max_users, users)
+        log.info("registered %s as %s", f"{c.host}:{c.addr[1]}", c.prefix)
+        cfg = self.config
+        lines = [
+            self.numeric(c, P.RPL_WELCOME, f"Welcome to the {cfg.network} Network, {c.prefix}"),
+            self.numeric(c, P.RPL_YOURHOST, f"Your host is {cfg.name}, running version {VERSION}"),
+            self.numeric(c, P.RPL_CREATED, f"This server was created {self.created}"),
+            self.numeric(c, P.RPL_MYINFO, cfg.name, VERSION, "i", "imnot", "ov"),
+        ]
+        lines += self.isupport_lines(c)
+        lines += self.lusers_lines(c)
+        lines += self.motd_lines(c)
+        self.send_many(c, lines)
+
+    def isupport_lines(self, c: Client) -> list[bytes]:
+        toks = self.isupport
+        return [self.numeric(c, P.RPL_ISUPPORT, *toks[i:i + 12], "are supported by this server")
+                for i in range(0, len(toks), 12)]
+
+    def lusers_lines(self, c: Client) -> list[bytes]:
+        with self.reg.lock:
+            users = [x for x in self.reg.nicks.values() if x.registered]
+            invisible = sum(1 for x in users if "i" in x.modes)
+            unknown = len(self.reg.clients) - len(users)
+            channels = len(self.reg.channels)
+            total, peak = len(users), self.reg.max_users
+        lines = [self.numeric(c, P.RPL_LUSERCLIENT,
+                              f"There are {total - invisible} users and {invisible} invisible "
+                              f"on 1 servers")]
+        if unknown:
+            lines.append(self.numeric(c, P.RPL_LUSERUNKNOWN, str(unknown),
+                                      "unknown connection(s)"))
+        if channels:
+            lines.append(self.numeric(c, P.RPL_LUSERCHANNELS, str(channels), "channels formed"))
+        lines += [
+            self.numeric(c, P.RPL_LUSERME, f"I have {total} clients and 0 servers"),
+            self.numeric(c, P.RPL_LOCALUSERS, str(total), str(peak),
+                         f"Current local users {total}, max {peak}"),
+            self.numeric(c, P.RPL_GLOBALUSERS, str(total), str(peak),
+                         f"Current global users {total}, max {peak}"),
+        ]
+        return lines
+
+    def motd_lines(self, c: Client) -> list[bytes]:
+        motd = self.config.motd
+        if not motd:
+            return [self.numeric(c, P.ERR_NOMOTD, "MOTD File is missing")]
+        lines = [self.numeric(c, P.RPL_MOTDSTART, f"- {self.config.name} Message of the day - ")]
+        lines += [self.numeric(c, P.RPL_MOTD, f"- {text}") for text in motd]
+        lines.append(self.numeric(c, P.RPL_ENDOFMOTD, "End of /MOTD command."))
+        return lines
+
+    # --- names -----------------------------------------------------------------------
+
+    def names_lines(self, c: Client, ch: Channel) -> list[bytes]:
+        """353 lines that each fit in 512 bytes, then 366.  Caller holds the lock."""
+        multi = "multi-prefix" in c.caps
+        full = "userhost-in-names" in c.caps
+        entries = []
+        for m, pfx in ch.members.items():
+            shown = pfx if multi else pfx[:1]
+            entries.append(shown + (m.prefix if full else m.nick))
+        head = P.format_line(self.config.name, P.RPL_NAMREPLY, c.nick, "=", ch.name, "x")
+        room = P.MAX_LINE - len(head) - 2
+        lines: list[bytes] = []
+        batch: list[str] = []
+        size = 0
+        for e in entries:
+            n = len(e.encode()) + 1
+            if batch and size + n > room:
+                lines.append(self.numeric(c, P.RPL_NAMREPLY, "=", ch.name, " ".join(batch)))
+                batch, size = [], 0
+            batch.append(e)
+            size += n
+        if batch:
+            lines.append(self.numeric(c, P.RPL_NAMREPLY, "=", ch.name, " ".join(batch)))
+        lines.append(self.numeric(c, P.RPL_ENDOFNAMES, ch.name, "End of /NAMES list"))
+        return lines
+
+    def find_channel(self, name: str) -> Channel | None:
+        return self.reg.channels.get(P.casefold(name))
+
+    def find_nick(self, nick: str) -> Client | None:
+        c = self.reg.nicks.get(P.casefold(nick))
+        return c if c is not None and c.registered else None
+
+    # --- timers ----------------------------------------------------------------------
+
+    def _housekeep(self) -> None:
+        cfg = self.config
+        tick = max(0.05, min(1.0, cfg.register_timeout / 4, cfg.ping_interval / 4,
+                             cfg.ping_timeout / 4, cfg.line_timeout / 4))
+        while not self._stop.wait(tick):
+            now = time.monotonic()
+            with self.reg.lock:
+                clients = list(self.reg.clients)
+            for c in clients:
+                if c.quit_reason is not None:
+                    continue
+                if not c.registered and now - c.connected_at > cfg.register_timeout:
+                    self.kill(c, "Registration timed out")
+                elif c.partial_since is not None and now - c.partial_since > cfg.line_timeout:
+                    self.kill(c, "Read timeout: line not finished")
+                elif c.ping_sent is not None:
+                    if now - c.ping_sent > cfg.ping_timeout:
+                        self.kill(c, f"Ping timeout: {int(now - c.last_active)} seconds")
+                elif c.registered and now - c.last_active > cfg.ping_interval:
+                    c.ping_sent = now
+                    self.send(c, P.format_line(None, "PING", cfg.name))
+
+
+class FloodBucket:
+    """Token bucket for commands: a burst, then a steady rate; far over it is a flood."""
+
+    __slots__ = ("burst", "rate", "kill", "tokens", "stamp")
+
+    def __init__(self, cfg: Config) -> None:
+        self.burst = float(cfg.flood_burst)
+        self.rate = cfg.flood_rate
+        self.kill = cfg.flood_kill
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def admit(self, n: int, now: float) -> bool:
+        """False when ``n`` more lines would put the client far beyond its allowance."""
+        self._refill(now)
+        return self.tokens - n >= -self.kill
+
+    def take(self) -> None:
+        """Spend one token, waiting for it if the bucket is empty (that slows the client)."""
+        now = time.monotonic()
+        self._refill(now)
+        if self.tokens < 1:
+            # Sleeping here is the throttle itself: this reader stops reading, so the
+            # sender's TCP window closes; nobody else's thread waits.
+            time.sleep((1 - self.tokens) / self.rate)
+            self._refill(time.monotonic())
+        self.tokens -= 1
+
+
+def _reset_reason(exc: OSError) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "Connection reset by peer"
+    if isinstance(exc, TimeoutError):
+        return "Connection timed out"
+    return f"Connection error: {exc.strerror or exc}"
+
+
+# --- handlers: registration --------------------------------------------------------------
+
+
+@command("CAP", 1, before_registration=True)
+def cmd_cap(srv: Server, c: Client, msg: Message) -> None:
+    sub = msg.params[0].upper()
+    target = c.nick
+    if sub == "LS":
+        if not c.registered:
+            c.cap_negotiating = True
+        srv.send(c, P.format_line(srv.config.name, "CAP", target, "LS", " ".join(CAPABILITIES)))
+    elif sub == "LIST":
+        srv.send(c, P.format_line(srv.config.name, "CAP", target, "LIST", " ".join(sorted(c.caps))))
+    elif sub == "REQ":
+        if not c.registered:
+            c.cap_negotiating = True
+        wanted = msg.params[1].split() if len(msg.params) > 1 else []
+        names = [w.lstrip("-") for w in wanted]
+        text = " ".join(wanted)
+        if wanted and all(n in CAPABILITIES for n in names):
+            for w in wanted:
+                if w.startswith("-"):
+                    c.caps.discard(w[1:])
+                else:
+                    c.caps.add(w)
+            srv.send(c, P.format_line(srv.config.name, "CAP", target, "ACK", text))
+        else:
+            srv.send(c, P.format_line(srv.config.name, "CAP", target, "NAK", text, truncate=True))
+    elif sub == "END":
+        c.cap_negotiating = False
+        srv.try_register(c)
+    else:
+        srv.reply(c, P.ERR_INVALIDCAPCMD, sub[:20] or "*", "Invalid CAP command")
+
+
+@command("PASS", 1, before_registration=True)
+def cmd_pass(srv: Server, c: Client, msg: Message) -> None:
+    if c.registered:
+        srv.reply(c, P.ERR_ALREADYREGISTERED, "You may not reregister")
+        return
+    c.password = msg.params[0]
+
+
+@command("NICK", 0, before_registration=True)
+def cmd_nick(srv: Server, c: Client, msg: Message) -> None:
+    if not msg.params or not msg.params[0]:
+        srv.reply(c, P.ERR_NONICKNAMEGIVEN, "No nickname given")
+        return
+    new = msg.params[0]
+    if not P.valid_nick(new):
+        srv.reply(c, P.ERR_ERRONEUSNICKNAME, P.strip_bad(new)[:P.NICKLEN + 10] or "*",
+                  "Erroneous nickname")
+        return
+    key = P.casefold(new)
+    with srv.reg.lock:
+        holder = srv.reg.nicks.get(key)
+        if holder is not None and holder is not c:
+            taken = True
+        else:
+            taken = False
+            old = c.nick
+            if new == old:
+                return
+            if old != "*" and srv.reg.nicks.get(P.casefold(old)) is c:
+                del srv.reg.nicks[P.casefold(old)]
+            srv.reg.nicks[key] = c
+            c.nick = new
+            if c.registered:
+                line = P.format_line(c.prefix, "NICK", new)
+                c.update_prefix()
+                srv.writer.queue(c, line)
+                for peer in srv._peers(c):
+                    srv.writer.queue(peer, line)
+                for ch in c.channels.values():
+                    ch.invited.discard(P.casefold(old))
+        wake = srv.writer.needs_kick()
+    if wake:
+        srv.writer.kick()
+    if taken:
+        srv.reply(c, P.ERR_NICKNAMEINUSE, new, "Nickname is already in use")
+    elif c.registered:
+        log.info("nick %s -> %s (%s)", old, new, c.host)
+    else:
+        srv.try_register(c)
+
+
+@command("USER", 4, before_registration=True)
+def cmd_user(srv: Server, c: Client, msg: Message) -> None:
+    if c.registered:
+        srv.reply(c, P.ERR_ALREADYREGISTERED, "You may not reregister")
+        return
+    user = P.sanitize_user(msg.params[0], P.USERLEN - 1)
+    if not user:
+        srv.reply(c, P.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
+        return
+    c.user = "~" + user  # no ident lookup, so mark the user name as unverified
+    c.realname = P.truncate_text(msg.params[3], 100)
+    srv.try_register(c)
+
+
+@command("PING", 1, before_registration=True)
+def cmd_ping(srv: Server, c: Client, msg: Message) -> None:
+    srv.send(c, P.format_line(srv.config.name, "PONG", srv.config.name, msg.params[0],
+                              truncate=True))
+
+
+@command("PONG", 0, before_registration=True)
+def cmd_pong(srv: Server, c: Client, msg: Message) -> None:
+    c.ping_sent = None  # any line counts as life; the reader already reset it
+
+
+@command("QUIT", 0, before_registration=True)
+def cmd_quit(srv: Server, c: Client, msg: Message) -> None:
+    text = P.truncate_text(msg.params[0], 300) if msg.params else ""
+    reason = f"Quit: {text}" if text else "Quit"
+    c.quit_reason = reason
+    with srv.reg.lock:
+        srv.writer.queue(c, P.format_line(None, "ERROR", f"Closing Link: {c.host} ({reason})",
+                                          truncate=True))
+        srv.writer.close_after_flush(c)
+        wake = srv.writer.needs_kick()
+    if wake:
+        srv.writer.kick()
+
+
+# --- handlers: rooms ---------------------------------------------------------------------
+
+
+@command("JOIN", 1)
+def cmd_join(srv: Server, c: Client, msg: Message) -> None:
+    if msg.params[0] == "0":
+        for name in list(c.channels):
+            part_one(srv, c, c.channels[name].name, "Left all channels")
+        return
+    for name in msg.params[0].split(","):
+        if name:
+            join_one(srv, c, name)
+
+
+def join_one(srv: Server, c: Client, name: str) -> None:
+    cfg = srv.config
+    if not P.valid_channel(name):
+        srv.reply(c, P.ERR_NOSUCHCHANNEL, P.strip_bad(name)[:60] or "*", "No such channel")
+        return
+    key = P.casefold(name)
+    error: tuple[str, ...] | None = None
+    with srv.reg.lock:
+        ch = srv.reg.channels.get(key)
+        if ch is not None and c in ch.members:
+            return
+        if len(c.channels) >= cfg.max_channels:
+            error = (P.ERR_TOOMANYCHANNELS, name, "You have joined too many channels")
+        elif ch is not None and cfg.max_members and len(ch.members) >= cfg.max_members:
+            error = (P.ERR_CHANNELISFULL, ch.name, "Cannot join channel (+l)")
+        elif ch is not None and "i" in ch.modes and P.casefold(c.nick) not in ch.invited:
+            error = (P.ERR_INVITEONLYCHAN, ch.name, "Cannot join channel (+i)")
+        else:
+            if ch is None:
+                ch = srv.reg.channels[key] = Channel(name)
+                ch.members[c] = "@"
+            else:
+                ch.members[c] = ""
+                ch.invited.discard(P.casefold(c.nick))
+            c.channels[key] = ch
+            line = P.format_line(c.prefix, "JOIN", ch.name)
+            for m in ch.members:
+                srv.writer.queue(m, line)
+            if ch.topic:
+                srv.writer.queue(c, srv.numeric(c, P.RPL_TOPIC, ch.name, ch.topic))
+                srv.writer.queue(c, srv.numeric(c, P.RPL_TOPICWHOTIME, ch.name, ch.topic_by,
+                                                str(ch.topic_at)))
+            for nl in srv.names_lines(c, ch):
+                srv.writer.queue(c, nl)
+        wake = srv.writer.needs_kick()
+    if wake:
+        srv.writer.kick()
+    if error:
+        srv.reply(c, *error)
+    else:
+        log.info("join %s %s", c.nick, name)
+
+
+@command("PART", 1)
+def cmd_part(srv: Server, c: Client, msg: Message) -> None:
+    reason = msg.params[1] if len(msg.params) > 1 else ""
+    for name in msg.params[0].split(","):
+        if name:
+            part_one(srv, c, name, reason)
+
+
+def part_one(srv: Server, c: Client, name: str, reason: str) -> None:
+    with srv.reg.lock:
+        ch = srv.find_channel(name)
+        if ch is None:
+            error: tuple[str, ...] | None = (P.ERR_NOSUCHCHANNEL, P.strip_bad(name)[:60],
+                                             "No such channel")
+        elif c not in ch.members:
+            error = (P.ERR_NOTONCHANNEL, ch.name, "You're not on that channel")
+        else:
+            error = None
+            params = (ch.name, P.truncate_text(reason, 300)) if reason else (ch.name,)
+            line = P.format_line(c.prefix, "PART", *params, truncate=True)
+            for m in ch.members:
+                srv.writer.queue(m, line)
+            srv._remove_member(ch, c)
+        wake = srv.writer.needs_kick()
+    if wake:
+        srv.writer.kick()
+    if error:
+        srv.reply(c, *error)
+    else:
+        log.info("part %s %s", c.nick, name)
+
+
+@command("TOPIC", 1)
+def cmd_topic(srv: Server, c: Client, msg: Message) -> None:
+    name = msg.params[0]
+    with srv.reg.lock:
+        ch = srv.find_channel(name)
+        if ch is None:
+            out = [srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.strip_bad(name)[:60], "No such channel")]
+        elif len(msg.params) == 1:
+            if c not in ch.members:
+                out = [srv.numeric(c, P.ERR_NOTONCHANNEL, ch.name, "You're not on that channel")]
+            elif not ch.topic:
+                out = [srv.numeric(c, P.RPL_NOTOPIC, ch.name, "No topic is set")]
+            else:
+                out = [srv.numeric(c, P.RPL_TOPIC, ch.name, ch.topic),
+                       srv.numeric(c, P.RPL_TOPICWHOTIME, ch.name, ch.topic_by, str(ch.topic_at))]
+        elif c not in ch.members:
+            out = [srv.numeric(c, P.ERR_NOTONCHANNEL, ch.name, "You're not on that channel")]
+        elif "t" in ch.modes and "@" not in ch.members[c]:
+            out = [srv.numeric(c, P.ERR_CHANOPRIVSNEEDED, ch.name, "You're not channel operator")]
+        else:
+            out = []
+            ch.topic = P.truncate_text(msg.params[1], P.TOPICLEN)
+            ch.topic_by = c.prefix
+            ch.topic_at = int(time.time())
+            line = P.format_line(c.prefix, "TOPIC", ch.name, ch.topic, truncate=True)
+            for m in ch.members:
+                srv.writer.queue(m, line)
+        for line in out:
+            srv.writer.queue(c, line)
+        wake = srv.writer.needs_kick()
+    if wake:
+        srv.writer.kick()
+
+
+@command("NAMES", 0)
+def cmd_names(srv: Server, c: Client, msg: Message) -> None:
+    if not msg.params:
+        srv.reply(c, P.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+        return
+    with srv.reg.lock:
+        for name in msg.params[0].split(","):
+            ch = srv.find_channel(name)
+            if ch is None:
+                srv.writer.queue(c, srv.numeric(c, P.RPL_ENDOFNAMES, P.strip_bad(name)[:60] or "*",
+                                                "End of /NAMES list"))
+            else:
+                for line in srv.names_lines(c, ch):
+                    srv.writer.queue(c, line)
+        wake = srv.writer.needs_kick()
+    if wake:
+        srv.writer.kick()
+
+
+@command("LIST", 0)
+def cmd_list(srv: Server, c: Client, msg: Message) -> None:
+    wanted = {P.casefold(n) for n in msg.params[0].split(",")} if msg.params else None
+    with srv.reg.lock:
+        lines = [srv.numeric(c, P.RPL_LISTSTART, "Channel", "Users  Name")]
+        for key, ch in srv.reg.channels.items():
+            if wanted is None or key in wanted:
+                lines.append(srv.numeric(c, P.RPL_LIST, ch.name, str(len(ch.members)),
+                                         f"[+{''.join(sorted(ch.modes))}] {ch.topic}"))
+        lines.append(srv.numeric(c, P.RPL_LISTEND, "End of /LIST"))
+        for line in lines:
+            srv.writer.queue(c, line)
+        wake = srv.writer.needs_kick()
+    if wake:
+        srv.writer.kick()
+
+
+# --- handlers: messages ------------------------------------------------------------------
+
+
+@command("PRIVMSG", 0)
+def cmd_privmsg(srv: Server, c: Client, msg: Message) -> None:
+    relay(srv, c, msg, notice=False)
+
+
+@command("NOTICE", 0)
+def cmd_notice(srv: Server, c: Client, msg: Message) -> None:
+    relay(srv, c, msg, notice=True)
+
+
+def relay(srv: Server, c: Client, msg: Message, notice: bool) -> None:
+    """PRIVMSG/NOTICE to rooms (everyone but the sender) and nicks.  NOTICE never errors."""
+    cmd = msg.command
+    if not msg.params or not msg.params[0]:
+        if not notice:
+            srv.reply(c, P.ERR_NORECIPIENT, f"No recipient given ({cmd})")
+        return
+    if len(msg.params) < 2 or not msg.params[1]:
+        if not notice:
+            srv.reply(c, P.ERR_NOTEXTTOSEND, "No text to send")
+        return
+    text = msg.params[1]
+    c.last_message = time.monotonic()
+    errors: list[bytes] = []
+    away: list[bytes] = []
+    with srv.reg.lock:
+        for target in msg.params[0].split(",")[:4]:
+            if not target:
+                continue
+            status = ""
+            while target[:1] in "@+" and len(target) > 1:
+                status, target = status + target[0], target[1:]
+            line = P.format_line(c.prefix, cmd, (status + target), text, truncate=True)
+            if P.is_channel(target):
+                ch = srv.reg.channels.get(P.casefold(target))
+                if ch is None:
+                    errors.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.strip_bad(target)[:60],
+                                              "No such nick/channel"))
+                    continue
+                mode = ch.members.get(c)
+                if (mode is None and "n" in ch.modes) or ("m" in ch.modes and not mode):
+                    errors.append(srv.numeric(c, P.ERR_CANNOTSENDTOCHAN, ch.name,
+                                              "Cannot send to channel"))
+                    continue
+                q = srv.writer.queue
+                if status:
+                    for m, pfx in ch.members.items():
+                        if m is not c and ("@" in pfx or ("+" in status and "+" in pfx)):
+                            q(m, line)
+                else:
+                    for m in ch.members:
+                        if m is not c:
+                            q(m, line)
+            else:
+                peer = srv.find_nick(target)
+                if peer is None:
+                    errors.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.strip_bad(target)[:60],
+                                              "No such nick/channel"))
+                    continue
+                srv.writer.queue(peer, line)
+                if peer.away is not None and not notice:
+                    away.append(srv.numeric(c, P.RPL_AWAY, peer.nick, peer.away))
+        if not notice:
+            for line in errors + away:
+                srv.writer.queue(c, line)
+        wake = srv.writer.needs_kick()
+    if wake:
+        srv.writer.kick()
+
+
+# --- handlers: queries -------------------------------------------------------------------
+
+
+@command("LUSERS", 0)
+def cmd_lusers(srv: Server, c: Client, msg: Message) -> None:
+    srv.send_many(c, srv.lusers_lines(c))
+
+
+@command("MOTD", 0)
+def cmd_motd(srv: Server, c: Client, msg: Message) -> None:
+    srv.send_many(c, srv.motd_lines(c))
+
+
+@command("VERSION", 0)
+def cmd_version(srv: Server, c: Client, msg: Message) -> None:
+    lines = [srv.numeric(c, P.RPL_VERSION, VERSION, srv.config.name, "threaded IRC chat server")]
+    srv.send_many(c, lines + srv.isupport_lines(c))
+
+
+@command("TIME", 0)
+def cmd_time(srv: Server, c: Client, msg: Message) -> None:
+    now = time.strftime("%A %B %d %Y -- %H:%M:%S +00:00", time.gmtime())
+    srv.reply(c, P.RPL_TIME, srv.config.name, now)
+
+
+def _who_line(srv: Server, c: Client, m: Client, ch: Channel | None) -> bytes:
+    flags = "G" if m.away is not None else "H"
+    if ch is not None:
+        pfx = ch.members.get(m, "")
+        flags += pfx if "multi-prefix" in c.caps else pfx[:1]
+    return srv.numeric(c, P.RPL_WHOREPLY, ch.name if ch else "*", m.user, m.host,
+                       srv.config.name, m.nick, flags, f"0 {m.realname}")
+
+
+@command("WHO", 0)
+def cmd_who(srv: Server, c: Client, msg: Message) -> None:
+    mask = msg.params[0] if msg.params else "*"
+    lines: list[bytes] = []
+    with srv.reg.lock:
+        if P.is_channel(mask):
+            ch = srv.find_channel(mask)
+            if ch is not None:
+                lines = [_who_line(srv, c, m, ch) for m in ch.members]
+        else:
+            folded = P.casefold(mask)
+            exact = srv.find_nick(mask)
+            if exact is not None:
+                lines = [_who_line(srv, c, exact, None)]
+            elif any(ch in folded for ch in "*?"):
+                for key, m in srv.reg.nicks.items():
+                    if m.registered and fnmatch.fnmatchcase(key, folded):
+                        lines.append(_who_line(srv, c, m, None))
+                        if len(lines) >= 200:
+                            break
+    shown = P.strip_bad(mask)[:60] or "*"
+    srv.send_many(c, lines + [srv.numeric(c, P.RPL_ENDOFWHO, shown, "End of WHO list")])
+
+
+@command("WHOIS", 1)
+def cmd_whois(srv: Server, c: Client, msg: Message) -> None:
+    nick = msg.params[-1].split(",")[0]
+    if not nick:
+        srv.reply(c, P.ERR_NONICKNAMEGIVEN, "No nickname given")
+        return
+    shown = P.strip_bad(nick)[:60]
+    with srv.reg.lock:
+        m = srv.find_nick(nick)
+        if m is None:
+            lines = [srv.numeric(c, P.ERR_NOSUCHNICK, shown, "No such nick/channel")]
+        else:
+            lines = [srv.numeric(c, P.RPL_WHOISUSER, m.nick, m.user, m.host, "*", m.realname),
+                     srv.numeric(c, P.RPL_WHOISSERVER, m.nick, srv.config.name,
+                                 srv.config.network)]
+            multi = "multi-prefix" in c.caps
+            rooms = [(pfx if multi else pfx[:1]) + ch.name
+                     for ch in m.channels.values() for pfx in (ch.members[m],)]
+            if rooms:
+                lines.append(srv.numeric(c, P.RPL_WHOISCHANNELS, m.nick, " ".join(rooms)))
+            if m.away is not None:
+                lines.append(srv.numeric(c, P.RPL_AWAY, m.nick, m.away))
+            idle = int(time.monotonic() - m.last_message)
+            lines.append(srv.numeric(c, P.RPL_WHOISIDLE, m.nick, str(idle), str(int(m.signon)),
+                                     "seconds idle, signon time"))
+            shown = m.nick
+    lines.append(srv.numeric(c, P.RPL_ENDOFWHOIS, shown, "End of /WHOIS list"))
+    srv.send_many(c, lines)
+
+
+@command("USERHOST", 1)
+def cmd_userhost(srv: Server, c: Client, msg: Message) -> None:
+    replies = []
+    with srv.reg.lock:
+        for nick in msg.params[:5]:
+            m = srv.find_nick(nick)
+            if m is not None:
+                replies.append(f"{m.nick}={'-' if m.away is not None else '+'}{m.user}@{m.host}")
+    srv.reply(c, P.RPL_USERHOST, " ".join(replies))
+
+
+@command("ISON", 1)
+def cmd_ison(srv: Server, c: Client, msg: Message) -> None:
+    words = " ".join(msg.params).split()
+    with srv.reg.lock:
+        online = [m.nick for w in words[:50] for m in (srv.find_nick(w),) if m is not None]
+    srv.reply(c, P.RPL_ISON, " ".join(online))
+
+
+@command("AWAY", 0)
+def cmd_away(srv: Server, c: Client, msg: Message) -> None:
+    if msg.params and msg.params[0]:
+        c.away = P.truncate_text(msg.params[0], P.AWAYLEN)
+        srv.reply(c, P.RPL_NOWAWAY, "You have been marked as being away")
+    else:
+        c.away = None
+        srv.reply(c, P.RPL_UNAWAY, "You are no longer marked as being away")
+
+
+# --- handlers: operators -----------------------------------------------------------------
+
+
+@command("MODE", 1)
+def cmd_mode(srv: Server, c: Client, msg: Message) -> None:
+    target = msg.params[0]
+    if P.is_channel(target):
+        channel_mode(srv, c, target, msg.params[1:])
+    else:
+        user_mode(srv, c, target, msg.params[1:])
+
+
+def user_mode(srv: Server, c: Client, nick: str, args: tuple[str, ...]) -> None:
+    if P.casefold(nick) != P.casefold(c.nick):
+        with srv.reg.lock:
+            exists = srv.find_nick(nick) is not None
+        if not exists:
+            srv.reply(c, P.ERR_NOSUCHNICK, P.strip_bad(nick)[:60], "No such nick/channel")
+        else:
+            srv.reply(c, P.ERR_USERSDONTMATCH, "Cant change mode for other users")
+        return
+    if not args:
+        srv.reply(c, P.RPL_UMODEIS, "+" + "".join(sorted(c.modes)))
+        return
+    adding, changed, unknown = True, [], False
+    for ch in args[0]:
+        if ch in "+-":
+            adding = ch == "+"
+        elif ch == "i":
+            if adding != ("i" in c.modes):
+                (c.modes.add if adding else c.modes.discard)("i")
+                changed.append(("+" if adding else "-") + "i")
+        else:
+            unknown = True
+    if changed:
+        srv.send(c, P.format_line(c.prefix, "MODE", c.nick, "".join(changed)))
+    if unknown:
+        srv.reply(c, P.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+
+
+FLAG_MODES = "imnt"
+LIST_MODES = {"b": (P.RPL_ENDOFBANLIST, "End of channel ban list"),
+              "e": (P.RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
+              "I": (P.RPL_ENDOFINVEXLIST, "End of channel invite exception list")}
+
+
+def channel_mode(srv: Server, c: Client, name: str, args: tuple[str, ...]) -> None:
+    out: list[bytes] = []
+    with srv.reg.lock:
+        ch = srv.find_channel(name)
+        if ch is None:
+            out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.strip_bad(name)[:60],
+                                   "No such channel"))
+        elif not args:
+            out.append(srv.numeric(c, P.RPL_CHANNELMODEIS, ch.name,
+                                   "+" + "".join(sorted(ch.modes))))
+            out.append(srv.numeric(c, P.RPL_CREATIONTIME, ch.name, str(ch.created)))
+        else:
+            out += apply_channel_modes(srv, c, ch, args)
+        for line in out:
+            srv.writer.queue(c, line)
+        wake = srv.writer.needs_kick()
+    if wake:
+        srv.writer.kick()
+
+
+def apply_channel_modes(srv: Server, c: Client, ch: Channel, args: tuple[str, ...]) -> list[bytes]:
+    """Apply a mode string; broadcast what changed.  Caller holds the lock."""
+    errors: list[bytes] = []
+    modestr, params = args[0], list(args[1:])
+    is_op = "@" in ch.members.get(c, "")
+    adding = True
+    applied: list[tuple[str, str, str | None]] = []  # (sign, mode, arg)
+    denied = False
+    for mch in modestr:
+        if mch in "+-":
+            adding = mch == "+"
+            continue
+        if mch in LIST_MODES:
+            if not params:
+                code, text = LIST_MODES[mch]
+                errors.append(srv.numeric(c, code, ch.name, text))
+            else:
+                params.pop(0)
+                errors.append(srv.numeric(c, P.ERR_UNKNOWNMODE, mch, "is unknown mode char to me"))
+            continue
+        if mch not in FLAG_MODES and mch not in "ov":
+            errors.append(srv.numeric(c, P.ERR_UNKNOWNMODE, mch, "is unknown mode char to me"))
+            continue
+        if not is_op:
+            denied = True
+            if mch in "ov" and params:
+                params.pop(0)
+            continue
+        if mch in FLAG_MODES:
+            if adding != (mch in ch.modes):
+                (ch.modes.add if adding else ch.modes.discard)(mch)
+                applied.append(("+" if adding else "-", mch, None))
+            continue
+        if not params:
+            continue  # +o with no nick: nothing to do, as established servers do
+        nick = params.pop(0)
+        member = srv.find_nick(nick)
+        if member is None:
+            errors.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.strip_bad(nick)[:60],
+                                      "No such nick/channel"))
+            continue
+        if member not in ch.members:
+            errors.append(srv.numeric(c, P.ERR_USERNOTINCHANNEL, member.nick, ch.name,
+                                      "They aren't on that channel"))
+            continue
+        sym = "@" if mch == "o" else "+"
+        pfx = ch.members[member]
+        if adding and sym not in pfx:
+            ch.members[member] = "".join(s for s in "@+" if s in pfx or s == sym)
+            applied.append(("+", mch, member.nick))
+        elif not adding and sym in pfx:
+            ch.members[member] = pfx.replace(sym, "")
+            applied.append(("-", mch, member.nick))
+    if denied:
+        errors.append(srv.numeric(c, P.ERR_CHANOPRIVSNEEDED, ch.name, "You're not channel operator"))
+    if applied:
+        modes, margs, sign = "", [], ""
+        for s, m, a in applied:
+            if s != sign:
+                modes += s
+                sign = s
+            modes += m
+            if a is not None:
+                margs.append(a)
+        line = P.format_line(c.prefix, "MODE", ch.name, modes, *margs)
+        for m in ch.members:
+            srv.writer.queue(m, line)
+    return errors
+
+
+@command("KICK", 2)
+def cmd_kick(srv: Server, c: Client, msg: Message) -> None:
+    name = msg.params[0]
+    reason = P.truncate_text(msg.params[2], P.KICKLEN) if len(msg.params) > 2 and msg.params[2] \
+        else c.nick
+    out: list[bytes] = []
+    with srv.reg.lock:
+        ch = srv.find_channel(name)
+        if ch is None:
+            out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.strip_bad(name)[:60],
+                                   "No such channel"))
+        elif c not in ch.members:
+            out.append(srv.numeric(c, P.ERR_NOTONCHANNEL, ch.name, "You're not on that channel"))
+        elif "@" not in ch.members[c]:
+            out.append(srv.numeric(c, P.ERR_CHANOPRIVSNEEDED, ch.name,
+                                   "You're not channel operator"))
+        else:
+            for nick in msg.params[1].split(",")[:4]:
+                victim = srv.find_nick(nick)
+                if victim is None or victim not in ch.members:
+                    out.append(srv.numeric(c, P.ERR_USERNOTINCHANNEL, P.strip_bad(nick)[:60] or "*",
+                                           ch.name, "They aren't on that channel"))
+                    continue
+                line = P.format_line(c.prefix, "KICK", ch.name, victim.nick, reason, truncate=True)
+                for m in ch.members:
+                    srv.writer.queue(m, line)
+                srv._remove_member(ch, victim)
+                if not ch.members:
+                    break
+        for line in out:
+            srv.writer.queue(c, line)
+        wake = srv.writer.needs_kick()
+    if wake:
+        srv.writer.kick()
+
+
+@command("INVITE", 2)
+def cmd_invite(srv: Server, c: Client, msg: Message) -> None:
+    nick, name = msg.params[0], msg.params[1]
+    out: list[bytes] = []
+    with srv.reg.lock:
+        target = srv.find_nick(nick)
+        ch = srv.find_channel(name)
+        if ch is None:
+            out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.strip_bad(name)[:60],
+                                   "No such channel"))
+        elif c not in ch.members:
+            out.append(srv.numeric(c, P.ERR_NOTONCHANNEL, ch.name, "You're not on that channel"))
+        elif "i" in ch.modes and "@" not in ch.members[c]:
+            out.append(srv.numeric(c, P.ERR_CHANOPRIVSNEEDED, ch.name,
+                                   "You're not channel operator"))
+        elif target is None:
+            out.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.strip_bad(nick)[:60],
+                                   "No such nick/channel"))
+        elif target in ch.members:
+            out.append(srv.numeric(c, P.ERR_USERONCHANNEL, target.nick, ch.name,
+                                   "is already on channel"))
+        else:
+            ch.invited.add(P.casefold(target.nick))
+            out.append(srv.numeric(c, P.RPL_INVITING, target.nick, ch.name))
+            srv.writer.queue(target, P.format_line(c.prefix, "INVITE", target.nick, ch.name))
+        for line in out:
+            srv.writer.queue(c, line)
+        wake = srv.writer.needs_kick()
+    if wake:
+        srv.writer.kick()
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def raise_fd_limit() -> None:
+    """Raise the open-file soft limit as far as the hard limit allows, and say so."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft >= want:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        log.info("open-file limit raised from %d to %d", soft, want)
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
+    d = Config()
+    p = argparse.ArgumentParser(
+        description="Threaded chat server speaking a subset of the IRC client protocol.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default=d.host, help="address to listen on (0.0.0.0 for the LAN)")
+    p.add_argument("--port", type=int, default=d.port, help="TCP port to listen on")
+    p.add_argument("--name", default=d.name, help="server name shown in replies")
+    p.add_argument("--network", default=d.network, help="network name shown on welcome")
+    p.add_argument("--motd", metavar="FILE", help="message-of-the-day text file")
+    p.add_argument("--password", help="server password clients must send with PASS")
+    p.add_argument("--max-clients", type=int, default=d.max_clients,
+                   help="most connections at once; more get 'ERROR :Server full'")
+    p.add_argument("--max-per-ip", type=int, default=d.max_per_ip,
+                   help="most connections from one address (0: no limit)")
+    p.add_argument("--sendq", type=int, default=d.sendq,
+                   help="bytes queued for a client before it is disconnected")
+    p.add_argument("--register-timeout", type=float, default=d.register_timeout,
+                   help="seconds a new connection has to register")
+    p.add_argument("--ping-interval", type=float, default=d.ping_interval,
+                   help="seconds of silence before the server sends PING")
+    p.add_argument("--ping-timeout", type=float, default=d.ping_timeout,
+                   help="seconds to wait for the answer to PING")
+    p.add_argument("--line-timeout", type=float, default=d.line_timeout,
+                   help="seconds a started line may take to finish")
+    p.add_argument("--max-channels", type=int, default=d.max_channels,
+                   help="rooms one user may be in")
+    p.add_argument("--max-members", type=int, default=d.max_members,
+                   help="members one room may hold (0: no limit)")
+    p.add_argument("--flood-burst", type=int, default=d.flood_burst,
+                   help="commands a client may send at once before it is slowed")
+    p.add_argument("--flood-rate", type=float, default=d.flood_rate,
+                   help="commands per second a client may send after the burst")
+    p.add_argument("--flood-kill", type=int, default=d.flood_kill,
+                   help="commands beyond the allowance that disconnect with 'Excess Flood'")
+    p.add_argument("--no-flood-control", action="store_true",
+                   help="turn flood control off (benchmarks, conformance runs)")
+    p.add_argument("--log-level", default="INFO",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging threshold")
+    a = p.parse_args(argv)
+    motd = None
+    if a.motd:
+        try:
+            with open(a.motd, encoding="utf-8", errors="replace") as f:
+                motd = [P.strip_bad(line.rstrip("\r\n")) for line in f][:200]
+        except OSError as exc:
+            p.error(f"cannot read --motd {a.motd}: {exc.strerror}")
+    for opt in ("max_clients", "sendq", "max_channels", "flood_burst"):
+        if getattr(a, opt) < 1:
+            p.error(f"--{opt.replace('_', '-')} must be at least 1")
+    for opt in ("register_timeout", "ping_interval", "ping_timeout", "line_timeout",
+                "flood_rate"):
+        if getattr(a, opt) <= 0:
+            p.error(f"--{opt.replace('_', '-')} must be positive")
+    if not 0 <= a.port <= 65535:
+        p.error("--port must be 0-65535")
+    if " " in a.name or not a.name:
+        p.error("--name must be one word")
+    return Config(
+        host=a.host, port=a.port, name=a.name, network=a.network, motd=motd,
+        password=a.password, max_clients=a.max_clients, max_per_ip=a.max_per_ip,
+        sendq=a.sendq, register_timeout=a.register_timeout, ping_interval=a.ping_interval,
+        ping_timeout=a.ping_timeout, line_timeout=a.line_timeout, max_channels=a.max_channels,
+        max_members=a.max_members, flood_control=not a.no_flood_control,
+        flood_burst=a.flood_burst, flood_rate=a.flood_rate, flood_kill=a.flood_kill,
+    ), a.log_level
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, level = parse_args(argv)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
+    raise_fd_limit()
+    server = Server(config)
+    try:
+        server.bind()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+        return 1
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        server.shutdown()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    server.serve_forever()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
