@@ -253,7 +253,8 @@ def parse(line: bytes | str) -> Message:
             raise ProtocolError("empty source")
         rest = rest.lstrip(" ")
     head, sep, trailing = rest.partition(" :")
-    words = head.split()
+    # Only ASCII space separates parameters (str.split() would also split on \x1f etc.).
+    words = [w for w in head.split(" ") if w]
     if rest.startswith(":"):
         # No command at all, just a trailing parameter.
         raise ProtocolError("no command")
@@ -300,13 +301,16 @@ def format_line(
     *params: str,
     tags: dict[str, str] | None = None,
     truncate: bool = False,
+    trailing: bool = False,
 ) -> bytes:
     """Build one wire line (with CRLF).
 
     Every parameter but the last must be a non-empty word with no leading ':'.  No parameter
     may hold CR, LF or NUL: such a line could be read as two messages, so it is refused.
     With ``truncate`` an over-long last parameter is cut (on a character boundary) to fit
-    512 bytes; without it an over-long line raises :class:`ProtocolError`.
+    512 bytes; without it an over-long line raises :class:`ProtocolError`.  ``trailing``
+    always marks the last parameter with ':' (free text: clients that split on " :" for
+    the text of a message then get one-word messages right too).
     """
     parts: list[str] = []
     if source:
@@ -317,7 +321,7 @@ def format_line(
             _check_middle(p)
         parts.extend(params[:-1])
         last = params[-1]
-        if not last or last.startswith(":") or " " in last:
+        if trailing or not last or last.startswith(":") or " " in last:
             last = ":" + last
         parts.append(last)
     body = " ".join(parts)
@@ -345,6 +349,16 @@ def strip_bad(text: str) -> str:
     if "\r" in text or "\n" in text or "\x00" in text:
         return text.replace("\r", " ").replace("\n", " ").replace("\x00", "")
     return text
+
+
+def echo_param(text: str, limit: int = 64) -> str:
+    """Make client-supplied text safe to echo back as a middle parameter of a reply.
+
+    It becomes one word (up to the first space, no CR/LF/NUL), at most ``limit``
+    characters, never empty and never starting with ':'; '*' stands in for nothing left.
+    """
+    word = strip_bad(text).split(" ", 1)[0][:limit]
+    return word if word and not word.startswith(":") else "*"
 
 
 def truncate_text(text: str, limit: int) -> str:

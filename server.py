@@ -43,6 +43,9 @@ log = logging.getLogger("chat.server")
 VERSION = "chatroom-0.1"
 CAPABILITIES = ("multi-prefix", "userhost-in-names")
 THREAD_STACK = 256 * 1024  # readers keep shallow stacks; small stacks let 10,000 threads fit
+# Kernel send buffer per client.  Left alone, Linux autotunes it up to 4 MB, so a peer that
+# stops reading would hide megabytes in the kernel before its send-queue limit ever shows.
+SOCKET_SNDBUF = 128 * 1024
 
 
 @dataclass
@@ -505,6 +508,7 @@ class Server:
         sock = c.sock
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF)
             while c.quit_reason is None:
                 data = sock.recv(16384)
                 if not data:
@@ -604,7 +608,7 @@ class Server:
             if c not in self.reg.clients:
                 return
             if c.registered:
-                line = P.format_line(c.prefix, "QUIT", reason, truncate=True)
+                line = P.format_line(c.prefix, "QUIT", reason, truncate=True, trailing=True)
                 for peer in self._peers(c):
                     self.writer.queue(peer, line)
             self._forget(c)
@@ -652,7 +656,12 @@ class Server:
             self.writer.kick()
 
     def numeric(self, c: Client, code: str, *params: str) -> bytes:
-        return P.format_line(self.config.name, code, c.nick, *params, truncate=True)
+        # Middle parameters often echo what the client sent: make each one word, so a
+        # hostile echo can never break the reply (the last one may hold spaces).
+        safe = [p if p and " " not in p and p[0] != ":" and P.strip_bad(p) == p
+                else P.echo_param(p) for p in params[:-1]]
+        return P.format_line(self.config.name, code, c.nick, *safe, *params[-1:],
+                             truncate=True)
 
     def reply(self, c: Client, code: str, *params: str) -> None:
         self.send(c, self.numeric(c, code, *params))
@@ -886,7 +895,7 @@ def cmd_cap(srv: Server, c: Client, msg: Message) -> None:
         c.cap_negotiating = False
         srv.try_register(c)
     else:
-        srv.reply(c, P.ERR_INVALIDCAPCMD, sub[:20] or "*", "Invalid CAP command")
+        srv.reply(c, P.ERR_INVALIDCAPCMD, P.echo_param(sub, 20), "Invalid CAP command")
 
 
 @command("PASS", 1, before_registration=True)
@@ -904,7 +913,7 @@ def cmd_nick(srv: Server, c: Client, msg: Message) -> None:
         return
     new = msg.params[0]
     if not P.valid_nick(new):
-        srv.reply(c, P.ERR_ERRONEUSNICKNAME, P.strip_bad(new)[:P.NICKLEN + 10] or "*",
+        srv.reply(c, P.ERR_ERRONEUSNICKNAME, P.echo_param(new),
                   "Erroneous nickname")
         return
     key = P.casefold(new)
@@ -996,7 +1005,7 @@ def cmd_join(srv: Server, c: Client, msg: Message) -> None:
 def join_one(srv: Server, c: Client, name: str) -> None:
     cfg = srv.config
     if not P.valid_channel(name):
-        srv.reply(c, P.ERR_NOSUCHCHANNEL, P.strip_bad(name)[:60] or "*", "No such channel")
+        srv.reply(c, P.ERR_NOSUCHCHANNEL, P.echo_param(name), "No such channel")
         return
     key = P.casefold(name)
     error: tuple[str, ...] | None = None
@@ -1048,14 +1057,14 @@ def part_one(srv: Server, c: Client, name: str, reason: str) -> None:
     with srv.reg.lock:
         ch = srv.find_channel(name)
         if ch is None:
-            error: tuple[str, ...] | None = (P.ERR_NOSUCHCHANNEL, P.strip_bad(name)[:60],
+            error: tuple[str, ...] | None = (P.ERR_NOSUCHCHANNEL, P.echo_param(name),
                                              "No such channel")
         elif c not in ch.members:
             error = (P.ERR_NOTONCHANNEL, ch.name, "You're not on that channel")
         else:
             error = None
             params = (ch.name, P.truncate_text(reason, 300)) if reason else (ch.name,)
-            line = P.format_line(c.prefix, "PART", *params, truncate=True)
+            line = P.format_line(c.prefix, "PART", *params, truncate=True, trailing=len(params) > 1)
             for m in ch.members:
                 srv.writer.queue(m, line)
             srv._remove_member(ch, c)
@@ -1074,7 +1083,7 @@ def cmd_topic(srv: Server, c: Client, msg: Message) -> None:
     with srv.reg.lock:
         ch = srv.find_channel(name)
         if ch is None:
-            out = [srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.strip_bad(name)[:60], "No such channel")]
+            out = [srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.echo_param(name), "No such channel")]
         elif len(msg.params) == 1:
             if c not in ch.members:
                 out = [srv.numeric(c, P.ERR_NOTONCHANNEL, ch.name, "You're not on that channel")]
@@ -1092,7 +1101,8 @@ def cmd_topic(srv: Server, c: Client, msg: Message) -> None:
             ch.topic = P.truncate_text(msg.params[1], P.TOPICLEN)
             ch.topic_by = c.prefix
             ch.topic_at = int(time.time())
-            line = P.format_line(c.prefix, "TOPIC", ch.name, ch.topic, truncate=True)
+            line = P.format_line(c.prefix, "TOPIC", ch.name, ch.topic, truncate=True,
+                                 trailing=True)
             for m in ch.members:
                 srv.writer.queue(m, line)
         for line in out:
@@ -1111,7 +1121,7 @@ def cmd_names(srv: Server, c: Client, msg: Message) -> None:
         for name in msg.params[0].split(","):
             ch = srv.find_channel(name)
             if ch is None:
-                srv.writer.queue(c, srv.numeric(c, P.RPL_ENDOFNAMES, P.strip_bad(name)[:60] or "*",
+                srv.writer.queue(c, srv.numeric(c, P.RPL_ENDOFNAMES, P.echo_param(name),
                                                 "End of /NAMES list"))
             else:
                 for line in srv.names_lines(c, ch):
@@ -1173,11 +1183,12 @@ def relay(srv: Server, c: Client, msg: Message, notice: bool) -> None:
             status = ""
             while target[:1] in "@+" and len(target) > 1:
                 status, target = status + target[0], target[1:]
-            line = P.format_line(c.prefix, cmd, (status + target), text, truncate=True)
+            line = P.format_line(c.prefix, cmd, (status + target), text, truncate=True,
+                                 trailing=True)
             if P.is_channel(target):
                 ch = srv.reg.channels.get(P.casefold(target))
                 if ch is None:
-                    errors.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.strip_bad(target)[:60],
+                    errors.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.echo_param(target),
                                               "No such nick/channel"))
                     continue
                 mode = ch.members.get(c)
@@ -1197,7 +1208,7 @@ def relay(srv: Server, c: Client, msg: Message, notice: bool) -> None:
             else:
                 peer = srv.find_nick(target)
                 if peer is None:
-                    errors.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.strip_bad(target)[:60],
+                    errors.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.echo_param(target),
                                               "No such nick/channel"))
                     continue
                 srv.writer.queue(peer, line)
@@ -1265,7 +1276,7 @@ def cmd_who(srv: Server, c: Client, msg: Message) -> None:
                         lines.append(_who_line(srv, c, m, None))
                         if len(lines) >= 200:
                             break
-    shown = P.strip_bad(mask)[:60] or "*"
+    shown = P.echo_param(mask)
     srv.send_many(c, lines + [srv.numeric(c, P.RPL_ENDOFWHO, shown, "End of WHO list")])
 
 
@@ -1275,7 +1286,7 @@ def cmd_whois(srv: Server, c: Client, msg: Message) -> None:
     if not nick:
         srv.reply(c, P.ERR_NONICKNAMEGIVEN, "No nickname given")
         return
-    shown = P.strip_bad(nick)[:60]
+    shown = P.echo_param(nick)
     with srv.reg.lock:
         m = srv.find_nick(nick)
         if m is None:
@@ -1345,7 +1356,7 @@ def user_mode(srv: Server, c: Client, nick: str, args: tuple[str, ...]) -> None:
         with srv.reg.lock:
             exists = srv.find_nick(nick) is not None
         if not exists:
-            srv.reply(c, P.ERR_NOSUCHNICK, P.strip_bad(nick)[:60], "No such nick/channel")
+            srv.reply(c, P.ERR_NOSUCHNICK, P.echo_param(nick), "No such nick/channel")
         else:
             srv.reply(c, P.ERR_USERSDONTMATCH, "Cant change mode for other users")
         return
@@ -1379,7 +1390,7 @@ def channel_mode(srv: Server, c: Client, name: str, args: tuple[str, ...]) -> No
     with srv.reg.lock:
         ch = srv.find_channel(name)
         if ch is None:
-            out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.strip_bad(name)[:60],
+            out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.echo_param(name),
                                    "No such channel"))
         elif not args:
             out.append(srv.numeric(c, P.RPL_CHANNELMODEIS, ch.name,
@@ -1432,7 +1443,7 @@ def apply_channel_modes(srv: Server, c: Client, ch: Channel, args: tuple[str, ..
         nick = params.pop(0)
         member = srv.find_nick(nick)
         if member is None:
-            errors.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.strip_bad(nick)[:60],
+            errors.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.echo_param(nick),
                                       "No such nick/channel"))
             continue
         if member not in ch.members:
@@ -1473,7 +1484,7 @@ def cmd_kick(srv: Server, c: Client, msg: Message) -> None:
     with srv.reg.lock:
         ch = srv.find_channel(name)
         if ch is None:
-            out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.strip_bad(name)[:60],
+            out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.echo_param(name),
                                    "No such channel"))
         elif c not in ch.members:
             out.append(srv.numeric(c, P.ERR_NOTONCHANNEL, ch.name, "You're not on that channel"))
@@ -1484,10 +1495,11 @@ def cmd_kick(srv: Server, c: Client, msg: Message) -> None:
             for nick in msg.params[1].split(",")[:4]:
                 victim = srv.find_nick(nick)
                 if victim is None or victim not in ch.members:
-                    out.append(srv.numeric(c, P.ERR_USERNOTINCHANNEL, P.strip_bad(nick)[:60] or "*",
+                    out.append(srv.numeric(c, P.ERR_USERNOTINCHANNEL, P.echo_param(nick),
                                            ch.name, "They aren't on that channel"))
                     continue
-                line = P.format_line(c.prefix, "KICK", ch.name, victim.nick, reason, truncate=True)
+                line = P.format_line(c.prefix, "KICK", ch.name, victim.nick, reason,
+                                     truncate=True, trailing=True)
                 for m in ch.members:
                     srv.writer.queue(m, line)
                 srv._remove_member(ch, victim)
@@ -1508,7 +1520,7 @@ def cmd_invite(srv: Server, c: Client, msg: Message) -> None:
         target = srv.find_nick(nick)
         ch = srv.find_channel(name)
         if ch is None:
-            out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.strip_bad(name)[:60],
+            out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.echo_param(name),
                                    "No such channel"))
         elif c not in ch.members:
             out.append(srv.numeric(c, P.ERR_NOTONCHANNEL, ch.name, "You're not on that channel"))
@@ -1516,7 +1528,7 @@ def cmd_invite(srv: Server, c: Client, msg: Message) -> None:
             out.append(srv.numeric(c, P.ERR_CHANOPRIVSNEEDED, ch.name,
                                    "You're not channel operator"))
         elif target is None:
-            out.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.strip_bad(nick)[:60],
+            out.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.echo_param(nick),
                                    "No such nick/channel"))
         elif target in ch.members:
             out.append(srv.numeric(c, P.ERR_USERONCHANNEL, target.nick, ch.name,

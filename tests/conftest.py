@@ -75,7 +75,7 @@ class LineClient:
         self.send(f"NICK {nick}")
         self.send(f"USER {user} 0 * :{real}")
         self.nick = nick
-        return self.lines_until("422") if True else []
+        return self.expect(lambda s: s.split(" ")[1:2] in (["376"], ["422"]))
 
     def join(self, room: str) -> list[str]:
         self.send(f"JOIN {room}")
