@@ -169,22 +169,27 @@ def test_client_that_never_reads_is_cut_and_others_unaffected(make_server) -> No
     listener = s.client("listener", "#r")
     talker.expect("JOIN")
     payload = "x" * 400
+    got: list[int] = []
+    quits: list[str] = []
+
+    def listen() -> None:
+        while len(got) < 2000 or not quits:
+            line = listener.recv_line(timeout=20)
+            if " PRIVMSG " in line:
+                got.append(int(line.split(" :", 1)[1].split(" ")[0]))
+            elif " QUIT " in line:
+                quits.append(line)
+
+    reader = threading.Thread(target=listen)
+    reader.start()
     start = time.monotonic()
     for k in range(2000):
         talker.send(f"PRIVMSG #r :{k} {payload}")
         if k % 100 == 99:  # a round trip now and then, so the talker is never flooded
             talker.send("PING :sync")
             talker.expect("PONG")
-    got, quits = [], []
-    while len(got) < 2000:
-        line = listener.recv_line()
-        if " PRIVMSG " in line:
-            got.append(int(line.split(" :", 1)[1].split(" ")[0]))
-        elif " QUIT " in line:
-            quits.append(line)
+    reader.join(timeout=30)
     assert got == list(range(2000))
-    assert time.monotonic() - start < 30
-    if not quits:
-        quits.append(listener.expect("QUIT")[-1])
     assert quits == [":stuck!~u@127.0.0.1 QUIT :SendQ exceeded"]
+    assert time.monotonic() - start < 30
     assert s.wait_for(lambda: "stuck" not in s.server.reg.nicks)

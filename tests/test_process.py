@@ -1,0 +1,97 @@
+"""The server as a user starts it: `python server.py`, signals, options."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import LineClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(*args: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--port", str(port),
+                             *args], stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert f"listening on 127.0.0.1:{port}" in line, line
+    return proc, port
+
+
+def test_help_lists_every_option() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "server.py"), "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for opt in ("--host", "--port", "--name", "--motd", "--password", "--max-clients",
+                "--max-per-ip", "--sendq", "--register-timeout", "--ping-interval",
+                "--ping-timeout", "--line-timeout", "--max-channels", "--max-members",
+                "--flood-burst", "--flood-rate", "--no-flood-control", "--log-level"):
+        assert opt in out
+
+
+def test_bad_options_are_explained() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "server.py"), "--motd", "/nonexistent"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "cannot read --motd" in r.stderr
+
+
+def test_port_in_use_is_reported() -> None:
+    proc, port = start()
+    try:
+        r = subprocess.run([sys.executable, str(ROOT / "server.py"), "--port", str(port)],
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=5)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_tells_clients_and_exits_zero(sig: signal.Signals, tmp_path: Path) -> None:
+    motd = tmp_path / "motd.txt"
+    motd.write_text("Welcome\n")
+    proc, port = start("--motd", str(motd))
+    clients = []
+    for i in range(20):
+        c = LineClient(("127.0.0.1", port))
+        c.register(f"sig{i}")
+        c.join("#chat")
+        clients.append(c)
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    assert proc.wait(timeout=5) == 0
+    assert time.monotonic() - t0 < 2.0
+    for c in clients:
+        line = c.expect("ERROR")[-1]
+        assert line == "ERROR :Closing Link: 127.0.0.1 (Server shutting down)"
+        assert c.closed()
+    # SO_REUSEADDR: the port can be bound again at once.
+    proc2, _ = start()  # a fresh port works; and the old one:
+    proc2.send_signal(signal.SIGTERM)
+    proc2.wait(timeout=5)
+    again = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--port", str(port)],
+                             stderr=subprocess.PIPE, text=True)
+    assert again.stderr is not None
+    assert "listening on" in again.stderr.readline()
+    again.send_signal(signal.SIGTERM)
+    assert again.wait(timeout=5) == 0
+    assert proc.stderr is not None
+    log = proc.stderr.read()
+    assert "registered" in log and "join sig0 #chat" in log and "shutting down" in log
+    assert "Traceback" not in log
