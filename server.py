@@ -549,6 +549,8 @@ class Server:
             self.reply(c, P.ERR_INPUTTOOLONG, "Input line was too long")
             return
         assert isinstance(line, bytes)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s:%d %s <- %r", c.host, c.addr[1], c.nick, line)
         if not line.strip(b"\r \t"):
             return  # empty lines are silently ignored, as the spec says
         try:
