@@ -528,9 +528,13 @@ class Server:
                     break
                 for line in lines:
                     if bucket is not None:
-                        bucket.take()
+                        delay = bucket.take(time.monotonic())
+                        # The throttle: this reader stops reading, so only the flooder's TCP
+                        # window closes.  Shutdown interrupts the wait.
+                        if delay and self._stop.wait(delay):
+                            break
                     self.handle_line(c, line)
-                    if c.quit_reason is not None:
+                    if c.quit_reason is not None or c.doomed is not None:
                         break
         except OSError as exc:
             c.quit_reason = c.quit_reason or c.doomed or _reset_reason(exc)
@@ -845,16 +849,11 @@ class FloodBucket:
         self._refill(now)
         return self.tokens - n >= -self.kill
 
-    def take(self) -> None:
-        """Spend one token, waiting for it if the bucket is empty (that slows the client)."""
-        now = time.monotonic()
+    def take(self, now: float) -> float:
+        """Spend one token; return how long to wait first if the bucket was empty."""
         self._refill(now)
-        if self.tokens < 1:
-            # Sleeping here is the throttle itself: this reader stops reading, so the
-            # sender's TCP window closes; nobody else's thread waits.
-            time.sleep((1 - self.tokens) / self.rate)
-            self._refill(time.monotonic())
         self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
 def _reset_reason(exc: OSError) -> str:
