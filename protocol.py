@@ -12,6 +12,7 @@ section at most 8191 bytes.  Text is UTF-8.  Names use the ``ascii`` casemapping
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_LINE = 512  # bytes, with the CRLF, tags not counted
@@ -170,6 +171,25 @@ def valid_channel(name: str, channellen: int = CHANNELLEN) -> bool:
 
 def is_channel(target: str) -> bool:
     return target[:1] in CHANTYPES
+
+
+def mask_matcher(mask: str) -> Callable[[str], bool]:
+    """A matcher for an IRC wildcard mask: only '*' and '?' are special ('\\' escapes)."""
+    out, escaped = [], False
+    for ch in mask:
+        if escaped:
+            out.append(re.escape(ch))
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    pattern = re.compile("".join(out) + r"\Z", re.DOTALL)
+    return lambda name: pattern.match(name) is not None
 
 
 def sanitize_user(user: str, userlen: int = USERLEN) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import fnmatch
 import logging
 import os
 import selectors
@@ -765,10 +764,9 @@ class Server:
             lines.append(self.numeric(c, P.RPL_LUSERCHANNELS, str(channels), "channels formed"))
         lines += [
             self.numeric(c, P.RPL_LUSERME, f"I have {total} clients and 0 servers"),
-            self.numeric(c, P.RPL_LOCALUSERS, str(total), str(peak),
-                         f"Current local users {total}, max {peak}"),
-            self.numeric(c, P.RPL_GLOBALUSERS, str(total), str(peak),
-                         f"Current global users {total}, max {peak}"),
+            # The optional "<u> <m>" parameters are left out: the peak is in the text.
+            self.numeric(c, P.RPL_LOCALUSERS, f"Current local users {total}, max {peak}"),
+            self.numeric(c, P.RPL_GLOBALUSERS, f"Current global users {total}, max {peak}"),
         ]
         return lines
 
@@ -967,10 +965,11 @@ def cmd_user(srv: Server, c: Client, msg: Message) -> None:
     if c.registered:
         srv.reply(c, P.ERR_ALREADYREGISTERED, "You may not reregister")
         return
-    user = P.sanitize_user(msg.params[0], P.USERLEN - 1)
-    if not user:
+    if not msg.params[0] or not msg.params[3]:
         srv.reply(c, P.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters")
         return
+    # Nothing usable left (all non-ASCII, say): a default, as Modern suggests, not an error.
+    user = P.sanitize_user(msg.params[0], P.USERLEN - 1) or "user"
     c.user = "~" + user  # no ident lookup, so mark the user name as unverified
     c.realname = P.truncate_text(msg.params[3], 100)
     srv.try_register(c)
@@ -1130,15 +1129,15 @@ def cmd_names(srv: Server, c: Client, msg: Message) -> None:
     if not msg.params:
         srv.reply(c, P.RPL_ENDOFNAMES, "*", "End of /NAMES list")
         return
+    # Names of every room asked for, then one 366 naming the whole list (RFC 2812, Modern).
     with srv.reg.lock:
-        for name in msg.params[0].split(","):
+        for name in msg.params[0].split(",")[:10]:
             ch = srv.find_channel(name)
-            if ch is None:
-                srv.writer.queue(c, srv.numeric(c, P.RPL_ENDOFNAMES, P.echo_param(name),
-                                                "End of /NAMES list"))
-            else:
-                for line in srv.names_lines(c, ch):
+            if ch is not None:
+                for line in srv.names_lines(c, ch)[:-1]:
                     srv.writer.queue(c, line)
+        srv.writer.queue(c, srv.numeric(c, P.RPL_ENDOFNAMES, P.echo_param(msg.params[0], 200),
+                                        "End of /NAMES list"))
         wake = srv.writer.needs_kick()
     if wake:
         srv.writer.kick()
@@ -1273,8 +1272,11 @@ def _who_line(srv: Server, c: Client, m: Client, ch: Channel | None) -> bytes:
 def cmd_who(srv: Server, c: Client, msg: Message) -> None:
     mask = msg.params[0] if msg.params else "*"
     lines: list[bytes] = []
+    opers_only = len(msg.params) > 1 and "o" in msg.params[1]
     with srv.reg.lock:
-        if P.is_channel(mask):
+        if opers_only:
+            pass  # "o": server operators only, and this server has none (RFC 2812 3.6.1)
+        elif P.is_channel(mask):
             ch = srv.find_channel(mask)
             if ch is not None:
                 lines = [_who_line(srv, c, m, ch) for m in ch.members]
@@ -1284,8 +1286,9 @@ def cmd_who(srv: Server, c: Client, msg: Message) -> None:
             if exact is not None:
                 lines = [_who_line(srv, c, exact, None)]
             elif any(ch in folded for ch in "*?"):
+                match = P.mask_matcher(folded)
                 for key, m in srv.reg.nicks.items():
-                    if m.registered and fnmatch.fnmatchcase(key, folded):
+                    if m.registered and match(key):
                         lines.append(_who_line(srv, c, m, None))
                         if len(lines) >= 200:
                             break
@@ -1490,39 +1493,47 @@ def apply_channel_modes(srv: Server, c: Client, ch: Channel, args: tuple[str, ..
 
 @command("KICK", 2)
 def cmd_kick(srv: Server, c: Client, msg: Message) -> None:
-    name = msg.params[0]
-    reason = P.truncate_text(msg.params[2], P.KICKLEN) if len(msg.params) > 2 and msg.params[2] \
-        else c.nick
-    out: list[bytes] = []
+    """KICK #a user[,user] or KICK #a,#b ua,ub (channels paired with users, RFC 2812)."""
+    rooms = [r for r in msg.params[0].split(",") if r][:4]
+    nicks = [n for n in msg.params[1].split(",") if n][:4]
+    if len(rooms) == 1:
+        pairs = [(rooms[0], n) for n in nicks]
+    elif len(rooms) == len(nicks):
+        pairs = list(zip(rooms, nicks))
+    else:
+        srv.reply(c, P.ERR_NEEDMOREPARAMS, "KICK", "Not enough parameters")
+        return
+    reason = msg.params[2] if len(msg.params) > 2 and msg.params[2] else c.nick
+    reason = P.truncate_text(reason, P.KICKLEN)
     with srv.reg.lock:
-        ch = srv.find_channel(name)
-        if ch is None:
-            out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.echo_param(name),
-                                   "No such channel"))
-        elif c not in ch.members:
-            out.append(srv.numeric(c, P.ERR_NOTONCHANNEL, ch.name, "You're not on that channel"))
-        elif "@" not in ch.members[c]:
-            out.append(srv.numeric(c, P.ERR_CHANOPRIVSNEEDED, ch.name,
-                                   "You're not channel operator"))
-        else:
-            for nick in msg.params[1].split(",")[:4]:
-                victim = srv.find_nick(nick)
-                if victim is None or victim not in ch.members:
-                    out.append(srv.numeric(c, P.ERR_USERNOTINCHANNEL, P.echo_param(nick),
-                                           ch.name, "They aren't on that channel"))
-                    continue
-                line = P.format_line(c.prefix, "KICK", ch.name, victim.nick, reason,
-                                     truncate=True, trailing=True)
-                for m in ch.members:
-                    srv.writer.queue(m, line)
-                srv._remove_member(ch, victim)
-                if not ch.members:
-                    break
-        for line in out:
-            srv.writer.queue(c, line)
+        for room, nick in pairs:
+            error = kick_one(srv, c, room, nick, reason)
+            if error:
+                srv.writer.queue(c, error)
         wake = srv.writer.needs_kick()
     if wake:
         srv.writer.kick()
+
+
+def kick_one(srv: Server, c: Client, room: str, nick: str, reason: str) -> bytes | None:
+    """Remove ``nick`` from ``room``; the error reply if not allowed.  Caller holds the lock."""
+    ch = srv.find_channel(room)
+    if ch is None:
+        return srv.numeric(c, P.ERR_NOSUCHCHANNEL, room, "No such channel")
+    if c not in ch.members:
+        return srv.numeric(c, P.ERR_NOTONCHANNEL, ch.name, "You're not on that channel")
+    if "@" not in ch.members[c]:
+        return srv.numeric(c, P.ERR_CHANOPRIVSNEEDED, ch.name, "You're not channel operator")
+    victim = srv.find_nick(nick)
+    if victim is None or victim not in ch.members:
+        return srv.numeric(c, P.ERR_USERNOTINCHANNEL, nick, ch.name,
+                           "They aren't on that channel")
+    line = P.format_line(c.prefix, "KICK", ch.name, victim.nick, reason, truncate=True,
+                         trailing=True)
+    for m in ch.members:
+        srv.writer.queue(m, line)
+    srv._remove_member(ch, victim)
+    return None
 
 
 @command("INVITE", 2)

@@ -21,7 +21,7 @@ def test_welcome_burst_in_spec_order(srv: RunningServer) -> None:
     assert lines[4].endswith(" :are supported by this server")
     assert lines[6] == ":chat.test 251 alice :There are 1 users and 0 invisible on 1 servers"
     assert lines[7] == ":chat.test 255 alice :I have 1 clients and 0 servers"
-    assert lines[8] == ":chat.test 265 alice 1 1 :Current local users 1, max 1"
+    assert lines[8] == ":chat.test 265 alice :Current local users 1, max 1"
     assert lines[10] == ":chat.test 422 alice :MOTD File is missing"
 
 
