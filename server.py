@@ -31,6 +31,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -137,6 +138,53 @@ class Channel:
         self.created = int(time.time())
         self.modes: set[str] = {"n", "t"}
         self.invited: set[str] = set()  # casefolded nicks
+        self.key: str | None = None  # +k
+        self.limit = 0  # +l, 0 for none
+        self.bans: list[Ban] = []  # +b
+
+    def mode_string(self, show_key: bool) -> tuple[str, ...]:
+        """The 324 parameters: ``+flags`` then the key (to members only) and the limit."""
+        flags, args = "+" + "".join(sorted(self.modes)), []
+        if self.key is not None:
+            flags += "k"
+            args.append(self.key if show_key else "*")
+        if self.limit:
+            flags += "l"
+            args.append(str(self.limit))
+        return (flags, *args)
+
+    def banned(self, c: Client) -> bool:
+        if not self.bans:
+            return False
+        who = P.casefold(c.prefix)
+        return any(b.match(who) for b in self.bans)
+
+    def visible_to(self, c: Client) -> bool:
+        return "s" not in self.modes or c in self.members
+
+
+@dataclass
+class Ban:
+    mask: str  # normalised nick!user@host, casefolded
+    by: str
+    at: int
+    match: Callable[[str], bool]
+
+
+def ban_mask(text: str) -> str:
+    """Complete a ban mask the way established servers do: ``nick`` -> ``nick!*@*``."""
+    mask = P.casefold(text)
+    if "!" not in mask and "@" not in mask:
+        return mask + "!*@*"
+    if "!" not in mask:
+        return "*!" + mask
+    if "@" not in mask:
+        return mask + "@*"
+    return mask
+
+
+MAX_BANS = 100
+WHOWAS_SIZE = 1000
 
 
 class Registry:
@@ -149,6 +197,11 @@ class Registry:
         self.channels: dict[str, Channel] = {}
         self.per_ip: dict[str, int] = {}
         self.max_users = 0
+        # (folded nick, nick, user, host, realname), newest last, for WHOWAS
+        self.whowas: deque[tuple[str, str, str, str, str]] = deque(maxlen=WHOWAS_SIZE)
+
+    def remember(self, c: Client) -> None:
+        self.whowas.append((P.casefold(c.nick), c.nick, c.user, c.host, c.realname))
 
     def users(self) -> int:
         return sum(1 for c in self.nicks.values() if c.registered)
@@ -625,6 +678,7 @@ class Server:
             if c not in self.reg.clients:
                 return
             if c.registered:
+                self.reg.remember(c)
                 line = P.format_line(c.prefix, "QUIT", reason, truncate=True, trailing=True)
                 for peer in self._peers(c):
                     self.writer.queue(peer, line)
@@ -710,8 +764,8 @@ class Server:
         cfg = self.config
         return [
             f"AWAYLEN={P.AWAYLEN}", "CASEMAPPING=ascii", f"CHANLIMIT=#:{cfg.max_channels}",
-            "CHANMODES=,,,imnt", f"CHANNELLEN={P.CHANNELLEN}", "CHANTYPES=#",
-            f"KICKLEN={P.KICKLEN}", "MODES=4", f"NETWORK={cfg.network}",
+            "CHANMODES=b,k,l,imnst", f"CHANNELLEN={P.CHANNELLEN}", "CHANTYPES=#",
+            f"KICKLEN={P.KICKLEN}", f"MAXLIST=b:{MAX_BANS}", "MODES=4", f"NETWORK={cfg.network}",
             f"NICKLEN={P.NICKLEN}", "PREFIX=(ov)@+", "STATUSMSG=@+",
             "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:,WHOIS:1,KICK:4",
             f"TOPICLEN={P.TOPICLEN}", "UTF8ONLY", f"USERLEN={P.USERLEN}",
@@ -735,7 +789,7 @@ class Server:
             self.numeric(c, P.RPL_WELCOME, f"Welcome to the {cfg.network} Network, {c.prefix}"),
             self.numeric(c, P.RPL_YOURHOST, f"Your host is {cfg.name}, running version {VERSION}"),
             self.numeric(c, P.RPL_CREATED, f"This server was created {self.created}"),
-            self.numeric(c, P.RPL_MYINFO, cfg.name, VERSION, "i", "imnot", "ov"),
+            self.numeric(c, P.RPL_MYINFO, cfg.name, VERSION, "i", "biklmnostv", "bklov"),
         ]
         lines += self.isupport_lines(c)
         lines += self.lusers_lines(c)
@@ -789,7 +843,8 @@ class Server:
         for m, pfx in ch.members.items():
             shown = pfx if multi else pfx[:1]
             entries.append(shown + (m.prefix if full else m.nick))
-        head = P.format_line(self.config.name, P.RPL_NAMREPLY, c.nick, "=", ch.name, "x")
+        symbol = "@" if "s" in ch.modes else "="  # '@' marks a secret room
+        head = P.format_line(self.config.name, P.RPL_NAMREPLY, c.nick, symbol, ch.name, "x")
         room = P.MAX_LINE - len(head) - 2
         lines: list[bytes] = []
         batch: list[str] = []
@@ -797,12 +852,12 @@ class Server:
         for e in entries:
             n = len(e.encode()) + 1
             if batch and size + n > room:
-                lines.append(self.numeric(c, P.RPL_NAMREPLY, "=", ch.name, " ".join(batch)))
+                lines.append(self.numeric(c, P.RPL_NAMREPLY, symbol, ch.name, " ".join(batch)))
                 batch, size = [], 0
             batch.append(e)
             size += n
         if batch:
-            lines.append(self.numeric(c, P.RPL_NAMREPLY, "=", ch.name, " ".join(batch)))
+            lines.append(self.numeric(c, P.RPL_NAMREPLY, symbol, ch.name, " ".join(batch)))
         lines.append(self.numeric(c, P.RPL_ENDOFNAMES, ch.name, "End of /NAMES list"))
         return lines
 
@@ -942,6 +997,7 @@ def cmd_nick(srv: Server, c: Client, msg: Message) -> None:
             srv.reg.nicks[key] = c
             c.nick = new
             if c.registered:
+                srv.reg.remember(c)
                 line = P.format_line(c.prefix, "NICK", new)
                 c.update_prefix()
                 srv.writer.queue(c, line)
@@ -1009,12 +1065,31 @@ def cmd_join(srv: Server, c: Client, msg: Message) -> None:
         for name in list(c.channels):
             part_one(srv, c, c.channels[name].name, "Left all channels")
         return
-    for name in msg.params[0].split(","):
+    keys = msg.params[1].split(",") if len(msg.params) > 1 else []
+    for i, name in enumerate(msg.params[0].split(",")[:10]):
         if name:
-            join_one(srv, c, name)
+            join_one(srv, c, name, keys[i] if i < len(keys) else "")
 
 
-def join_one(srv: Server, c: Client, name: str) -> None:
+def join_refusal(srv: Server, c: Client, ch: Channel, key: str) -> tuple[str, ...] | None:
+    """Why ``c`` may not join ``ch`` (numeric, channel, text), or None.  Lock held."""
+    cfg = srv.config
+    if cfg.max_members and len(ch.members) >= cfg.max_members:
+        return (P.ERR_CHANNELISFULL, ch.name, "Cannot join channel (+l)")
+    if P.casefold(c.nick) in ch.invited:
+        return None  # an invitation gets past +i, +k, +l and bans
+    if ch.banned(c):
+        return (P.ERR_BANNEDFROMCHAN, ch.name, "Cannot join channel (+b)")
+    if "i" in ch.modes:
+        return (P.ERR_INVITEONLYCHAN, ch.name, "Cannot join channel (+i)")
+    if ch.key is not None and key != ch.key:
+        return (P.ERR_BADCHANNELKEY, ch.name, "Cannot join channel (+k)")
+    if ch.limit and len(ch.members) >= ch.limit:
+        return (P.ERR_CHANNELISFULL, ch.name, "Cannot join channel (+l)")
+    return None
+
+
+def join_one(srv: Server, c: Client, name: str, chankey: str = "") -> None:
     cfg = srv.config
     if not P.valid_channel(name):
         srv.reply(c, P.ERR_NOSUCHCHANNEL, P.echo_param(name), "No such channel")
@@ -1027,11 +1102,9 @@ def join_one(srv: Server, c: Client, name: str) -> None:
             return
         if len(c.channels) >= cfg.max_channels:
             error = (P.ERR_TOOMANYCHANNELS, name, "You have joined too many channels")
-        elif ch is not None and cfg.max_members and len(ch.members) >= cfg.max_members:
-            error = (P.ERR_CHANNELISFULL, ch.name, "Cannot join channel (+l)")
-        elif ch is not None and "i" in ch.modes and P.casefold(c.nick) not in ch.invited:
-            error = (P.ERR_INVITEONLYCHAN, ch.name, "Cannot join channel (+i)")
-        else:
+        elif ch is not None:
+            error = join_refusal(srv, c, ch, chankey)
+        if error is None:
             if ch is None:
                 ch = srv.reg.channels[key] = Channel(name)
                 ch.members[c] = "@"
@@ -1133,7 +1206,7 @@ def cmd_names(srv: Server, c: Client, msg: Message) -> None:
     with srv.reg.lock:
         for name in msg.params[0].split(",")[:10]:
             ch = srv.find_channel(name)
-            if ch is not None:
+            if ch is not None and ch.visible_to(c):
                 for line in srv.names_lines(c, ch)[:-1]:
                     srv.writer.queue(c, line)
         srv.writer.queue(c, srv.numeric(c, P.RPL_ENDOFNAMES, P.echo_param(msg.params[0], 200),
@@ -1149,7 +1222,7 @@ def cmd_list(srv: Server, c: Client, msg: Message) -> None:
     with srv.reg.lock:
         lines = [srv.numeric(c, P.RPL_LISTSTART, "Channel", "Users  Name")]
         for key, ch in srv.reg.channels.items():
-            if wanted is None or key in wanted:
+            if (wanted is None or key in wanted) and ch.visible_to(c):
                 lines.append(srv.numeric(c, P.RPL_LIST, ch.name, str(len(ch.members)),
                                          f"[+{''.join(sorted(ch.modes))}] {ch.topic}"))
         lines.append(srv.numeric(c, P.RPL_LISTEND, "End of /LIST"))
@@ -1204,7 +1277,8 @@ def relay(srv: Server, c: Client, msg: Message, notice: bool) -> None:
                                               "No such nick/channel"))
                     continue
                 mode = ch.members.get(c)
-                if (mode is None and "n" in ch.modes) or ("m" in ch.modes and not mode):
+                if (mode is None and "n" in ch.modes) or ("m" in ch.modes and not mode) or (
+                        not mode and ch.bans and ch.banned(c)):
                     errors.append(srv.numeric(c, P.ERR_CANNOTSENDTOCHAN, ch.name,
                                               "Cannot send to channel"))
                     continue
@@ -1278,7 +1352,7 @@ def cmd_who(srv: Server, c: Client, msg: Message) -> None:
             pass  # "o": server operators only, and this server has none (RFC 2812 3.6.1)
         elif P.is_channel(mask):
             ch = srv.find_channel(mask)
-            if ch is not None:
+            if ch is not None and ch.visible_to(c):
                 lines = [_who_line(srv, c, m, ch) for m in ch.members]
         else:
             folded = P.casefold(mask)
@@ -1313,7 +1387,8 @@ def cmd_whois(srv: Server, c: Client, msg: Message) -> None:
                                  srv.config.network)]
             multi = "multi-prefix" in c.caps
             rooms = [(pfx if multi else pfx[:1]) + ch.name
-                     for ch in m.channels.values() for pfx in (ch.members[m],)]
+                     for ch in m.channels.values() if ch.visible_to(c)
+                     for pfx in (ch.members[m],)]
             if rooms:
                 lines.append(srv.numeric(c, P.RPL_WHOISCHANNELS, m.nick, " ".join(rooms)))
             if m.away is not None:
@@ -1323,6 +1398,33 @@ def cmd_whois(srv: Server, c: Client, msg: Message) -> None:
                                      "seconds idle, signon time"))
             shown = m.nick
     lines.append(srv.numeric(c, P.RPL_ENDOFWHOIS, shown, "End of /WHOIS list"))
+    srv.send_many(c, lines)
+
+
+@command("WHOWAS", 0)
+def cmd_whowas(srv: Server, c: Client, msg: Message) -> None:
+    """Most recent first; a count <= 0 means all (RFC 2812 3.6.3).  Wildcards allowed."""
+    if not msg.params or not msg.params[0]:
+        srv.reply(c, P.ERR_NONICKNAMEGIVEN, "No nickname given")
+        return
+    target = msg.params[0].split(",")[0]
+    try:
+        count = int(msg.params[1]) if len(msg.params) > 1 else 0
+    except ValueError:
+        count = 0
+    match = P.mask_matcher(P.casefold(target))
+    lines: list[bytes] = []
+    with srv.reg.lock:
+        for folded, nick, user, host, real in reversed(srv.reg.whowas):
+            if match(folded):
+                lines.append(srv.numeric(c, P.RPL_WHOWASUSER, nick, user, host, "*", real))
+                lines.append(srv.numeric(c, P.RPL_WHOISSERVER, nick, srv.config.name,
+                                         srv.config.network))
+                if 0 < count <= len(lines) // 2:
+                    break
+    if not lines:
+        lines.append(srv.numeric(c, P.ERR_WASNOSUCHNICK, target, "There was no such nickname"))
+    lines.append(srv.numeric(c, P.RPL_ENDOFWHOWAS, target, "End of WHOWAS"))
     srv.send_many(c, lines)
 
 
@@ -1395,9 +1497,8 @@ def user_mode(srv: Server, c: Client, nick: str, args: tuple[str, ...]) -> None:
         srv.reply(c, P.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
 
 
-FLAG_MODES = "imnt"
-LIST_MODES = {"b": (P.RPL_ENDOFBANLIST, "End of channel ban list"),
-              "e": (P.RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
+FLAG_MODES = "imnst"
+LIST_MODES = {"e": (P.RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
               "I": (P.RPL_ENDOFINVEXLIST, "End of channel invite exception list")}
 
 
@@ -1406,14 +1507,13 @@ def channel_mode(srv: Server, c: Client, name: str, args: tuple[str, ...]) -> No
     with srv.reg.lock:
         ch = srv.find_channel(name)
         if ch is None:
-            out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.echo_param(name),
-                                   "No such channel"))
+            out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, name, "No such channel"))
         elif not args:
             out.append(srv.numeric(c, P.RPL_CHANNELMODEIS, ch.name,
-                                   "+" + "".join(sorted(ch.modes))))
+                                   *ch.mode_string(show_key=c in ch.members)))
             out.append(srv.numeric(c, P.RPL_CREATIONTIME, ch.name, str(ch.created)))
         else:
-            out += apply_channel_modes(srv, c, ch, args)
+            out += ModeChange(srv, c, ch).apply(args[0], list(args[1:]))
         for line in out:
             srv.writer.queue(c, line)
         wake = srv.writer.needs_kick()
@@ -1421,74 +1521,159 @@ def channel_mode(srv: Server, c: Client, name: str, args: tuple[str, ...]) -> No
         srv.writer.kick()
 
 
-def apply_channel_modes(srv: Server, c: Client, ch: Channel, args: tuple[str, ...]) -> list[bytes]:
-    """Apply a mode string; broadcast what changed.  Caller holds the lock."""
-    errors: list[bytes] = []
-    modestr, params = args[0], list(args[1:])
-    is_op = "@" in ch.members.get(c, "")
-    adding = True
-    applied: list[tuple[str, str, str | None]] = []  # (sign, mode, arg)
-    denied = False
-    for mch in modestr:
-        if mch in "+-":
-            adding = mch == "+"
-            continue
-        if mch in LIST_MODES:
-            if not params:
-                code, text = LIST_MODES[mch]
-                errors.append(srv.numeric(c, code, ch.name, text))
+class ModeChange:
+    """One MODE command on a room: apply what is allowed, broadcast it as one line.
+
+    Lives only while the registry lock is held.  Unknown modes get 472, bad parameters
+    696, a non-operator 482 (once); list queries (``MODE #a b``) are answered in place.
+    """
+
+    def __init__(self, srv: Server, c: Client, ch: Channel) -> None:
+        self.srv, self.c, self.ch = srv, c, ch
+        self.is_op = "@" in ch.members.get(c, "")
+        self.replies: list[bytes] = []
+        self.applied: list[tuple[str, str, str | None]] = []  # (sign, mode, argument)
+        self.denied = False
+
+    def apply(self, modestr: str, params: list[str]) -> list[bytes]:
+        adding = True
+        for mch in modestr:
+            if mch in "+-":
+                adding = mch == "+"
+            elif mch == "b":
+                self._ban(adding, params.pop(0) if params else None)
+            elif mch in LIST_MODES:
+                if params:
+                    params.pop(0)
+                    self._unknown(mch)
+                else:
+                    code, text = LIST_MODES[mch]
+                    self.replies.append(self._num(code, self.ch.name, text))
+            elif mch in FLAG_MODES:
+                if self._allowed():
+                    self._flag(adding, mch)
+            elif mch == "k":
+                arg = params.pop(0) if params and (adding or params) else None
+                if self._allowed():
+                    self._key(adding, arg)
+            elif mch == "l":
+                arg = params.pop(0) if adding and params else None
+                if self._allowed():
+                    self._limit(adding, arg)
+            elif mch in "ov":
+                arg = params.pop(0) if params else None
+                if self._allowed() and arg is not None:
+                    self._member(adding, mch, arg)
             else:
-                params.pop(0)
-                errors.append(srv.numeric(c, P.ERR_UNKNOWNMODE, mch, "is unknown mode char to me"))
-            continue
-        if mch not in FLAG_MODES and mch not in "ov":
-            errors.append(srv.numeric(c, P.ERR_UNKNOWNMODE, mch, "is unknown mode char to me"))
-            continue
-        if not is_op:
-            denied = True
-            if mch in "ov" and params:
-                params.pop(0)
-            continue
-        if mch in FLAG_MODES:
-            if adding != (mch in ch.modes):
-                (ch.modes.add if adding else ch.modes.discard)(mch)
-                applied.append(("+" if adding else "-", mch, None))
-            continue
-        if not params:
-            continue  # +o with no nick: nothing to do, as established servers do
-        nick = params.pop(0)
+                self._unknown(mch)
+        if self.denied:
+            self.replies.append(self._num(P.ERR_CHANOPRIVSNEEDED, self.ch.name,
+                                          "You're not channel operator"))
+        self._broadcast()
+        return self.replies
+
+    def _num(self, code: str, *params: str) -> bytes:
+        return self.srv.numeric(self.c, code, *params)
+
+    def _allowed(self) -> bool:
+        if not self.is_op:
+            self.denied = True
+        return self.is_op
+
+    def _unknown(self, mch: str) -> None:
+        self.replies.append(self._num(P.ERR_UNKNOWNMODE, mch, "is unknown mode char to me"))
+
+    def _invalid(self, mch: str, arg: str, why: str) -> None:
+        self.replies.append(self._num(P.ERR_INVALIDMODEPARAM, self.ch.name, mch, arg, why))
+
+    def _flag(self, adding: bool, mch: str) -> None:
+        if adding != (mch in self.ch.modes):
+            (self.ch.modes.add if adding else self.ch.modes.discard)(mch)
+            self.applied.append(("+" if adding else "-", mch, None))
+
+    def _key(self, adding: bool, arg: str | None) -> None:
+        if not adding:
+            if self.ch.key is not None:
+                self.ch.key = None
+                self.applied.append(("-", "k", "*"))
+            return
+        if arg is None:
+            return  # +k with no key: nothing to set, as established servers do
+        if not arg or len(arg) > 23 or any(ch in arg for ch in " ,:") or not arg.isprintable():
+            self._invalid("k", "*", "Key must be 1-23 printable characters, no spaces")
+            return
+        self.ch.key = arg
+        self.applied.append(("+", "k", arg))
+
+    def _limit(self, adding: bool, arg: str | None) -> None:
+        if not adding:
+            if self.ch.limit:
+                self.ch.limit = 0
+                self.applied.append(("-", "l", None))
+            return
+        if arg is None:
+            return
+        if not arg.isdigit() or not 0 < int(arg) <= 1_000_000:
+            self._invalid("l", P.echo_param(arg, 20), "Limit must be a positive number")
+            return
+        self.ch.limit = int(arg)
+        self.applied.append(("+", "l", str(self.ch.limit)))
+
+    def _ban(self, adding: bool, arg: str | None) -> None:
+        ch = self.ch
+        if arg is None:  # a query of the list, allowed to anyone who can see the room
+            for b in ch.bans:
+                self.replies.append(self._num(P.RPL_BANLIST, ch.name, b.mask, b.by, str(b.at)))
+            self.replies.append(self._num(P.RPL_ENDOFBANLIST, ch.name, "End of channel ban list"))
+            return
+        if not self._allowed():
+            return
+        mask = ban_mask(P.echo_param(arg, 100))
+        known = next((b for b in ch.bans if b.mask == mask), None)
+        if adding and known is None:
+            if len(ch.bans) >= MAX_BANS:
+                self.replies.append(self._num(P.ERR_BANLISTFULL, ch.name, "b",
+                                              "Channel ban list is full"))
+                return
+            ch.bans.append(Ban(mask, self.c.prefix, int(time.time()), P.mask_matcher(mask)))
+            self.applied.append(("+", "b", mask))
+        elif not adding and known is not None:
+            ch.bans.remove(known)
+            self.applied.append(("-", "b", mask))
+
+    def _member(self, adding: bool, mch: str, nick: str) -> None:
+        srv, ch = self.srv, self.ch
         member = srv.find_nick(nick)
         if member is None:
-            errors.append(srv.numeric(c, P.ERR_NOSUCHNICK, P.echo_param(nick),
-                                      "No such nick/channel"))
-            continue
+            self.replies.append(self._num(P.ERR_NOSUCHNICK, nick, "No such nick/channel"))
+            return
         if member not in ch.members:
-            errors.append(srv.numeric(c, P.ERR_USERNOTINCHANNEL, member.nick, ch.name,
-                                      "They aren't on that channel"))
-            continue
+            self.replies.append(self._num(P.ERR_USERNOTINCHANNEL, member.nick, ch.name,
+                                          "They aren't on that channel"))
+            return
         sym = "@" if mch == "o" else "+"
         pfx = ch.members[member]
         if adding and sym not in pfx:
             ch.members[member] = "".join(s for s in "@+" if s in pfx or s == sym)
-            applied.append(("+", mch, member.nick))
+            self.applied.append(("+", mch, member.nick))
         elif not adding and sym in pfx:
             ch.members[member] = pfx.replace(sym, "")
-            applied.append(("-", mch, member.nick))
-    if denied:
-        errors.append(srv.numeric(c, P.ERR_CHANOPRIVSNEEDED, ch.name, "You're not channel operator"))
-    if applied:
+            self.applied.append(("-", mch, member.nick))
+
+    def _broadcast(self) -> None:
+        if not self.applied:
+            return
         modes, margs, sign = "", [], ""
-        for s, m, a in applied:
+        for s, m, a in self.applied:
             if s != sign:
                 modes += s
                 sign = s
             modes += m
             if a is not None:
                 margs.append(a)
-        line = P.format_line(c.prefix, "MODE", ch.name, modes, *margs)
-        for m in ch.members:
-            srv.writer.queue(m, line)
-    return errors
+        line = P.format_line(self.c.prefix, "MODE", self.ch.name, modes, *margs)
+        for m in self.ch.members:
+            self.srv.writer.queue(m, line)
 
 
 @command("KICK", 2)
