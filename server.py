@@ -295,7 +295,7 @@ class Writer:
             with self.reg.lock:
                 batch, self.dirty = self.dirty, []
                 releases, self.releases = self.releases, []
-                jobs = []
+                jobs: list[tuple[Client, list[bytes], str | None, bool]] = []
                 for c in batch:
                     if c.released:
                         continue
@@ -415,8 +415,14 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, min_params: int = 0, before_registration: bool = False) -> Callable:
-    def register(fn: Callable[[Server, Client, Message], None]) -> Callable:
+Handler = Callable[["Server", Client, Message], None]
+
+
+def command(name: str, min_params: int = 0,
+            before_registration: bool = False) -> Callable[[Handler], Handler]:
+    """Declare a handler once with its metadata; ``handle_line`` checks 451/461 for all."""
+
+    def register(fn: Handler) -> Handler:
         COMMANDS[name] = Command(fn, min_params, before_registration)
         return fn
 
@@ -1672,8 +1678,8 @@ class ModeChange:
             if a is not None:
                 margs.append(a)
         line = P.format_line(self.c.prefix, "MODE", self.ch.name, modes, *margs)
-        for m in self.ch.members:
-            self.srv.writer.queue(m, line)
+        for member in self.ch.members:
+            self.srv.writer.queue(member, line)
 
 
 @command("KICK", 2)
