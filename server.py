@@ -46,6 +46,7 @@ THREAD_STACK = 256 * 1024  # readers keep shallow stacks; small stacks let 10,00
 # Kernel send buffer per client.  Left alone, Linux autotunes it up to 4 MB, so a peer that
 # stops reading would hide megabytes in the kernel before its send-queue limit ever shows.
 SOCKET_SNDBUF = 128 * 1024
+CLOSE_GRACE = 5.0  # seconds a closing connection gets to take its last lines
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Client:
                  "registered", "cap_negotiating", "caps", "modes", "away", "channels", "prefix",
                  "signon", "last_active", "last_message", "ping_sent", "partial_since",
                  "connected_at", "out", "outlen", "doomed", "closing", "wbuf", "blocked",
-                 "quit_reason", "released", "__weakref__")
+                 "quit_reason", "released", "closing_since", "__weakref__")
 
     def __init__(self, sock: socket.socket, addr: tuple[str, int], server: Server) -> None:
         self.sock = sock
@@ -114,6 +115,7 @@ class Client:
         self.outlen = 0
         self.doomed: str | None = None  # why the connection is being cut
         self.closing = False  # close once what is queued has been written
+        self.closing_since = 0.0
         self.wbuf: memoryview | None = None
         self.blocked = False
         self.quit_reason: str | None = None
@@ -256,7 +258,9 @@ class Writer:
 
     # Called with the registry lock held.
     def close_after_flush(self, client: Client) -> None:
-        client.closing = True
+        if not client.closing:
+            client.closing = True
+            client.closing_since = time.monotonic()
         if client.outlen == 0:
             self.dirty.append(client)
 
@@ -337,6 +341,8 @@ class Writer:
         if doomed is not None:
             self._shutdown(c)
             return
+        if c.blocked:
+            return  # a duplicate entry: the writability path owns the rest, closing included
         if chunks:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if not self._send(c, memoryview(data)):
@@ -885,6 +891,12 @@ class Server:
             with self.reg.lock:
                 clients = list(self.reg.clients)
             for c in clients:
+                if c.closing and now - c.closing_since > CLOSE_GRACE:
+                    # Its last words could not be written (it stopped reading): cut it.
+                    with self.reg.lock:
+                        self.writer.doom(c, c.quit_reason or "Closing")
+                    self.locked_kick()
+                    continue
                 if c.quit_reason is not None:
                     continue
                 if not c.registered and now - c.connected_at > cfg.register_timeout:

@@ -214,3 +214,26 @@ def test_fuzz_hostile_clients_while_good_ones_chat(make_server, caplog) -> None:
     assert fd_count() == base_fds
     crashes = [r for r in caplog.records if r.exc_info]
     assert not crashes, [r.getMessage() for r in crashes[:3]]
+
+
+def test_silent_client_that_also_stopped_reading_is_still_removed(make_server,
+                                                                   monkeypatch) -> None:
+    """Its ERROR line can never be written (buffers full), so a grace deadline cuts it."""
+    import server as server_mod
+
+    monkeypatch.setattr(server_mod, "CLOSE_GRACE", 0.5)
+    s = make_server(sendq=4 * 1024 * 1024, ping_interval=0.5, ping_timeout=0.5)
+    stuck = LineClient(s.address)
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.register("frozen")
+    stuck.join("#z")
+    talker = s.client("talker", "#z")
+    big = "y" * 400
+    for k in range(1500):  # ~650 KB: fills the kernel buffers, stays under the send queue
+        talker.send(f"PRIVMSG #z :{k} {big}")
+        if k % 100 == 99:
+            talker.send("PING :sync")
+            talker.expect("PONG")
+    assert talker.expect("QUIT", timeout=10)[-1].startswith(
+        ":frozen!~u@127.0.0.1 QUIT :Ping timeout")
+    assert s.wait_for(lambda: len(s.server.reg.clients) == 1, timeout=5)

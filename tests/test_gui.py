@@ -1,0 +1,510 @@
+"""The Tk client under a real display (Xvfb when there is none), against a real server.
+
+Two ChatApp windows live on Toplevels of one Tk root and talk through a real server.  Tests
+drive the widgets (insert text, invoke buttons, generate <Return>) and assert on what the
+widgets show; they pump the Tk loop until a condition holds, with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from conftest import ROOT, RunningServer
+
+import client as C
+
+try:
+    import tkinter as tk
+except ImportError:  # reported by the root fixture: a skip locally, a failure in CI
+    tk = None  # type: ignore[assignment]
+
+FAST = {"backoff": C.Backoff(initial=0.05, factor=2.0, maximum=0.3, jitter=0.5)}
+
+
+def _unavailable(why: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"GUI tests need a display in CI: {why}")
+    pytest.skip(f"no display for GUI tests: {why}")
+
+
+@pytest.fixture(scope="session")
+def display() -> Iterator[str]:
+    """The X display to use: $DISPLAY, or a private Xvfb started for this test session."""
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        _unavailable("DISPLAY is unset and Xvfb is not installed")
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        [xvfb, "-displayfd", str(w), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
+    number = b""
+    deadline = time.monotonic() + 10
+    try:
+        while not number.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(r, 16)
+            if not chunk:
+                break
+            number += chunk
+    finally:
+        os.close(r)
+    if not number.strip().isdigit():
+        proc.kill()
+        proc.wait()
+        _unavailable("Xvfb did not start")
+    os.environ["DISPLAY"] = f":{number.decode().strip()}"
+    try:
+        yield os.environ["DISPLAY"]
+    finally:
+        del os.environ["DISPLAY"]
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def root(display: str) -> Iterator[tk.Tk]:
+    if tk is None:
+        _unavailable("tkinter is not installed")
+    try:
+        r = tk.Tk()
+    except tk.TclError as exc:
+        _unavailable(f"Tk cannot start: {exc}")
+    r.withdraw()
+    yield r
+    r.destroy()
+
+
+def pump(root: tk.Tk, cond: Callable[[], object], timeout: float = 5.0,
+         what: str = "condition") -> None:
+    """Run the Tk loop until ``cond()`` is true, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    tick = tk.IntVar(root)
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        root.after(5, tick.set, 1)
+        root.wait_variable(tick)  # processes events (including the app's after()) meanwhile
+
+
+Factory = Callable[..., C.ChatApp]
+
+
+@pytest.fixture
+def make_app(root: tk.Tk) -> Iterator[Factory]:
+    apps: list[C.ChatApp] = []
+
+    def factory(srv: RunningServer | None = None, name: str = "", **kw: object) -> C.ChatApp:
+        top = tk.Toplevel(root)
+        top.geometry("820x520")
+        port = srv.address[1] if srv else C.DEFAULT_PORT
+        kw.setdefault("session_options", FAST)
+        app = C.ChatApp(top, "127.0.0.1", port, name, **kw)  # type: ignore[arg-type]
+        apps.append(app)
+        root.update()
+        return app
+
+    yield factory
+    sessions = [a.session for a in apps if a.session] + [s for a in apps for s in a.retired]
+    for a in apps:
+        a.exit_program()
+    for s in sessions:
+        assert not s.alive, "a session thread outlived Exit"
+
+
+def press_return(root: tk.Tk, widget: tk.Widget) -> None:
+    """Key events go to the focus window, as they do for a user: focus it, then press."""
+    widget.focus_force()
+    pump(root, lambda: root.focus_get() is widget, what="focus")
+    widget.event_generate("<Return>")
+
+
+def join(root: tk.Tk, app: C.ChatApp, name: str, timeout: float = 5.0) -> None:
+    entry = app.login.name_entry
+    entry.delete(0, "end")
+    entry.insert(0, name)
+    press_return(root, entry)
+    pump(root, lambda: app.phase == "chat" and app.chat.count_var.get() != "0 online",
+         timeout, f"{name} to join")
+
+
+def join_all(root: tk.Tk, *pairs: tuple[C.ChatApp, str]) -> None:
+    """Join each app under its name, then wait until every window counts everyone."""
+    for app, name in pairs:
+        join(root, app, name)
+    want = f"{len(pairs)} online"
+    pump(root, lambda: all(a.chat.count_var.get() == want for a, _ in pairs),
+         what=f"every window to show {want}")
+
+
+def say(root: tk.Tk, app: C.ChatApp, text: str) -> None:
+    app.chat.entry.insert(0, text)
+    press_return(root, app.chat.entry)
+
+
+def listed(app: C.ChatApp) -> list[str]:
+    return list(app.chat.listbox.get(0, "end"))
+
+
+def test_login_view_starts_focused_on_name(root: tk.Tk, make_app: Factory) -> None:
+    app = make_app(name="zoe")
+    assert app.master.focus_lastfor() is app.login.name_entry
+    assert app.login.name_var.get() == "zoe"
+    assert app.login.host_var.get() == "127.0.0.1"
+    assert app.login.join_button.cget("text") == "Join Chat"
+
+
+def test_bad_name_is_explained_before_anything_is_sent(root: tk.Tk, make_app: Factory,
+                                                       srv: RunningServer) -> None:
+    app = make_app(srv)
+    for bad, words in [("", "required"), ("9lives", "digit"), ("two words", "spaces"),
+                       ("x" * 40, "at most 30"), ("bé", "only letters")]:
+        app.login.name_var.set(bad)
+        app.login.join_button.invoke()
+        root.update()
+        assert words in app.login.message_var.get(), bad
+        assert app.session is None and app.phase == "login"
+    assert srv.wait_for(lambda: not srv.server.reg.clients)
+    app.login.port_var.set("99999")
+    app.login.name_var.set("fine")
+    app.login.join_button.invoke()
+    assert "1 to 65535" in app.login.message_var.get()
+
+
+def test_taken_name_then_retry_under_another(root: tk.Tk, make_app: Factory,
+                                             srv: RunningServer) -> None:
+    srv.client("alice")
+    app = make_app(srv)
+    app.login.name_var.set("alice")
+    app.login.join_button.invoke()
+    pump(root, lambda: "taken" in app.login.message_var.get(), what="taken message")
+    assert app.phase == "login" and app.login.join_button.cget("text") == "Join Chat"
+    join(root, app, "alice2")
+    assert listed(app) == ["@alice2"]
+
+
+def test_refused_connection_then_wrong_password_then_right(
+        root: tk.Tk, make_app: Factory, make_server: Callable[..., RunningServer]) -> None:
+    srv = make_server(password="sesame")
+    app = make_app(srv)
+    app.login.port_var.set(str(_free_port()))
+    app.login.name_var.set("alice")
+    app.login.join_button.invoke()
+    pump(root, lambda: "refused" in app.login.message_var.get(), what="refused message")
+    assert "Is the server running?" in app.login.message_var.get()
+    app.login.port_var.set(str(srv.address[1]))
+    app.login.join_button.invoke()
+    pump(root, lambda: "password" in app.login.message_var.get(), what="password message")
+    app.login.password_var.set("wrong")
+    app.login.join_button.invoke()
+    pump(root, lambda: "refused the password" in app.login.message_var.get(),
+         what="wrong password")
+    app.login.password_var.set("sesame")
+    join(root, app, "alice")
+
+
+def test_cancel_while_connecting(root: tk.Tk, make_app: Factory) -> None:
+    import socket
+    with socket.socket() as silent:  # accepts, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        app = make_app(session_options={"register_timeout": 30.0})
+        app.login.port_var.set(str(silent.getsockname()[1]))
+        app.login.name_var.set("alice")
+        app.login.join_button.invoke()
+        assert app.phase == "connecting" and app.login.join_button.cget("text") == "Cancel"
+        press_return(root, app.login.name_entry)  # Enter again does not cancel
+        assert app.phase == "connecting"
+        session = app.session
+        app.login.join_button.invoke()
+        assert app.phase == "login" and app.login.join_button.cget("text") == "Join Chat"
+        pump(root, lambda: session is not None and not session.alive, what="session end")
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_windows_talk_and_count_follows(root: tk.Tk, make_app: Factory,
+                                            srv: RunningServer) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))
+    assert listed(alice) == ["@alice", "bob"] == listed(bob)
+    assert bob.master.focus_lastfor() is bob.chat.entry  # the message field has focus
+
+    say(root, bob, "hello 😀 from bob")
+    # The own line shows at once (IRC does not echo it), and the field clears.
+    assert "bob: hello 😀 from bob" in bob.chat.contents()
+    assert bob.chat.entry.get() == ""
+    pump(root, lambda: "bob: hello 😀 from bob" in alice.chat.contents(), what="relay")
+    line = next(ln for ln in alice.chat.contents().splitlines() if "hello" in ln)
+    assert line[0] == "[" and line[6:8] == "] "  # [HH:MM] name: text
+    # Own and others' lines are told apart by tags.
+    assert "own_nick" in bob.chat.text.tag_names("end-2l linestart +8c")
+    assert "nick" in alice.chat.text.tag_names("end-2l linestart +8c")
+
+    carol = srv.client("carol", "#chat")
+    pump(root, lambda: alice.chat.count_var.get() == "3 online"
+         and bob.chat.count_var.get() == "3 online", what="3 online")
+    assert listed(bob) == ["@alice", "bob", "carol"]
+    assert "carol joined #chat" in alice.chat.contents()
+    carol.send("PRIVMSG #chat :hi all")
+    carol.send("NICK caroline")
+    pump(root, lambda: listed(alice) == ["@alice", "bob", "caroline"] == listed(bob),
+         what="rename")
+    assert "carol is now known as caroline" in bob.chat.contents()
+    carol.send("QUIT :bye")
+    pump(root, lambda: alice.chat.count_var.get() == "2 online"
+         and bob.chat.count_var.get() == "2 online", what="back to 2")
+    assert "caroline quit (Quit: bye)" in alice.chat.contents()
+    alice.chat.refresh_button.invoke()
+    pump(root, lambda: alice.session is not None and alice.session.events.empty(), what="names")
+    assert alice.chat.count_var.get() == "2 online"
+
+
+def test_leave_then_join_again_under_another_name(root: tk.Tk, make_app: Factory,
+                                                  srv: RunningServer) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))
+    bob.chat.leave_button.invoke()
+    assert bob.phase == "login" and bob.login.frame.winfo_manager() == "pack"
+    assert bob.login.name_var.get() == "bob"
+    pump(root, lambda: bob.master.focus_lastfor() is bob.login.name_entry, what="name focus")
+    pump(root, lambda: alice.chat.count_var.get() == "1 online", what="bob left")
+    assert "bob left #chat" in alice.chat.contents()
+    join(root, bob, "robert")
+    pump(root, lambda: listed(alice) == ["@alice", "robert"], what="robert joined")
+    assert "bob" not in bob.chat.contents()  # a fresh view
+    say(root, bob, "I'm back")
+    pump(root, lambda: "robert: I'm back" in alice.chat.contents(), what="message")
+
+
+def test_exit_program_quits_and_closes(root: tk.Tk, make_app: Factory,
+                                       srv: RunningServer) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))
+    session = bob.session
+    assert session is not None
+    top = bob.master
+    bob.chat.exit_button.invoke()
+    assert not session.alive
+    assert not top.winfo_exists()
+    pump(root, lambda: "bob quit (Quit: Goodbye)" in alice.chat.contents(), what="quit")
+    assert alice.chat.count_var.get() == "1 online"
+    # Closing the window is Exit Program.
+    session = alice.session
+    assert session is not None
+    top = alice.master
+    root.tk.call(top.protocol("WM_DELETE_WINDOW"))
+    assert not session.alive and not top.winfo_exists()
+    assert srv.wait_for(lambda: not srv.server.reg.nicks)
+
+
+def test_slash_commands(root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))
+    say(root, bob, "/me waves 👋")
+    assert "* bob waves 👋" in bob.chat.contents()
+    pump(root, lambda: "* bob waves 👋" in alice.chat.contents(), what="action")
+    assert "action" in alice.chat.text.tag_names("end-2l lineend -2c")
+    say(root, bob, "/msg alice just between us")
+    assert "bob → alice (private): just between us" in bob.chat.contents()
+    pump(root, lambda: "bob (private): just between us" in alice.chat.contents(), what="msg")
+    assert "private" in alice.chat.text.tag_names("end-2l linestart +8c")
+    say(root, alice, "/topic Friday plans 🎉")
+    pump(root, lambda: bob.chat.topic_var.get() == "Topic: Friday plans 🎉", what="topic")
+    assert "alice set the topic: Friday plans 🎉" in bob.chat.contents()
+    say(root, bob, "/topic")
+    pump(root, lambda: "Topic: Friday plans 🎉" in bob.chat.contents(), what="topic query")
+    say(root, bob, "/topic mine now")
+    pump(root, lambda: "Only room operators" in bob.chat.contents(), what="not op")
+    say(root, bob, "/nick bobby")
+    pump(root, lambda: listed(alice) == ["@alice", "bobby"] == listed(bob), what="nick")
+    assert "You are now known as bobby" in bob.chat.contents()
+    assert "bobby" in str(bob.master.title())
+    say(root, bob, "/nick 1x")
+    assert "cannot start with a digit" in bob.chat.contents()
+    assert bob.chat.entry.get() == "/nick 1x"  # a refused command stays for correction
+    bob.chat.entry.delete(0, "end")
+    say(root, bob, "/names")
+    pump(root, lambda: "In #chat (2): @alice, bobby" in bob.chat.contents(), what="names")
+    say(root, bob, "/help")
+    assert "/msg <name> <text>" in bob.chat.contents()
+    say(root, bob, "/frobnicate now")
+    assert "Unknown command /frobnicate" in bob.chat.contents()
+    bob.chat.entry.delete(0, "end")
+    say(root, bob, "//not a command")
+    pump(root, lambda: "bobby: /not a command" in alice.chat.contents(), what="escaped /")
+    session = bob.session
+    assert session is not None
+    say(root, bob, "/quit see you")
+    assert not session.alive and not bob.master.winfo_exists()
+    pump(root, lambda: "bobby quit (Quit: see you)" in alice.chat.contents(), what="quit")
+
+
+def test_unread_count_in_title(root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))
+    alice.chat.entry.focus_force()
+    pump(root, lambda: root.focus_get() is alice.chat.entry, what="focus on alice")
+    say(root, alice, "one")
+    say(root, alice, "two")
+    pump(root, lambda: str(bob.master.title()).startswith("(2) "), what="unread 2")
+    assert not str(alice.master.title()).startswith("(")
+    bob.chat.entry.focus_force()
+    pump(root, lambda: not str(bob.master.title()).startswith("("), what="read")
+
+
+def test_emoji_and_any_unicode_display(root: tk.Tk, make_app: Factory,
+                                       srv: RunningServer) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))
+    samples = ["😀🎉👍🏽 \U0001F1EB\U0001F1F7 👨‍👩‍👧", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝟘𝟙𝟚", "עברית العربية 日本語 한국어",
+               "e\u0301 \u200b zero-width", "🦄" * 100]
+    raw = srv.client("raw", "#chat")
+    for s in samples:
+        say(root, bob, s)
+        raw.send(f"PRIVMSG #chat :{s}")
+    raw.send("PRIVMSG bob :\x01ACTION 🐍 private action\x01")
+    for s in samples:
+        pump(root, lambda s=s: f"bob: {s}" in alice.chat.contents(), what=repr(s))
+        pump(root, lambda s=s: f"raw: {s}" in bob.chat.contents(), what=repr(s))
+    pump(root, lambda: "🐍 private action" in bob.chat.contents(), what="private action")
+    # Tags were applied at insert time: the nick after an emoji line is still the nick.
+    say(root, bob, "🦄🦄 after")
+    assert bob.chat.text.get("end-2l linestart +8c", "end-2l linestart +11c") == "bob"
+    assert "own_nick" in bob.chat.text.tag_names("end-2l linestart +8c")
+    root.update()
+    assert bob.master.winfo_exists()
+
+
+def test_flood_is_capped_and_ui_stays_responsive(root: tk.Tk, make_app: Factory,
+                                                 srv: RunningServer) -> None:
+    app = make_app(srv, scrollback=500)
+    join(root, app, "alice")
+    total = 3000
+    flooder = srv.client("flood", "#chat")
+    gaps: list[float] = []
+    last = [time.monotonic()]
+
+    def heartbeat() -> None:
+        now = time.monotonic()
+        gaps.append(now - last[0])
+        last[0] = now
+        if not done.is_set():
+            root.after(10, heartbeat)
+
+    done = threading.Event()
+    rate: list[float] = []
+
+    def flood() -> None:
+        start = time.monotonic()
+        for i in range(0, total, 100):  # 100 lines at a time, at about 5,000 lines/s
+            flooder.send("".join(f"PRIVMSG #chat :flood line {j} 🌊\r\n"
+                                 for j in range(i, i + 100)))
+            time.sleep(0.02)
+        rate.append(total / (time.monotonic() - start))
+
+    sender = threading.Thread(target=flood)
+    root.after(10, heartbeat)
+    sender.start()
+    try:
+        typed = "still typing"
+        app.chat.entry.focus_force()
+        pump(root, lambda: root.focus_get() is app.chat.entry, what="focus")
+        for ch in typed:  # keystrokes go through while the flood arrives
+            app.chat.entry.event_generate("<Key>", keysym=ch if ch != " " else "space",
+                                          when="tail")
+        pump(root, lambda: f"flood line {total - 1} 🌊" in app.chat.contents(), timeout=15,
+             what="the last flood line")
+        assert app.chat.line_count() <= 500
+    finally:
+        done.set()
+        sender.join()
+    assert rate and rate[0] >= 1000
+    assert app.chat.line_count() == 500
+    assert app.chat.text.get("end-2l linestart", "end-2c").endswith(f"flood line {total - 1} 🌊")
+    print(f"rate {rate[0]:.0f}/s, max gap {max(gaps):.3f}s, ticks {len(gaps)}")
+    assert max(gaps) < 0.5, f"the UI stalled for {max(gaps):.2f}s"
+    assert app.chat.entry.get() == typed
+    app.chat.entry.delete(0, "end")
+    say(root, app, "after the flood")
+    assert "alice: after the flood" in app.chat.contents()
+
+
+def test_reconnect_shows_and_recovers(root: tk.Tk, make_app: Factory,
+                                      srv: RunningServer) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))
+    with srv.server.reg.lock:
+        victim = srv.server.reg.nicks["bob"]
+    srv.server.kill(victim, "testing drop")
+    pump(root, lambda: "Connection lost" in bob.chat.contents(), what="lost")
+    pump(root, lambda: "Reconnected" in bob.chat.contents(), what="reconnected")
+    pump(root, lambda: bob.chat.count_var.get() == "2 online", what="count back")
+    pump(root, lambda: not bob.chat.banner.winfo_ismapped(), what="the banner to go")
+    say(root, bob, "back again")
+    pump(root, lambda: "bob: back again" in alice.chat.contents(), what="message")
+
+
+def test_back_to_login_while_disconnected(root: tk.Tk, make_app: Factory,
+                                          make_server: Callable[..., RunningServer]) -> None:
+    srv = make_server()
+    app = make_app(srv)
+    join(root, app, "alice")
+    srv.stop()
+    pump(root, lambda: "Reconnecting in" in app.chat.conn_var.get(), what="reconnecting")
+    pump(root, app.chat.banner.winfo_ismapped, what="the banner to show")
+    session = app.session
+    app.chat.back_button.invoke()
+    assert app.phase == "login"
+    pump(root, lambda: session is not None and not session.alive, what="session ended")
+
+
+def test_process_ends_after_exit(display: str, root: tk.Tk, srv: RunningServer) -> None:
+    """python client.py: join, Exit Program, and the process exits with no thread left."""
+    script = textwrap.dedent(f"""
+        import sys, threading, time
+        sys.argv = ["client.py", "--port", "{srv.address[1]}", "--name", "proc"]
+        import client
+        orig = client.ChatApp.__init__
+        def init(self, *a, **k):
+            orig(self, *a, **k)
+            def drive():
+                if self.phase == "chat":
+                    self.chat.exit_button.invoke()
+                else:
+                    if self.phase == "login":
+                        self.login.join_button.invoke()
+                    self.master.after(20, drive)
+            self.master.after(20, drive)
+        client.ChatApp.__init__ = init
+        code = client.main()
+        assert threading.active_count() == 1, threading.enumerate()
+        print("exited", code)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], check=False, cwd=ROOT, capture_output=True,
+                          text=True, timeout=20, env={**os.environ, "DISPLAY": display})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "exited 0"
