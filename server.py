@@ -22,13 +22,16 @@ Threads and who owns what:
 from __future__ import annotations
 
 import argparse
+import array
 import errno
+import fcntl
 import logging
 import os
 import selectors
 import signal
 import socket
 import sys
+import termios
 import threading
 import time
 from collections import deque
@@ -47,6 +50,9 @@ THREAD_STACK = 256 * 1024  # readers keep shallow stacks; small stacks let 10,00
 # stops reading would hide megabytes in the kernel before its send-queue limit ever shows.
 SOCKET_SNDBUF = 128 * 1024
 CLOSE_GRACE = 5.0  # seconds a closing connection gets to take its last lines
+# Bytes queued since the writer last collected.  Past this, readers wait for the writer before
+# handling more lines: producers can't outrun the one writer, and memory stays bounded.
+BACKLOG_HIGH = 4 * 1024 * 1024
 
 
 @dataclass
@@ -72,6 +78,7 @@ class Config:
     flood_burst: int = 10
     flood_rate: float = 2.0
     flood_kill: int = 60  # lines waiting beyond the burst before "Excess Flood"
+    recvq: int = 8192  # unread bytes a throttled client may have waiting before "Excess Flood"
 
 
 # --- registry state --------------------------------------------------------------------
@@ -84,7 +91,7 @@ class Client:
                  "registered", "cap_negotiating", "caps", "modes", "away", "channels", "prefix",
                  "signon", "last_active", "last_message", "ping_sent", "partial_since",
                  "connected_at", "out", "outlen", "doomed", "closing", "wbuf", "blocked",
-                 "quit_reason", "released", "closing_since", "__weakref__")
+                 "quit_reason", "released", "closing_since", "invites", "__weakref__")
 
     def __init__(self, sock: socket.socket, addr: tuple[str, int], server: Server) -> None:
         self.sock = sock
@@ -102,6 +109,8 @@ class Client:
         self.modes: set[str] = set()
         self.away: str | None = None
         self.channels: dict[str, Channel] = {}
+        # Rooms it was invited to (casefolded name -> invited by an operator?)
+        self.invites: dict[str, bool] = {}
         self.prefix = "*"
         self.signon = time.time()
         self.last_active = time.monotonic()
@@ -139,7 +148,6 @@ class Channel:
         self.topic_at = 0
         self.created = int(time.time())
         self.modes: set[str] = {"n", "t"}
-        self.invited: set[str] = set()  # casefolded nicks
         self.key: str | None = None  # +k
         self.limit = 0  # +l, 0 for none
         self.bans: list[Ban] = []  # +b
@@ -199,6 +207,8 @@ class Registry:
         self.channels: dict[str, Channel] = {}
         self.per_ip: dict[str, int] = {}
         self.max_users = 0
+        self.user_count = 0  # registered clients
+        self.invisible_count = 0  # registered clients with user mode +i
         # (folded nick, nick, user, host, realname), newest last, for WHOWAS
         self.whowas: deque[tuple[str, str, str, str, str]] = deque(maxlen=WHOWAS_SIZE)
 
@@ -206,7 +216,7 @@ class Registry:
         self.whowas.append((P.casefold(c.nick), c.nick, c.user, c.host, c.realname))
 
     def users(self) -> int:
-        return sum(1 for c in self.nicks.values() if c.registered)
+        return self.user_count
 
 
 # --- the writer ------------------------------------------------------------------------
@@ -227,6 +237,8 @@ class Writer:
         self.sendq = sendq
         self.dirty: list[Client] = []
         self.releases: list[Client] = []
+        self.backlog = 0  # bytes queued since the last collection (see BACKLOG_HIGH)
+        self.drained = threading.Condition(registry.lock)
         self.sleeping = False
         self.running = True
         self.selector = selectors.DefaultSelector()
@@ -241,11 +253,23 @@ class Writer:
         if client.doomed is not None:
             return
         client.out.append(data)
-        client.outlen += len(data)
-        if client.outlen == len(data):
+        n = len(data)
+        client.outlen += n
+        self.backlog += n
+        if client.outlen == n:
             self.dirty.append(client)
-        elif client.outlen > self.sendq:
+        elif client.outlen > self.sendq and (client.blocked or
+                                             client.outlen > self.sendq + BACKLOG_HIGH):
+            # Blocked: its socket is full, so it really is not reading.  Not blocked, the
+            # bytes are only waiting for the writer, which is not the client's fault.
             self.doom(client, "SendQ exceeded")
+
+    def wait_for_room(self) -> None:
+        """Hold a reader back while the writer is far behind (backpressure, not a sleep)."""
+        with self.reg.lock:
+            if self.backlog > BACKLOG_HIGH and self.running:
+                self.drained.wait_for(lambda: self.backlog <= BACKLOG_HIGH or not self.running,
+                                      timeout=2.0)
 
     # Called with the registry lock held.
     def doom(self, client: Client, reason: str) -> None:
@@ -291,6 +315,7 @@ class Writer:
     def stop(self) -> None:
         with self.reg.lock:
             self.running = False
+            self.drained.notify_all()
         self.kick()
         self.thread.join(timeout=5)
 
@@ -311,6 +336,9 @@ class Writer:
                     jobs.append((c, c.out, None, c.closing))
                     c.out = []
                     c.outlen = 0
+                if self.backlog > BACKLOG_HIGH:
+                    self.drained.notify_all()
+                self.backlog = 0
                 running = self.running
                 idle = not batch and not releases
                 self.sleeping = idle and running
@@ -321,14 +349,24 @@ class Writer:
                 if key.data is None:
                     self._drain_wake()
                 else:
-                    self._on_writable(key.data)
+                    self._guarded(self._on_writable, key.data)
             for c, chunks, doomed, closing in jobs:
-                self._flush(c, chunks, doomed, closing)
+                self._guarded(self._flush, c, chunks, doomed, closing)
             for c in releases:
-                self._close(c)
+                self._guarded(self._close, c)
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()
+
+    def _guarded(self, fn: Callable[..., None], c: Client, *args: object) -> None:
+        """Run one client's step; a bug there must cut that client, never stop all output."""
+        try:
+            fn(c, *args)
+        except Exception:
+            log.exception("writer failed on %s; disconnecting it", c)
+            with self.reg.lock:
+                self.doom(c, "Internal error")
+            self._shutdown(c)
 
     def _drain_wake(self) -> None:
         try:
@@ -356,7 +394,15 @@ class Writer:
             n = c.sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
         except BlockingIOError:
             n = 0
-        except OSError:
+        except OSError as exc:
+            # Reset or broken: stop watching it (a dead socket polls writable forever) and
+            # drop what is queued; the reader sees the shutdown and cleans up.
+            if c.blocked:
+                self.selector.unregister(c.fd)
+                c.blocked = False
+            c.wbuf = None
+            with self.reg.lock:
+                self.doom(c, _reset_reason(exc))
             self._shutdown(c)
             return False
         if n == len(data):
@@ -595,23 +641,16 @@ class Server:
                 if lines:
                     c.last_active = now
                     c.ping_sent = None
+                    if bucket is not None and not bucket.admit(len(lines), now):
+                        self.kill(c, "Excess Flood")
+                        break
+                    self._run_lines(c, lines, bucket)
+                # The unfinished-line clock runs only while this reader waits for bytes: time
+                # spent throttled or held back is ours, not the client's.
                 if not splitter.partial:
                     c.partial_since = None
                 elif lines or c.partial_since is None:
-                    c.partial_since = now
-                if bucket is not None and not bucket.admit(len(lines), now):
-                    self.kill(c, "Excess Flood")
-                    break
-                for line in lines:
-                    if bucket is not None:
-                        delay = bucket.take(time.monotonic())
-                        # The throttle: this reader stops reading, so only the flooder's TCP
-                        # window closes.  Shutdown interrupts the wait.
-                        if delay and self._stop.wait(delay):
-                            break
-                    self.handle_line(c, line)
-                    if c.quit_reason is not None or c.doomed is not None:
-                        break
+                    c.partial_since = time.monotonic()
         except OSError as exc:
             c.quit_reason = c.quit_reason or c.doomed or _reset_reason(exc)
         except Exception:
@@ -622,6 +661,26 @@ class Server:
             self.writer.release(c)
             with self._readers_lock:
                 self.readers.discard(threading.current_thread())
+
+    def _run_lines(self, c: Client, lines: list[bytes | object],
+                   bucket: FloodBucket | None) -> None:
+        writer = self.writer
+        for line in lines:
+            if bucket is not None:
+                delay = bucket.take(time.monotonic())
+                if delay:
+                    if _unread_bytes(c.sock) > self.config.recvq:
+                        self.kill(c, "Excess Flood")
+                        return
+                    # The throttle: this reader stops reading, so only the flooder's TCP
+                    # window closes.  Shutdown interrupts the wait.
+                    if self._stop.wait(delay):
+                        return
+            if writer.backlog > BACKLOG_HIGH:
+                writer.wait_for_room()
+            self.handle_line(c, line)
+            if c.quit_reason is not None or c.doomed is not None:
+                return
 
     def handle_line(self, c: Client, line: bytes | object) -> None:
         """Parse one line and run its handler; bad input gets one error reply here."""
@@ -702,6 +761,10 @@ class Server:
 
     def _forget(self, c: Client) -> None:
         """Drop every trace of ``c`` from the registry.  Caller holds the lock."""
+        if c.registered and c in self.reg.clients:
+            self.reg.user_count -= 1
+            if "i" in c.modes:
+                self.reg.invisible_count -= 1
         for ch in list(c.channels.values()):
             self._remove_member(ch, c)
         c.channels.clear()
@@ -779,7 +842,7 @@ class Server:
             "CHANMODES=b,k,l,imnst", f"CHANNELLEN={P.CHANNELLEN}", "CHANTYPES=#",
             f"KICKLEN={P.KICKLEN}", f"MAXLIST=b:{MAX_BANS}", "MODES=4", f"NETWORK={cfg.network}",
             f"NICKLEN={P.NICKLEN}", "PREFIX=(ov)@+", "STATUSMSG=@+",
-            "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:,WHOIS:1,KICK:4",
+            "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:10,WHOIS:1,KICK:4",
             f"TOPICLEN={P.TOPICLEN}", "UTF8ONLY", f"USERLEN={P.USERLEN}",
         ]
 
@@ -790,23 +853,29 @@ class Server:
             self.reply(c, P.ERR_PASSWDMISMATCH, "Password incorrect")
             self.kill(c, "Bad password")
             return
+        cfg = self.config
         with self.reg.lock:
+            # Registered and welcomed in one step, so no other line can reach it before 001.
             c.registered = True
             c.update_prefix()
-            users = self.reg.users()
-            self.reg.max_users = max(self.reg.max_users, users)
+            self.reg.user_count += 1
+            self.reg.max_users = max(self.reg.max_users, self.reg.user_count)
+            lines = [
+                self.numeric(c, P.RPL_WELCOME, f"Welcome to the {cfg.network} Network, {c.prefix}"),
+                self.numeric(c, P.RPL_YOURHOST,
+                             f"Your host is {cfg.name}, running version {VERSION}"),
+                self.numeric(c, P.RPL_CREATED, f"This server was created {self.created}"),
+                self.numeric(c, P.RPL_MYINFO, cfg.name, VERSION, "i", "biklmnostv", "bklov"),
+            ]
+            lines += self.isupport_lines(c)
+            lines += self.lusers_lines(c)
+            lines += self.motd_lines(c)
+            for line in lines:
+                self.writer.queue(c, line)
+            wake = self.writer.needs_kick()
+        if wake:
+            self.writer.kick()
         log.info("registered %s as %s", f"{c.host}:{c.addr[1]}", c.prefix)
-        cfg = self.config
-        lines = [
-            self.numeric(c, P.RPL_WELCOME, f"Welcome to the {cfg.network} Network, {c.prefix}"),
-            self.numeric(c, P.RPL_YOURHOST, f"Your host is {cfg.name}, running version {VERSION}"),
-            self.numeric(c, P.RPL_CREATED, f"This server was created {self.created}"),
-            self.numeric(c, P.RPL_MYINFO, cfg.name, VERSION, "i", "biklmnostv", "bklov"),
-        ]
-        lines += self.isupport_lines(c)
-        lines += self.lusers_lines(c)
-        lines += self.motd_lines(c)
-        self.send_many(c, lines)
 
     def isupport_lines(self, c: Client) -> list[bytes]:
         toks = self.isupport
@@ -814,12 +883,11 @@ class Server:
                 for i in range(0, len(toks), 12)]
 
     def lusers_lines(self, c: Client) -> list[bytes]:
-        with self.reg.lock:
-            users = [x for x in self.reg.nicks.values() if x.registered]
-            invisible = sum(1 for x in users if "i" in x.modes)
-            unknown = len(self.reg.clients) - len(users)
-            channels = len(self.reg.channels)
-            total, peak = len(users), self.reg.max_users
+        """The LUSERS numerics.  Caller holds the lock (the counts are kept, not counted)."""
+        reg = self.reg
+        total, invisible, peak = reg.user_count, reg.invisible_count, reg.max_users
+        unknown = len(reg.clients) - total
+        channels = len(reg.channels)
         lines = [self.numeric(c, P.RPL_LUSERCLIENT,
                               f"There are {total - invisible} users and {invisible} invisible "
                               f"on 1 servers")]
@@ -891,24 +959,33 @@ class Server:
             with self.reg.lock:
                 clients = list(self.reg.clients)
             for c in clients:
-                if c.closing and now - c.closing_since > CLOSE_GRACE:
-                    # Its last words could not be written (it stopped reading): cut it.
-                    with self.reg.lock:
-                        self.writer.doom(c, c.quit_reason or "Closing")
-                    self.locked_kick()
-                    continue
-                if c.quit_reason is not None:
-                    continue
-                if not c.registered and now - c.connected_at > cfg.register_timeout:
-                    self.kill(c, "Registration timed out")
-                elif c.partial_since is not None and now - c.partial_since > cfg.line_timeout:
-                    self.kill(c, "Read timeout: line not finished")
-                elif c.ping_sent is not None:
-                    if now - c.ping_sent > cfg.ping_timeout:
-                        self.kill(c, f"Ping timeout: {int(now - c.last_active)} seconds")
-                elif c.registered and now - c.last_active > cfg.ping_interval:
-                    c.ping_sent = now
-                    self.send(c, P.format_line(None, "PING", cfg.name))
+                try:
+                    self._check_timers(c, now)
+                except Exception:  # a bug here must not end every timer for everyone
+                    log.exception("timer check failed for %s", c)
+
+    def _check_timers(self, c: Client, now: float) -> None:
+        cfg = self.config
+        if c.closing and now - c.closing_since > CLOSE_GRACE:
+            # Its last words could not be written (it stopped reading): cut it.
+            with self.reg.lock:
+                self.writer.doom(c, c.quit_reason or "Closing")
+            self.locked_kick()
+            return
+        if c.quit_reason is not None:
+            return
+        # Each field is read once: the reader thread may reset it meanwhile.
+        partial_since, ping_sent = c.partial_since, c.ping_sent
+        if not c.registered and now - c.connected_at > cfg.register_timeout:
+            self.kill(c, "Registration timed out")
+        elif partial_since is not None and now - partial_since > cfg.line_timeout:
+            self.kill(c, "Read timeout: line not finished")
+        elif ping_sent is not None:
+            if now - ping_sent > cfg.ping_timeout:
+                self.kill(c, f"Ping timeout: {int(now - c.last_active)} seconds")
+        elif c.registered and now - c.last_active > cfg.ping_interval:
+            c.ping_sent = now
+            self.send(c, P.format_line(None, "PING", cfg.name))
 
 
 class FloodBucket:
@@ -937,6 +1014,16 @@ class FloodBucket:
         self._refill(now)
         self.tokens -= 1
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+def _unread_bytes(sock: socket.socket) -> int:
+    """Bytes the kernel holds for us that we have not read yet (its receive queue)."""
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+    except OSError:
+        return 0
+    return buf[0]
 
 
 def _reset_reason(exc: OSError) -> str:
@@ -1012,17 +1099,16 @@ def cmd_nick(srv: Server, c: Client, msg: Message) -> None:
                 return
             if old != "*" and srv.reg.nicks.get(P.casefold(old)) is c:
                 del srv.reg.nicks[P.casefold(old)]
+            if c.registered:
+                srv.reg.remember(c)  # under the old nick, before it changes
             srv.reg.nicks[key] = c
             c.nick = new
             if c.registered:
-                srv.reg.remember(c)
                 line = P.format_line(c.prefix, "NICK", new)
                 c.update_prefix()
                 srv.writer.queue(c, line)
                 for peer in srv._peers(c):
                     srv.writer.queue(peer, line)
-                for ch in c.channels.values():
-                    ch.invited.discard(P.casefold(old))
         wake = srv.writer.needs_kick()
     if wake:
         srv.writer.kick()
@@ -1080,11 +1166,10 @@ def cmd_quit(srv: Server, c: Client, msg: Message) -> None:
 @command("JOIN", 1)
 def cmd_join(srv: Server, c: Client, msg: Message) -> None:
     if msg.params[0] == "0":
-        for name in list(c.channels):
-            part_one(srv, c, c.channels[name].name, "Left all channels")
+        part_all(srv, c, "Left all channels")
         return
     keys = msg.params[1].split(",") if len(msg.params) > 1 else []
-    for i, name in enumerate(msg.params[0].split(",")[:10]):
+    for i, name in enumerate(msg.params[0].split(",")):
         if name:
             join_one(srv, c, name, keys[i] if i < len(keys) else "")
 
@@ -1094,15 +1179,17 @@ def join_refusal(srv: Server, c: Client, ch: Channel, key: str) -> tuple[str, ..
     cfg = srv.config
     if cfg.max_members and len(ch.members) >= cfg.max_members:
         return (P.ERR_CHANNELISFULL, ch.name, "Cannot join channel (+l)")
-    if P.casefold(c.nick) in ch.invited:
-        return None  # an invitation gets past +i, +k, +l and bans
+    by_op = c.invites.get(P.casefold(ch.name))
+    if by_op:
+        return None  # an operator's invitation gets past +i, +k, +l and bans
     if ch.banned(c):
         return (P.ERR_BANNEDFROMCHAN, ch.name, "Cannot join channel (+b)")
     if "i" in ch.modes:
         return (P.ERR_INVITEONLYCHAN, ch.name, "Cannot join channel (+i)")
     if ch.key is not None and key != ch.key:
         return (P.ERR_BADCHANNELKEY, ch.name, "Cannot join channel (+k)")
-    if ch.limit and len(ch.members) >= ch.limit:
+    if ch.limit and len(ch.members) >= ch.limit and by_op is None:
+        # Any member's invitation gets past the limit (Modern), an outsider's nothing.
         return (P.ERR_CHANNELISFULL, ch.name, "Cannot join channel (+l)")
     return None
 
@@ -1128,7 +1215,7 @@ def join_one(srv: Server, c: Client, name: str, chankey: str = "") -> None:
                 ch.members[c] = "@"
             else:
                 ch.members[c] = ""
-                ch.invited.discard(P.casefold(c.nick))
+                c.invites.pop(key, None)
             c.channels[key] = ch
             line = P.format_line(c.prefix, "JOIN", ch.name)
             for m in ch.members:
@@ -1146,6 +1233,19 @@ def join_one(srv: Server, c: Client, name: str, chankey: str = "") -> None:
         srv.reply(c, *error)
     else:
         log.info("join %s %s", c.nick, name)
+
+
+def part_all(srv: Server, c: Client, reason: str) -> None:
+    """JOIN 0: leave every room in one step (a KICK racing with it can't break it)."""
+    with srv.reg.lock:
+        for ch in list(c.channels.values()):
+            line = P.format_line(c.prefix, "PART", ch.name, reason, trailing=True)
+            for m in ch.members:
+                srv.writer.queue(m, line)
+            srv._remove_member(ch, c)
+        wake = srv.writer.needs_kick()
+    if wake:
+        srv.writer.kick()
 
 
 @command("PART", 1)
@@ -1331,7 +1431,9 @@ def relay(srv: Server, c: Client, msg: Message, notice: bool) -> None:
 
 @command("LUSERS", 0)
 def cmd_lusers(srv: Server, c: Client, msg: Message) -> None:
-    srv.send_many(c, srv.lusers_lines(c))
+    with srv.reg.lock:
+        lines = srv.lusers_lines(c)
+    srv.send_many(c, lines)
 
 
 @command("MOTD", 0)
@@ -1505,7 +1607,9 @@ def user_mode(srv: Server, c: Client, nick: str, args: tuple[str, ...]) -> None:
             adding = ch == "+"
         elif ch == "i":
             if adding != ("i" in c.modes):
-                (c.modes.add if adding else c.modes.discard)("i")
+                with srv.reg.lock:
+                    (c.modes.add if adding else c.modes.discard)("i")
+                    srv.reg.invisible_count += 1 if adding else -1
                 changed.append(("+" if adding else "-") + "i")
         else:
             unknown = True
@@ -1761,7 +1865,7 @@ def cmd_invite(srv: Server, c: Client, msg: Message) -> None:
             out.append(srv.numeric(c, P.ERR_USERONCHANNEL, target.nick, ch.name,
                                    "is already on channel"))
         else:
-            ch.invited.add(P.casefold(target.nick))
+            target.invites[P.casefold(ch.name)] = "@" in ch.members[c]
             out.append(srv.numeric(c, P.RPL_INVITING, target.nick, ch.name))
             srv.writer.queue(target, P.format_line(c.prefix, "INVITE", target.nick, ch.name))
         for line in out:
@@ -1826,6 +1930,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
                    help="commands per second a client may send after the burst")
     p.add_argument("--flood-kill", type=int, default=d.flood_kill,
                    help="commands beyond the allowance that disconnect with 'Excess Flood'")
+    p.add_argument("--recvq", type=int, default=d.recvq,
+                   help="unread bytes a throttled client may have waiting before 'Excess Flood'")
     p.add_argument("--no-flood-control", action="store_true",
                    help="turn flood control off (benchmarks, conformance runs)")
     p.add_argument("--log-level", default="INFO",
@@ -1838,7 +1944,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
                 motd = [P.strip_bad(line.rstrip("\r\n")) for line in f][:200]
         except OSError as exc:
             p.error(f"cannot read --motd {a.motd}: {exc.strerror}")
-    for opt in ("max_clients", "sendq", "max_channels", "flood_burst"):
+    for opt in ("max_clients", "sendq", "max_channels", "flood_burst", "recvq"):
         if getattr(a, opt) < 1:
             p.error(f"--{opt.replace('_', '-')} must be at least 1")
     for opt in ("register_timeout", "ping_interval", "ping_timeout", "line_timeout",
@@ -1856,6 +1962,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
         ping_timeout=a.ping_timeout, line_timeout=a.line_timeout, max_channels=a.max_channels,
         max_members=a.max_members, flood_control=not a.no_flood_control,
         flood_burst=a.flood_burst, flood_rate=a.flood_rate, flood_kill=a.flood_kill,
+        recvq=a.recvq,
     ), a.log_level
 
 

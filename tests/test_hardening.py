@@ -161,6 +161,7 @@ def test_fuzz_hostile_clients_while_good_ones_chat(make_server, caplog) -> None:
     for t in hostiles:
         t.start()
     received: dict[int, dict[int, list[int]]] = {i: {} for i in range(GOOD)}
+    good_nicks = {f"good{i}" for i in range(GOOD)}
     problems: list[str] = []
 
     def run(i: int) -> None:
@@ -175,10 +176,11 @@ def test_fuzz_hostile_clients_while_good_ones_chat(make_server, caplog) -> None:
             while ends < GOOD - 1:
                 line = c.recv_line(timeout=20)
                 msg = P.parse(line.encode())  # every line a good client gets must parse
-                if msg.command != "PRIVMSG" or not msg.source.startswith("good"):
-                    continue
+                sender = (msg.source or "").split("!")[0]
+                if msg.command != "PRIVMSG" or sender not in good_nicks:
+                    continue  # hostiles may pick names like "good3PONG": exact match only
                 words = msg.params[1].split(" ")
-                if words[0] != "seq" or words[1] != msg.source.split("!")[0][4:]:
+                if words[0] != "seq" or words[1] != sender[4:]:
                     problems.append(f"forged or garbled: {line!r}")
                     continue
                 if words[2] == "end":
