@@ -250,8 +250,8 @@ class Writer:
 
     # Called with the registry lock held.
     def queue(self, client: Client, data: bytes) -> None:
-        if client.doomed is not None:
-            return
+        if client.doomed is not None or client.closing:
+            return  # ERROR was its last line; nothing may follow it
         client.out.append(data)
         n = len(data)
         client.outlen += n

@@ -239,3 +239,19 @@ def test_silent_client_that_also_stopped_reading_is_still_removed(make_server,
     assert talker.expect("QUIT", timeout=10)[-1].startswith(
         ":frozen!~u@127.0.0.1 QUIT :Ping timeout")
     assert s.wait_for(lambda: len(s.server.reg.clients) == 1, timeout=5)
+
+
+def test_flood_of_long_lines_is_cut_by_the_receive_queue(make_server) -> None:
+    """Long lines never put many lines in one read, so the unread-bytes limit catches them."""
+    s = make_server(flood_control=True, flood_burst=5, flood_rate=2.0, recvq=8192)
+    a, b = s.client("longflood", "#lf"), s.client("witness", "#lf")
+    a.expect("JOIN")
+    line = f"PRIVMSG #lf :{'w' * 440}\r\n".encode()
+    try:
+        for _ in range(100):  # 45 KB: far over the allowance, a few lines per read
+            a.sock.sendall(line)
+    except OSError:
+        pass  # the server may already have cut us
+    assert b.expect("QUIT", timeout=10)[-1] == ":longflood!~u@127.0.0.1 QUIT :Excess Flood"
+    got = [x for x in b.buf.split(b"\r\n") if b"PRIVMSG" in x]
+    assert len(got) < 20  # the throttle let through only a trickle before the cut
