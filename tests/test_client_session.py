@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import threading
@@ -13,6 +14,7 @@ import pytest
 from conftest import RunningServer
 
 import client as C
+import protocol as P
 
 E = TypeVar("E", bound=C.Event)
 FAST = C.Backoff(initial=0.05, factor=2.0, maximum=0.3, jitter=0.5)
@@ -49,6 +51,130 @@ class Watcher:
                 return
             self.seen.append(ev)
             assert not isinstance(ev, kind), f"unexpected {ev}"
+
+
+class FakePeer:
+    """One connection to a :class:`FakeServer`: the test writes raw lines, reads what came.
+
+    A reader thread queues each line it receives; a QUIT is answered as a server would
+    (ERROR, then close), so sessions end promptly.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.received: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        buf = b""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    raw = raw.rstrip(b"\r")
+                    self.received.append(raw)
+                    line = raw.decode("utf-8", "replace")
+                    self.lines.put(line)
+                    if line.startswith("QUIT"):
+                        self.send("ERROR :Closing link (Quit)")
+                        self.sock.shutdown(socket.SHUT_RDWR)
+                        return
+        except OSError:
+            return
+
+    def send(self, *lines: str | bytes) -> None:
+        self.sock.sendall(b"".join((ln.encode() if isinstance(ln, str) else ln) + b"\r\n"
+                                   for ln in lines))
+
+    def expect(self, start: str, timeout: float = 5.0) -> str:
+        """The next line that starts with ``start`` (earlier ones are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line starting {start!r} within {timeout}s") from None
+            if line.startswith(start):
+                return line
+
+    def welcome(self, nick: str = "alice", *isupport: str,
+                userhost: str = "alice@fake.example") -> None:
+        """Answer the registration: 001, one 005 with ``isupport``, no MOTD (422)."""
+        self.expect("USER")
+        lines = [f":fake.server 001 {nick} :Welcome to FakeNet {nick}!{userhost}"]
+        if isupport:
+            lines.append(f":fake.server 005 {nick} {' '.join(isupport)} :are supported by "
+                         f"this server")
+        lines.append(f":fake.server 422 {nick} :MOTD File is missing")
+        self.send(*lines)
+
+    def join(self, nick: str = "alice", names: list[str] | None = None, room: str = "#chat",
+             userhost: str = "alice@fake.example") -> None:
+        """Answer our JOIN: the echo, NAMES in lines of at most 40 names, 366."""
+        self.expect(f"JOIN {room}")
+        everyone = names or [nick]
+        lines = [f":{nick}!{userhost} JOIN {room}"]
+        lines += [f":fake.server 353 {nick} = {room} :{' '.join(everyone[i:i + 40])}"
+                  for i in range(0, len(everyone), 40)]
+        lines.append(f":fake.server 366 {nick} {room} :End of /NAMES list.")
+        self.send(*lines)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self._reader.join(2)
+
+
+class FakeServer:
+    """A scripted server on 127.0.0.1, for lines our own server never sends."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address: tuple[str, int] = self.listener.getsockname()[:2]
+        self.peers: queue.Queue[FakePeer] = queue.Queue()
+        self._all: list[FakePeer] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            peer = FakePeer(sock)
+            self._all.append(peer)
+            self.peers.put(peer)
+
+    def peer(self, timeout: float = 5.0) -> FakePeer:
+        """The next connection (waits for it)."""
+        return self.peers.get(timeout=timeout)
+
+    def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        except OSError:
+            pass
+        self.listener.close()
+        self._thread.join(2)
+        for p in self._all:
+            p.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    f = FakeServer()
+    yield f
+    f.close()
 
 
 @pytest.fixture
@@ -247,7 +373,7 @@ def test_send_never_blocks(srv: RunningServer,
     start = time.monotonic()
     results = [a.send_message(f"line {i}") for i in range(2000)]
     assert time.monotonic() - start < 0.5
-    assert results[0]  # what does not fit is refused, not waited for
+    assert results[0] and False in results  # what does not fit is refused, not waited for
 
 
 def _kill(srv: RunningServer, nick: str, reason: str) -> None:
@@ -293,6 +419,13 @@ def test_reconnect_after_server_restart_on_same_port(
     assert all(d <= FAST.maximum for d in delays)
 
 
+def test_default_backoff_suits_a_chat() -> None:
+    b = C.Backoff()
+    assert all(0.4 <= b.delay(1) <= 1.0 for _ in range(50))  # the first retry is quick
+    assert all(b.delay(n) <= 15.0 for n in range(1, 40) for _ in range(5))
+    assert max(b.delay(30) for _ in range(50)) > 10.0  # but it does back off
+
+
 def test_backoff_grows_with_jitter() -> None:
     b = C.Backoff(initial=1.0, factor=2.0, maximum=10.0, jitter=0.5)
     for attempt, base in [(1, 1.0), (2, 2.0), (3, 4.0), (5, 10.0), (50, 10.0)]:
@@ -329,6 +462,8 @@ def test_wrong_missing_and_right_password(
     _, w2 = connect(srv, "alice", join=False)
     ev2 = w2.wait(C.LoginFailed)
     assert ev2.kind is C.LoginKind.BAD_PASSWORD and "needs a password" in ev2.message
+    # The server may still hold the name for the refused connection for a moment.
+    assert srv.wait_for(lambda: "alice" not in srv.server.reg.nicks)
     s3, _ = connect(srv, "alice", password="sesame")
     assert s3.in_room
 
@@ -346,8 +481,9 @@ def test_connection_refused(connect: Callable[..., tuple[C.ChatSession, Watcher]
 
 
 def test_unknown_host(connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
-    _, w = connect(("no-such-host.invalid", 1027), "alice", join=False)
-    ev = w.wait(C.LoginFailed, timeout=10)
+    # .invalid never resolves (RFC 6761); offline, the lookup is cut off at connect_timeout.
+    _, w = connect(("no-such-host.invalid", 1027), "alice", join=False, connect_timeout=2.0)
+    ev = w.wait(C.LoginFailed, timeout=4.0)
     assert ev.kind is C.LoginKind.UNREACHABLE and "host name" in ev.message
 
 
@@ -365,11 +501,15 @@ def test_close_ends_threads_and_quits(srv: RunningServer,
                                       ) -> None:
     _a, aw = connect(srv, "alice")
     b, _ = connect(srv, "bob")
-    before = threading.active_count()
+
+    def bobs_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.endswith("-bob")]
+
+    assert sorted(bobs_threads()) == ["chat-net-bob", "chat-send-bob"]
     b.quit("off to bed")
     b.close(timeout=2.0)
     assert not b.alive
-    assert threading.active_count() < before
+    assert bobs_threads() == []
     assert aw.wait(C.UserQuit).reason == "Quit: off to bed"
 
 
@@ -399,3 +539,331 @@ def test_quick_drops_back_off_further_and_stable_ones_start_afresh(
     _kill(srv, "alice", "after a long time")
     assert w.wait(C.Reconnecting).attempt == 1
     w.wait(C.Joined)
+
+
+# --- connecting, quitting, reconnecting ---------------------------------------------------
+
+
+@contextlib.contextmanager
+def blackhole() -> Iterator[tuple[str, int]]:
+    """An address on 127.0.0.1 where connect() hangs: a listener whose backlog is full."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    try:
+        for _ in range(3):  # one fills the accept queue; the SYNs of the rest are dropped
+            f = socket.socket()
+            f.setblocking(False)
+            try:
+                f.connect(address)
+            except BlockingIOError:
+                pass
+            fillers.append(f)
+        yield address
+    finally:
+        for f in fillers:
+            f.close()
+        listener.close()
+
+
+def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+def test_close_during_connect_is_immediate(
+        connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    with blackhole() as address:
+        s, w = connect(address, "alice", join=False, connect_timeout=30.0)
+        _until(lambda: s.state == "connecting")
+        start = time.monotonic()
+        s.close(timeout=5.0)
+        assert time.monotonic() - start < 1.0, "close() waited for the connect"
+        assert not s.alive
+        w.wait(C.Closed)
+        assert not any(isinstance(e, C.LoginFailed) for e in w.seen)  # cancelled, quietly
+
+
+def test_closing_many_sessions_shares_one_deadline(
+        connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    with blackhole() as address:
+        sessions = [connect(address, f"user{i}", join=False, connect_timeout=30.0)[0]
+                    for i in range(4)]
+        start = time.monotonic()
+        C.close_sessions(sessions, timeout=2.0)
+        assert time.monotonic() - start < 1.0
+        assert not any(s.alive for s in sessions)
+
+
+class _QuitAsItConnects(C.ChatSession):
+    """The user gives up just as the connection is being made (after the stop check)."""
+
+    def _resolve(self) -> list[tuple[object, ...]]:
+        infos = super()._resolve()
+        self.quit()
+        return infos
+
+
+def test_quit_racing_the_connect_never_registers(srv: RunningServer) -> None:
+    s = _QuitAsItConnects(*srv.address, "alice", backoff=FAST)
+    w = Watcher(s)
+    s.start()
+    w.wait(C.Closed)
+    s.close()
+    assert not any(isinstance(e, (C.Registered, C.LoginFailed)) for e in w.seen)
+    assert srv.wait_for(lambda: not srv.server.reg.clients)
+
+
+class _QuitAfterHello(C.ChatSession):
+    """quit() after NICK/USER went out, before the welcome."""
+
+    def _write_now(self, conn: C._Conn, data: bytes) -> None:
+        super()._write_now(conn, data)
+        if b"USER " in data:
+            self.quit()
+
+
+def test_quit_during_registration_leaves_nothing_behind(srv: RunningServer) -> None:
+    s = _QuitAfterHello(*srv.address, "alice", backoff=FAST)
+    w = Watcher(s)
+    s.start()
+    w.wait(C.Closed)
+    s.close()
+    assert not any(isinstance(e, (C.Joined, C.LoginFailed)) for e in w.seen)
+    assert srv.wait_for(lambda: "alice" not in srv.server.reg.nicks)
+    assert srv.wait_for(lambda: not srv.server.reg.channels.get("#chat"))
+
+
+def test_name_in_use_when_reconnecting_is_said_then_given_up(
+        fake: FakeServer, connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    s, w = connect(fake.address, "alice", join=False)
+    first = fake.peer()
+    first.welcome()
+    first.join()
+    w.wait(C.Names)
+    first.close()  # the connection drops; our old self still holds the name
+    assert w.wait(C.Disconnected).will_retry
+    for tries_left in (2, 1):
+        peer = fake.peer()
+        peer.expect("USER")
+        peer.send(":fake.server 433 * alice :Nickname is already in use")
+        err = w.wait(C.ServerError)
+        assert err.code == "433" and "in use on the server" in err.text
+        assert f"{tries_left} more tr" in err.text
+        assert w.wait(C.Reconnecting).name_in_use
+    last = fake.peer()
+    last.expect("USER")
+    last.send(":fake.server 437 * alice :Nick/channel is temporarily unavailable")
+    failed = w.wait(C.LoginFailed)
+    assert failed.kind is C.LoginKind.NICK_TAKEN and "Back to Login" in failed.message
+    w.wait(C.Closed)
+    assert not s.alive or s.state == "closed"
+
+
+def test_unavailable_name_at_login_is_taken(
+        fake: FakeServer, connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    _, w = connect(fake.address, "alice", join=False)
+    fake.peer().send(":fake.server 437 * alice :Nick/channel is temporarily unavailable")
+    assert w.wait(C.LoginFailed).kind is C.LoginKind.NICK_TAKEN
+
+
+def test_rejoin_refused_after_reconnect_ends_with_a_reason(
+        srv: RunningServer, connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    boss = srv.client("boss", "#chat")
+    _a, w = connect(srv, "alice")
+    boss.send("MODE #chat +b alice!*@*")
+    boss.lines_until("MODE")
+    _kill(srv, "alice", "drop")
+    w.wait(C.Disconnected)
+    failed = w.wait(C.LoginFailed)
+    assert failed.kind is C.LoginKind.JOIN_REFUSED and "back into #chat" in failed.message
+    w.wait(C.Closed)
+    assert srv.wait_for(lambda: "alice" not in srv.server.reg.nicks)  # it also left
+
+
+def test_join_refused_with_any_error_naming_the_room(
+        fake: FakeServer, connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    _, w = connect(fake.address, "alice", join=False)
+    peer = fake.peer()
+    peer.welcome()
+    peer.expect("JOIN #chat")
+    peer.send(":fake.server 477 alice #chat :Cannot join channel (+r) - you need to be "
+              "logged into your NickServ account")
+    failed = w.wait(C.LoginFailed)
+    assert failed.kind is C.LoginKind.JOIN_REFUSED and "NickServ" in failed.message
+    w.wait(C.Closed)
+
+
+def test_join_without_an_answer_times_out(
+        fake: FakeServer, connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    _, w = connect(fake.address, "alice", join=False, join_timeout=0.3)
+    peer = fake.peer()
+    peer.welcome()
+    peer.expect("JOIN #chat")  # and never answer it
+    failed = w.wait(C.LoginFailed)
+    assert failed.kind is C.LoginKind.JOIN_REFUSED and "did not answer" in failed.message
+
+
+def test_rejoin_after_kick(srv: RunningServer,
+                           connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    boss = srv.client("boss", "#chat")
+    a, w = connect(srv, "alice")
+    boss.send("KICK #chat alice :out")
+    w.wait(C.Left)
+    assert a.rejoin()
+    joined = w.wait(C.Joined)
+    assert joined.rejoined and a.in_room
+    assert w.wait(C.Names).members == ("@boss", "alice")
+    assert not a.rejoin()  # already in
+
+
+# --- what other servers send --------------------------------------------------------------
+
+
+def test_invalid_utf8_and_long_lines_from_the_server(
+        fake: FakeServer, connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    a, w = connect(fake.address, "alice", join=False)
+    peer = fake.peer()
+    peer.welcome()
+    peer.join(names=["alice", "bob", "carol"])
+    assert w.wait(C.Names).count == 3
+    peer.send(b":bob!b@h QUIT :caf\xe9 au lait")  # Latin-1
+    quit_ = w.wait(C.UserQuit)
+    assert (quit_.nick, quit_.reason) == ("bob", "caf\ufffd au lait")
+    assert a.members == ("alice", "carol")
+    peer.send(b":carol!c@h PRIVMSG #chat :\xff\xfehi \xf0\x9f\x98\x80")
+    assert w.wait(C.Message).text == "\ufffd\ufffdhi 😀"
+    # A NAMES line far over 512 bytes still counts everyone.
+    assert a.request_names()
+    peer.expect("NAMES #chat")
+    many = [f"member{i:03d}" for i in range(100)]
+    peer.send(f":fake.server 353 alice = #chat :alice {' '.join(many)}",
+              ":fake.server 366 alice #chat :End of /NAMES list.")
+    assert w.wait(C.Names).count == 101
+
+
+def test_parse_incoming_is_lenient() -> None:
+    m = C.parse_incoming(b"@time=2024-01-01T00:00:00Z :n!u@h PRIVMSG #c :\xe9" + b"x" * 700)
+    assert m is not None and m.command == "PRIVMSG" and m.params[0] == "#c"
+    assert m.params[1] == "\ufffd" + "x" * 700 and m.tags == {"time": "2024-01-01T00:00:00Z"}
+    assert C.parse_incoming(b":only.a.source") is None
+    assert C.parse_incoming(b"PING :x\r").params == ("x",)  # type: ignore[union-attr]
+
+
+def test_another_servers_isupport(
+        fake: FakeServer, connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    a, w = connect(fake.address, "alice", join=False)
+    peer = fake.peer()
+    peer.welcome("alice", "PREFIX=(qaohv)~&@%+", "CHANMODES=beI,k,l,imnpst",
+                 "CASEMAPPING=rfc1459", "NICKLEN=9", "TOPICLEN=80")
+    peer.join(names=["alice", "+cy", "%bo", "@op", "&admin", "~owner", "Dan[1]", "plain"])
+    assert w.wait(C.Names).members == ("~owner", "&admin", "@op", "%bo", "+cy", "alice",
+                                       "Dan[1]", "plain")
+    assert (a.nicklen, a.topiclen) == (9, 80)
+    assert a.server_info.casemapping == "rfc1459"
+    assert not a.change_nick("ninechars0")  # 10 > NICKLEN
+    assert a.nick_problem("ninechars0") == "a name is at most 9 characters"
+    # l takes a parameter only when set, k always, h and v are member prefixes.
+    peer.send(":op!o@h MODE #chat +lh-k+v 50 plain * alice")
+    assert w.wait(C.Names).members == ("~owner", "&admin", "@op", "%bo", "%plain", "+alice",
+                                       "+cy", "Dan[1]")
+    # +o on the owner keeps ~ (and -q then shows the @ underneath).
+    peer.send(":op!o@h MODE #chat +o owner", ":op!o@h MODE #chat -q owner")
+    w.wait(C.Names)
+    assert w.wait(C.Names).members[:3] == ("&admin", "@op", "@owner")
+    # rfc1459: [ ] \\ ~ fold to { } | ^, so dan{1} is Dan[1].
+    peer.send(":dan{1}!d@h QUIT :bye")
+    assert w.wait(C.UserQuit).nick == "dan{1}"
+    assert "Dan[1]" not in a.members
+
+
+def test_server_info_defaults_and_tokens() -> None:
+    d = C.ServerInfo()
+    assert (d.prefix_modes, d.prefix_symbols, d.casemapping) == ("ov", "@+", "rfc1459")
+    assert d.fold("Nick[A]~") == "nick{a}^"
+    i = d.updated(["CASEMAPPING=ascii", "PREFIX=(yqaohv)!~&@%+", "TOPICLEN=", "NICKLEN=16"])
+    assert i.fold("Nick[A]") == "nick[a]" and i.prefix_symbols == "!~&@%+"
+    assert (i.nicklen, i.topiclen) == (16, None)
+    assert i.updated(["-PREFIX", "-NICKLEN"]).prefix_symbols == "@+"
+    assert i.updated(["PREFIX=(ov)@"]).prefix_symbols == "!~&@%+"  # malformed: kept
+    assert i.split_member("!~nick!u@h") == ("nick", "!~")
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+
+def test_lone_surrogate_from_tk_is_replaced(
+        srv: RunningServer, connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    a, _ = connect(srv, "alice")
+    _, bw = connect(srv, "bob")
+    assert a.send_message("half \ud83d an emoji")
+    assert bw.wait(C.Message).text == "half \ufffd an emoji"
+    assert a.send_message("pair \ud83d\ude00 joined")
+    assert bw.wait(C.Message).text == "pair 😀 joined"
+    assert a.set_topic("topic \udcff")
+    assert bw.wait(C.Topic).text == "topic \ufffd"
+    assert C.clean_text("ok é 😀") == "ok é 😀"
+
+
+def test_long_message_pieces_fill_the_relayed_line(
+        srv: RunningServer, connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    nick = "a_rather_long_nickname_here"
+    a, _ = connect(srv, nick)
+    raw = srv.client("raw", "#chat")
+    text = "x" * 2000 + "é" * 300
+    assert a.send_message(text)
+    got, sizes = "", []
+    while got != text:
+        line = raw.expect(" PRIVMSG #chat :")[-1]
+        sizes.append(len(line.encode()) + 2)
+        got += line.split(" :", 1)[1]
+    assert max(sizes) <= 512
+    assert sizes[0] >= 508, f"the first piece left {512 - sizes[0]} bytes unused"
+
+
+def test_split_fits_a_long_host_learned_from_join_and_396(
+        fake: FakeServer, connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    a, w = connect(fake.address, "alice", join=False)
+    peer = fake.peer()
+    host = "h" * 60 + ".example"
+    peer.welcome(userhost=f"~alice@{host}")
+    peer.join(userhost=f"~alice@{host}")
+    w.wait(C.Names)
+    for shown_host in (host, "c" * 63 + "." + "d" * 50 + ".cloak.example"):
+        if shown_host != host:
+            peer.send(f":fake.server 396 alice {shown_host} :is now your displayed host")
+            peer.send("PING :after-396")  # the PONG proves the 396 was read
+            peer.expect("PONG")
+        since = len(peer.received)
+
+        def sent(since: int = since) -> list[bytes]:
+            return [r for r in peer.received[since:] if r.startswith(b"PRIVMSG")]
+
+        assert a.send_message("y" * 1500)
+        _until(lambda: b"".join(P.parse(r).params[1].encode() for r in sent()) == b"y" * 1500)
+        relayed = [len(f":alice!~alice@{shown_host} ".encode() + r) + 2 for r in sent()]
+        assert max(relayed) <= 512
+        assert relayed[0] >= 508
+
+
+def test_ctcp_replies_are_rate_limited(
+        srv: RunningServer, connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
+    a, w = connect(srv, "alice")
+    raw = srv.client("raw")
+    raw.send("".join("PRIVMSG alice :\x01VERSION\x01\r\n" for _ in range(10))
+             + "PRIVMSG alice :done\r\n")
+    w.wait(C.Message, lambda m: m.text == "done")
+    assert a.send_private("raw", "end")  # after every reply, on the same connection
+    lines = raw.expect("PRIVMSG raw :end")
+    replies = [ln for ln in lines if "NOTICE raw :\x01VERSION" in ln]
+    assert 1 <= len(replies) <= C.ChatSession.CTCP_BURST
+
+
+def test_strip_formatting() -> None:
+    assert C.strip_formatting("\x02bold\x02 \x0304,12red\x03 \x1ditalic\x0f \x1funder\x16"
+                              " \x0399 \x04ff0000,00ff00hex") == "bold red italic under  hex"
+    assert C.strip_formatting("plain 😀") == "plain 😀"

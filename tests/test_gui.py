@@ -7,9 +7,11 @@ widgets show; they pump the Tk loop until a condition holds, with a deadline.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from conftest import ROOT, RunningServer
+from test_client_session import FakeServer, blackhole
 
 import client as C
 
@@ -112,7 +115,8 @@ Factory = Callable[..., C.ChatApp]
 def make_app(root: tk.Tk) -> Iterator[Factory]:
     apps: list[C.ChatApp] = []
 
-    def factory(srv: RunningServer | None = None, name: str = "", **kw: object) -> C.ChatApp:
+    def factory(srv: RunningServer | FakeServer | None = None, name: str = "",
+                **kw: object) -> C.ChatApp:
         top = tk.Toplevel(root)
         top.geometry("820x520")
         port = srv.address[1] if srv else C.DEFAULT_PORT
@@ -172,8 +176,10 @@ def test_login_view_starts_focused_on_name(root: tk.Tk, make_app: Factory) -> No
     assert app.login.join_button.cget("text") == "Join Chat"
 
 
-def test_bad_name_is_explained_before_anything_is_sent(root: tk.Tk, make_app: Factory,
-                                                       srv: RunningServer) -> None:
+def test_bad_name_is_explained_before_anything_is_sent(
+        root: tk.Tk, make_app: Factory, srv: RunningServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="chat.server")
     app = make_app(srv)
     for bad, words in [("", "required"), ("9lives", "digit"), ("two words", "spaces"),
                        ("x" * 40, "at most 30"), ("bé", "only letters")]:
@@ -182,11 +188,16 @@ def test_bad_name_is_explained_before_anything_is_sent(root: tk.Tk, make_app: Fa
         root.update()
         assert words in app.login.message_var.get(), bad
         assert app.session is None and app.phase == "login"
-    assert srv.wait_for(lambda: not srv.server.reg.clients)
     app.login.port_var.set("99999")
     app.login.name_var.set("fine")
     app.login.join_button.invoke()
     assert "1 to 65535" in app.login.message_var.get()
+    assert app.session is None
+    # Nothing went out for any of those: the first connection the server sees is this one.
+    app.login.port_var.set(str(srv.address[1]))
+    join(root, app, "fine")
+    connects = [r for r in caplog.records if r.getMessage().startswith("connect ")]
+    assert len(connects) == 1
 
 
 def test_taken_name_then_retry_under_another(root: tk.Tk, make_app: Factory,
@@ -218,6 +229,8 @@ def test_refused_connection_then_wrong_password_then_right(
     pump(root, lambda: "refused the password" in app.login.message_var.get(),
          what="wrong password")
     app.login.password_var.set("sesame")
+    # The refused connection may hold the name for a moment.
+    assert srv.wait_for(lambda: "alice" not in srv.server.reg.nicks)
     join(root, app, "alice")
 
 
@@ -251,7 +264,8 @@ def test_two_windows_talk_and_count_follows(root: tk.Tk, make_app: Factory,
     alice, bob = make_app(srv), make_app(srv)
     join_all(root, (alice, "alice"), (bob, "bob"))
     assert listed(alice) == ["@alice", "bob"] == listed(bob)
-    assert bob.master.focus_lastfor() is bob.chat.entry  # the message field has focus
+    pump(root, lambda: bob.master.focus_lastfor() is bob.chat.entry,
+         what="the message field to have focus")
 
     say(root, bob, "hello 😀 from bob")
     # The own line shows at once (IRC does not echo it), and the field clears.
@@ -278,9 +292,13 @@ def test_two_windows_talk_and_count_follows(root: tk.Tk, make_app: Factory,
     pump(root, lambda: alice.chat.count_var.get() == "2 online"
          and bob.chat.count_var.get() == "2 online", what="back to 2")
     assert "caroline quit (Quit: bye)" in alice.chat.contents()
+    # Refresh asks the server again: make the list wrong behind the client's back, and
+    # only the NAMES reply can put it right.
+    alice.chat.set_members(["stale"])
+    assert alice.chat.count_var.get() == "1 online"
     alice.chat.refresh_button.invoke()
-    pump(root, lambda: alice.session is not None and alice.session.events.empty(), what="names")
-    assert alice.chat.count_var.get() == "2 online"
+    pump(root, lambda: listed(alice) == ["@alice", "bob"]
+         and alice.chat.count_var.get() == "2 online", what="the NAMES reply")
 
 
 def test_leave_then_join_again_under_another_name(root: tk.Tk, make_app: Factory,
@@ -339,6 +357,10 @@ def test_slash_commands(root: tk.Tk, make_app: Factory, srv: RunningServer) -> N
     pump(root, lambda: "Topic: Friday plans 🎉" in bob.chat.contents(), what="topic query")
     say(root, bob, "/topic mine now")
     pump(root, lambda: "Only room operators" in bob.chat.contents(), what="not op")
+    # Refused by the server: the line comes back into the field, selected.
+    pump(root, lambda: bob.chat.entry.get() == "/topic mine now", what="line restored")
+    assert bob.chat.entry.selection_present()
+    bob.chat.entry.delete(0, "end")
     say(root, bob, "/nick bobby")
     pump(root, lambda: listed(alice) == ["@alice", "bobby"] == listed(bob), what="nick")
     assert "You are now known as bobby" in bob.chat.contents()
@@ -479,6 +501,8 @@ def test_back_to_login_while_disconnected(root: tk.Tk, make_app: Factory,
     session = app.session
     app.chat.back_button.invoke()
     assert app.phase == "login"
+    status = app.login.status_var.get()
+    assert "disconnected" in status and "You left" not in status
     pump(root, lambda: session is not None and not session.alive, what="session ended")
 
 
@@ -508,3 +532,385 @@ def test_process_ends_after_exit(display: str, root: tk.Tk, srv: RunningServer) 
                           text=True, timeout=20, env={**os.environ, "DISPLAY": display})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "exited 0"
+
+
+# --- the log panel, the banner, the topic -------------------------------------------------
+
+
+def last_line_visible(app: C.ChatApp) -> bool:
+    """Is the newest line of the log entirely in view?"""
+    t = app.chat.text
+    info = t.dlineinfo("end-2c")
+    return info is not None and info[1] + info[3] <= t.winfo_height()
+
+
+def test_log_keeps_the_newest_line_in_view_when_it_shrinks(
+        root: tk.Tk, make_app: Factory, make_server: Callable[..., RunningServer]) -> None:
+    srv = make_server()
+    app = make_app(srv)
+    join(root, app, "alice")
+    raw = srv.client("raw", "#chat")
+    for i in range(150):
+        app.chat.add([(f"filler line {i}", ())])
+    app.chat.flush()
+    app.chat.text.yview_moveto(1.0)
+    pump(root, lambda: last_line_visible(app), what="the log at the bottom")
+    height = app.chat.text.winfo_height()
+    # A long topic wraps to several lines and takes room from the log...
+    say(root, app, "/topic " + "a topic that goes on and on " * 10)
+    pump(root, lambda: app.chat.text.winfo_height() < height, what="the log to shrink")
+    raw.send("PRIVMSG #chat :after the topic")
+    pump(root, lambda: "raw: after the topic" in app.chat.contents(), what="message")
+    pump(root, lambda: last_line_visible(app), what="the new line in view")
+    # ...and so does the red banner when the connection drops.
+    height = app.chat.text.winfo_height()
+    srv.stop()
+    pump(root, lambda: app.chat.banner.winfo_ismapped()
+         and app.chat.text.winfo_height() < height
+         and "Connection lost" in app.chat.contents(), what="the banner")
+    pump(root, lambda: last_line_visible(app), what="the error line in view")
+    # Scrolled up by the user, the view stays where it is when lines arrive.
+    for _ in range(6):
+        app.chat.text.event_generate("<Button-4>")
+    pump(root, lambda: not app.chat.follow, what="scrolled up")
+    app.error("while scrolled up")
+    pump(root, lambda: "while scrolled up" in app.chat.contents(), what="line")
+    assert not last_line_visible(app)
+    app.chat.text.yview_moveto(1.0)
+    app.chat.text.event_generate("<Button-5>")  # back at the bottom: follow again
+    pump(root, lambda: app.chat.follow, what="following again")
+    app.error("at the bottom again")
+    pump(root, lambda: last_line_visible(app), what="the newest line in view")
+
+
+def test_topic_is_cleared_after_reconnecting_to_a_restarted_server(
+        root: tk.Tk, make_app: Factory, make_server: Callable[..., RunningServer]) -> None:
+    first = make_server()
+    port = first.address[1]
+    app = make_app(first)
+    join(root, app, "alice")
+    say(root, app, "/topic old news")
+    pump(root, lambda: app.chat.topic_var.get() == "Topic: old news", what="topic")
+    first.stop()
+    pump(root, app.chat.banner.winfo_ismapped, what="the banner")
+    make_server(port=port)  # a new server knows no topic
+    pump(root, lambda: "Reconnected" in app.chat.contents(), timeout=10, what="reconnect")
+    pump(root, lambda: app.chat.topic_var.get() == "No topic is set", what="topic cleared")
+
+
+def test_reconnect_banner_counts_down(root: tk.Tk, make_app: Factory,
+                                      make_server: Callable[..., RunningServer]) -> None:
+    srv = make_server()
+    app = make_app(srv, session_options={
+        "backoff": C.Backoff(initial=2.0, factor=1.0, maximum=2.0, jitter=0.0)})
+    join(root, app, "alice")
+    srv.stop()
+    pump(root, lambda: "Reconnecting in 2 s" in app.chat.conn_var.get(), what="2 s")
+    pump(root, lambda: "Reconnecting in 1 s" in app.chat.conn_var.get(), what="1 s")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    f = FakeServer()
+    yield f
+    f.close()
+
+
+def test_name_in_use_while_reconnecting_is_shown(root: tk.Tk, make_app: Factory,
+                                                 fake: FakeServer) -> None:
+    app = make_app(fake)
+    app.login.name_var.set("alice")
+    app.login.join_button.invoke()
+    first = fake.peer()
+    first.welcome()
+    first.join()
+    pump(root, lambda: app.phase == "chat", what="chat")
+    first.close()
+    for _ in range(C.ChatSession.NAME_TRIES):
+        peer = fake.peer()
+        peer.expect("USER")
+        peer.send(":fake.server 433 * alice :Nickname is already in use")
+    pump(root, lambda: "still in use" in app.chat.conn_var.get()
+         and app.chat.back_button.winfo_ismapped(), what="giving up, with Back to Login")
+    assert "Your name “alice” is in use on the server" in app.chat.contents()
+    app.chat.back_button.invoke()
+    assert app.phase == "login" and "disconnected" in app.login.status_var.get()
+
+
+def test_join_refused_is_shown_on_the_login(root: tk.Tk, make_app: Factory,
+                                            fake: FakeServer) -> None:
+    app = make_app(fake)
+    app.login.name_var.set("alice")
+    app.login.join_button.invoke()
+    peer = fake.peer()
+    peer.welcome()
+    peer.expect("JOIN #chat")
+    peer.send(":fake.server 477 alice #chat :Cannot join channel (+r)")
+    pump(root, lambda: "would not let you into #chat" in app.login.message_var.get(),
+         what="the refusal")
+    assert app.phase == "login" and app.login.join_button.cget("text") == "Join Chat"
+
+
+# --- the message field -------------------------------------------------------------------
+
+
+def type_keys(root: tk.Tk, widget: tk.Widget, text: str) -> None:
+    widget.focus_force()
+    pump(root, lambda: root.focus_get() is widget, what="focus")
+    for ch in text:
+        widget.event_generate("<Key>", keysym=ch if ch != " " else "space", when="tail")
+    root.update_idletasks()
+
+
+def test_refused_text_is_selected_and_typing_replaces_it(root: tk.Tk, make_app: Factory,
+                                                         srv: RunningServer) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))
+    for refused, why in [("/nick 9lives", "cannot start with a digit"),
+                         ("/foo bar", "Unknown command /foo")]:
+        say(root, bob, refused)
+        assert why in bob.chat.contents()
+        assert bob.chat.entry.get() == refused and bob.chat.entry.selection_present()
+        type_keys(root, bob.chat.entry, "hi")
+        pump(root, lambda: bob.chat.entry.get() == "hi", what="typing replaced it")
+        bob.chat.entry.delete(0, "end")
+    # The server's refusal brings the line back, selected.
+    say(root, bob, "/nick alice")
+    pump(root, lambda: "already taken" in bob.chat.contents(), what="433")
+    pump(root, lambda: bob.chat.entry.get() == "/nick alice", what="line restored")
+    assert bob.chat.entry.selection_present()
+
+
+def test_topic_longer_than_topiclen_is_refused_with_a_warning(
+        root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    app = make_app(srv)
+    join(root, app, "alice")
+    assert app.session is not None and app.session.topiclen == 390  # from the server's 005
+    long_topic = "/topic " + "word " * 90
+    say(root, app, long_topic)
+    assert "too long for this server" in app.chat.contents()
+    assert app.chat.entry.get() == long_topic
+    app.chat.entry.delete(0, "end")
+    say(root, app, "/topic short")
+    pump(root, lambda: app.chat.topic_var.get() == "Topic: short", what="topic")
+
+
+def test_lone_surrogate_in_the_message_field(root: tk.Tk, make_app: Factory,
+                                             srv: RunningServer) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))
+    entry = bob.chat.entry
+    entry.insert(0, "half ")
+    root.tk.eval(f"{entry} insert end [format %c 0xD83D]")  # as Tk can leave half an emoji
+    entry.insert("end", " end")
+    press_return(root, entry)
+    pump(root, lambda: "bob: half \ufffd" in alice.chat.contents(), what="the message")
+    assert entry.get() == ""
+
+
+def test_help_descriptions_line_up(root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    app = make_app(srv)
+    join(root, app, "alice")
+    say(root, app, "/help")
+    app.master.update_idletasks()
+    t = app.chat.text
+    xs = set()
+    for _command, what in C.HELP:
+        index = t.search(what, "1.0")
+        box = t.bbox(index)
+        assert box is not None, what
+        xs.add(box[0])
+    assert len(xs) == 1, f"descriptions start at {sorted(xs)}"
+
+
+def test_login_form_stays_put_when_the_message_changes(root: tk.Tk, make_app: Factory) -> None:
+    app = make_app()
+    login = app.login
+
+    def where() -> tuple[int, int]:
+        app.master.update_idletasks()
+        return login.name_entry.winfo_rootx(), login.name_entry.winfo_rooty()
+
+    before = where()
+    login.show_status("Connecting to 127.0.0.1:1027…")
+    assert where() == before
+    login.show_error("Nothing is answering at some-host.example:1027: the connection was "
+                     "refused. Is the server running? Check the host and port, and that "
+                     "your network can reach the server.")
+    assert where() == before
+    login.show_error("")
+    assert where() == before
+
+
+# --- leaving, kicks, formatting -----------------------------------------------------------
+
+
+def test_kicked_then_join_again(root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    boss = srv.client("boss", "#chat")
+    app = make_app(srv)
+    join(root, app, "alice")
+    boss.send("KICK #chat alice :\x02rude\x02")
+    pump(root, lambda: "You were removed from #chat by boss (rude)" in app.chat.contents(),
+         what="the kick")
+    pump(root, lambda: "/join" in app.chat.conn_var.get() and app.chat.banner.winfo_ismapped(),
+         what="the banner")
+    assert app.chat.count_var.get() == "0 online"
+    say(root, app, "/join")
+    pump(root, lambda: app.chat.count_var.get() == "2 online"
+         and not app.chat.banner.winfo_ismapped(), what="back in")
+    assert "You joined #chat again" in app.chat.contents()
+    boss.send("PRIVMSG #chat :\x0304,01red\x03 and \x1fplain\x0f")
+    pump(root, lambda: "boss: red and plain" in app.chat.contents(), what="no colour codes")
+
+
+# --- robustness -------------------------------------------------------------------------
+
+
+def test_an_error_in_one_handler_does_not_stop_the_window(
+        root: tk.Tk, make_app: Factory, srv: RunningServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))
+    broken: list[str] = []
+
+    def set_topic(text: str) -> None:
+        broken.append(text)
+        raise RuntimeError("a bug in a handler")
+
+    alice.chat.set_topic = set_topic  # type: ignore[method-assign]
+    say(root, alice, "/topic boom")
+    say(root, bob, "still here")
+    pump(root, lambda: "bob: still here" in alice.chat.contents(), what="later events")
+    assert broken == ["boom"]
+    assert any("a bug in a handler" in (r.exc_text or "") or r.exc_info
+               for r in caplog.records if r.name == "chat.client")
+
+
+def test_member_churn_updates_the_list_once_per_tick(root: tk.Tk, make_app: Factory,
+                                                     fake: FakeServer) -> None:
+    app = make_app(fake)
+    app.login.name_var.set("alice")
+    app.login.join_button.invoke()
+    peer = fake.peer()
+    peer.welcome()
+    others = [f"user{i:04d}" for i in range(3000)]
+    peer.join(names=["alice", *others])
+    pump(root, lambda: app.chat.count_var.get() == "3001 online", timeout=10, what="3001")
+    session = app.session
+    assert session is not None
+    start = time.perf_counter()
+    app.chat.set_members(session.members)
+    one_rebuild = time.perf_counter() - start
+
+    rebuilds = [0]
+    ticks: list[float] = []
+    set_members, tick = app.chat.set_members, app._tick
+
+    def counting(members: object) -> None:
+        rebuilds[0] += 1
+        set_members(members)  # type: ignore[arg-type]
+
+    def timed() -> bool:
+        t0 = time.perf_counter()
+        try:
+            return tick()
+        finally:
+            ticks.append(time.perf_counter() - t0)
+
+    app.chat.set_members = counting  # type: ignore[method-assign]
+    app._tick = timed  # type: ignore[method-assign]
+    peer.send(*(f":{nick}!u@h QUIT :bye" for nick in others[:300]))
+    pump(root, lambda: app.chat.count_var.get() == "2701 online", timeout=15, what="2701")
+    busy = [t for t in ticks if t > 0]
+    print(f"one rebuild {one_rebuild * 1000:.1f} ms, {rebuilds[0]} rebuilds in "
+          f"{len(ticks)} ticks, longest tick {max(busy) * 1000:.1f} ms")
+    assert rebuilds[0] <= len(ticks) and rebuilds[0] < 300 // 3
+    # Rebuilding once per event would cost about 300 rebuilds in the worst tick.
+    assert max(busy) < 30 * one_rebuild + 0.25
+
+
+def test_exit_and_cancel_while_connecting_are_immediate(
+        root: tk.Tk, make_app: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    with blackhole() as address:
+        app = make_app(session_options={"connect_timeout": 30.0})
+        app.login.port_var.set(str(address[1]))
+        app.login.name_var.set("alice")
+        sessions = []
+        for _ in range(2):
+            app.login.join_button.invoke()  # Join Chat...
+            assert app.session is not None
+            sessions.append(app.session)
+            pump(root, lambda: app.session is not None and app.session.state == "connecting",
+                 what="connecting")
+            app.login.join_button.invoke()  # ...Cancel
+        pump(root, lambda: not any(s.alive for s in sessions), timeout=2.0,
+             what="cancelled sessions to end")
+        app.login.join_button.invoke()
+        assert app.session is not None
+        sessions.append(app.session)
+        top = app.master
+        seen: list[str] = []
+        close_sessions = C.close_sessions
+
+        def spy(ss: list[C.ChatSession], timeout: float = 2.0) -> None:
+            seen.append(top.wm_state())
+            close_sessions(ss, timeout)
+
+        monkeypatch.setattr(C, "close_sessions", spy)
+        start = time.monotonic()
+        app.exit_program()
+        assert time.monotonic() - start < 1.0
+        assert seen == ["withdrawn"]  # the window went before the goodbyes
+        assert not any(s.alive for s in sessions) and not top.winfo_exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_closes_the_program(display: str, root: tk.Tk, srv: RunningServer,
+                                   signum: int) -> None:
+    """SIGTERM or Ctrl-C: the client says goodbye and the process exits 0, no traceback.
+
+    The signal arrives while Python runs inside a Tk callback (the worst case: an exception
+    raised there is swallowed by Tkinter and the program would go on running).
+    """
+    script = textwrap.dedent(f"""
+        import sys, threading, time
+        sys.argv = ["client.py", "--port", "{srv.address[1]}", "--name", "sig"]
+        import client
+        orig = client.ChatApp.__init__
+        def init(self, *a, **k):
+            orig(self, *a, **k)
+            def busy():
+                print("busy", flush=True)
+                end = time.monotonic() + 1.0
+                while time.monotonic() < end:
+                    pass
+            def drive():
+                if self.phase == "chat":
+                    self.master.after(0, busy)
+                else:
+                    if self.phase == "login":
+                        self.login.join_button.invoke()
+                    self.master.after(20, drive)
+            self.master.after(20, drive)
+        client.ChatApp.__init__ = init
+        code = client.main()
+        assert threading.active_count() == 1, threading.enumerate()
+        print("exited", code)
+    """)
+    watcher = srv.client("watch", "#chat")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "DISPLAY": display})
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        assert ready and proc.stdout.readline().strip() == "busy"
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert out.strip() == "exited 0" and "Traceback" not in err
+    assert "QUIT" in watcher.expect(lambda ln: ln.startswith(":sig!") and "QUIT" in ln)[-1]
