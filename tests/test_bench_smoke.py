@@ -1,0 +1,109 @@
+"""Smoke run of the benchmark harness against our server, with tiny parameters.
+
+Not a timed test: it checks that every scenario still runs end to end, that deliveries
+are exactly-once and in order, and that the JSON report keeps its keys, so the harness
+in bench/ cannot rot between the (long) real benchmark runs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import report, servers  # noqa: E402
+from bench.loadgen import run_scenario  # noqa: E402
+from bench.scenarios import Options  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not (ROOT / "server.py").exists(),
+                                reason="server.py does not exist yet")
+
+COMMON_KEYS = {"scenario", "label", "target", "server_pid", "params", "ok", "failures",
+               "checks", "server_alive"}
+MEASURED_KEYS = {"wall_s", "server", "generator", "short_run"}
+
+
+@pytest.fixture(scope="module")
+def ours() -> Iterator[servers.Running]:
+    srv = servers.start("ours")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def run(srv: servers.Running, **kw: object) -> dict:
+    opts = Options(port=srv.port, server_pid=srv.pid, label="ours", timeout=10.0,
+                   deadline=60.0, **kw)  # type: ignore[arg-type]
+    result = run_scenario(opts)
+    assert set(result) >= COMMON_KEYS
+    assert result["server_alive"], result
+    return result
+
+
+def test_fanout_exactly_once_in_order(ours: servers.Running) -> None:
+    r = run(ours, scenario="fanout", clients=5, senders=2, messages=20)
+    assert r["failures"] == []
+    assert set(r) >= MEASURED_KEYS | {"deliveries", "deliveries_expected", "lost",
+                                      "duplicates", "reordered", "unexpected",
+                                      "deliveries_per_s", "latency_ms",
+                                      "server_cpu_us_per_delivery"}
+    assert r["deliveries_expected"] == 2 * 20 * 4
+    assert r["deliveries"] == r["deliveries_expected"]
+    assert (r["lost"], r["duplicates"], r["reordered"], r["unexpected"]) == (0, 0, 0, 0)
+    assert set(r["latency_ms"]) == {"count", "p50", "p99", "max"}
+    assert r["server"]["cpu_s"] is not None  # /proc was readable for the pid
+    assert set(r["generator"]) == {"cpu_s", "cpu_util", "saturated"}
+    assert r["ok"], r["checks"]
+
+
+def test_many_reaches_everyone(ours: servers.Running) -> None:
+    r = run(ours, scenario="many", clients=20, rounds=2)
+    assert r["failures"] == []
+    assert r["connected"] == 20
+    assert r["join_lines"]["seen"] == r["join_lines"]["expected"] == 20 * 19 // 2
+    assert [x["reached"] for x in r["rounds"]] == [19, 19]
+    assert {"rss_kb_per_connection", "server_before", "server_after",
+            "worst_all_reached_ms"} <= set(r)
+    assert r["checks"]["all_reached"]
+
+
+def test_slow_consumer_does_not_hurt_the_others(ours: servers.Running) -> None:
+    r = run(ours, scenario="slow", clients=4, rate=20.0, duration=1.0)
+    assert r["failures"] == []
+    assert (r["lost"], r["duplicates"], r["reordered"], r["unexpected"]) == (0, 0, 0, 0)
+    assert r["deliveries"] == r["deliveries_expected"] == 3 * 20 * 2
+    assert {"p99_first_3s_ms", "p99_last_3s_ms", "stalled", "memory"} <= set(r)
+    assert set(r["stalled"]) >= {"disconnected", "after_s", "reason"}
+
+
+def test_churn_leaves_nothing_behind(ours: servers.Running) -> None:
+    r = run(ours, scenario="churn", cycles=20, parallel=4)
+    assert r["failures"] == []
+    assert r["cycles_done"] == 20
+    assert r["observer"]["joins_seen"] == 20
+    assert r["observer"]["quits_seen"] == 20
+    assert {"threads", "fds", "rss_kb"} <= set(r["server_after"])
+    assert r["checks"]["no_thread_leak"] and r["checks"]["no_fd_leak"], r["checks"]
+    assert r["ok"], r
+
+
+def test_cli_writes_json_and_table(ours: servers.Running, tmp_path: Path) -> None:
+    out = tmp_path / "fanout.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", "--port", str(ours.port), "--server-pid",
+         str(ours.pid), "--scenario", "fanout", "--clients", "3", "--senders", "1",
+         "--messages", "5", "--label", "ours", "--json", str(out), "--timeout", "10"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "deliveries/s" in proc.stdout and "PASS" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["deliveries"] == 10
+    assert "deliveries/s" in report.side_by_side([result, dict(result, label="other")])
