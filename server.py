@@ -26,7 +26,6 @@ import array
 import errno
 import fcntl
 import logging
-import os
 import selectors
 import signal
 import socket
@@ -35,8 +34,9 @@ import termios
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import protocol as P
 from protocol import Message, ProtocolError
@@ -590,25 +590,19 @@ class Server:
         log.info("shutting down")
         assert self.listener is not None
         self.listener.close()
-        with self.reg.lock:
+        with self.delivering():
             clients = list(self.reg.clients)
             for c in clients:
                 c.quit_reason = "Server shutting down"
                 self.writer.queue(c, P.format_line(
                     None, "ERROR", f"Closing Link: {c.host} (Server shutting down)"))
                 self.writer.close_after_flush(c)
-            wake = self.writer.needs_kick()
-        if wake:
-            self.writer.kick()
         deadline = time.monotonic() + 1.5
         for t in list(self.readers):
             t.join(timeout=max(0.0, deadline - time.monotonic()))
-        with self.reg.lock:
+        with self.delivering():
             for c in self.reg.clients:
                 self.writer.doom(c, "Server shutting down")
-            wake = self.writer.needs_kick()
-        if wake:
-            self.writer.kick()
         for t in list(self.readers):
             t.join(timeout=max(0.1, deadline + 0.5 - time.monotonic()))
         self.writer.stop()
@@ -733,19 +727,16 @@ class Server:
     def kill(self, c: Client, reason: str) -> None:
         """Disconnect ``c`` with an ERROR line telling it why (from any thread)."""
         log.info("closing %s: %s", c, reason)
-        with self.reg.lock:
+        with self.delivering():
             if c.quit_reason is None:
                 c.quit_reason = reason
             self.writer.queue(c, P.format_line(None, "ERROR", f"Closing Link: {c.host} ({reason})"))
             self.writer.close_after_flush(c)
-            wake = self.writer.needs_kick()
-        if wake:
-            self.writer.kick()
 
     def _disconnect(self, c: Client) -> None:
         """Remove ``c`` from the registry and tell its room-mates, exactly once."""
         reason = c.quit_reason or "Connection closed"
-        with self.reg.lock:
+        with self.delivering():
             if c not in self.reg.clients:
                 return
             if c.registered:
@@ -754,9 +745,6 @@ class Server:
                 for peer in self._peers(c):
                     self.writer.queue(peer, line)
             self._forget(c)
-            wake = self.writer.needs_kick()
-        if wake:
-            self.writer.kick()
         log.info("quit %s %s:%d (%s)", c.nick, c.host, c.addr[1], reason)
 
     def _forget(self, c: Client) -> None:
@@ -795,11 +783,8 @@ class Server:
     # --- output helpers ----------------------------------------------------------------
 
     def send(self, c: Client, data: bytes) -> None:
-        with self.reg.lock:
+        with self.delivering():
             self.writer.queue(c, data)
-            wake = self.writer.needs_kick()
-        if wake:
-            self.writer.kick()
 
     def numeric(self, c: Client, code: str, *params: str) -> bytes:
         # Middle parameters often echo what the client sent: make each one word, so a
@@ -813,12 +798,9 @@ class Server:
         self.send(c, self.numeric(c, code, *params))
 
     def send_many(self, c: Client, lines: Iterable[bytes]) -> None:
-        with self.reg.lock:
+        with self.delivering():
             for line in lines:
                 self.writer.queue(c, line)
-            wake = self.writer.needs_kick()
-        if wake:
-            self.writer.kick()
 
     def deliver(self, pairs: Iterable[tuple[Client, bytes]]) -> None:
         """Queue many (client, line) pairs.  Caller holds the lock and kicks afterwards."""
@@ -828,8 +810,18 @@ class Server:
 
     def locked_kick(self) -> None:
         """After releasing the lock: wake the writer if work was queued while it slept."""
+        with self.delivering():
+            pass
+
+    @contextmanager
+    def delivering(self) -> Iterator[None]:
+        """Hold the registry lock to read or change state and queue lines to clients; once
+        it is released, wake the writer if it was asleep.  Every handler's unit of work."""
         with self.reg.lock:
-            wake = self.writer.needs_kick()
+            try:
+                yield
+            finally:
+                wake = self.writer.needs_kick()
         if wake:
             self.writer.kick()
 
@@ -854,7 +846,7 @@ class Server:
             self.kill(c, "Bad password")
             return
         cfg = self.config
-        with self.reg.lock:
+        with self.delivering():
             # Registered and welcomed in one step, so no other line can reach it before 001.
             c.registered = True
             c.update_prefix()
@@ -872,9 +864,6 @@ class Server:
             lines += self.motd_lines(c)
             for line in lines:
                 self.writer.queue(c, line)
-            wake = self.writer.needs_kick()
-        if wake:
-            self.writer.kick()
         log.info("registered %s as %s", f"{c.host}:{c.addr[1]}", c.prefix)
 
     def isupport_lines(self, c: Client) -> list[bytes]:
@@ -1088,7 +1077,7 @@ def cmd_nick(srv: Server, c: Client, msg: Message) -> None:
                   "Erroneous nickname")
         return
     key = P.casefold(new)
-    with srv.reg.lock:
+    with srv.delivering():
         holder = srv.reg.nicks.get(key)
         if holder is not None and holder is not c:
             taken = True
@@ -1109,9 +1098,6 @@ def cmd_nick(srv: Server, c: Client, msg: Message) -> None:
                 srv.writer.queue(c, line)
                 for peer in srv._peers(c):
                     srv.writer.queue(peer, line)
-        wake = srv.writer.needs_kick()
-    if wake:
-        srv.writer.kick()
     if taken:
         srv.reply(c, P.ERR_NICKNAMEINUSE, new, "Nickname is already in use")
     elif c.registered:
@@ -1151,13 +1137,10 @@ def cmd_quit(srv: Server, c: Client, msg: Message) -> None:
     text = P.truncate_text(msg.params[0], 300) if msg.params else ""
     reason = f"Quit: {text}" if text else "Quit"
     c.quit_reason = reason
-    with srv.reg.lock:
+    with srv.delivering():
         srv.writer.queue(c, P.format_line(None, "ERROR", f"Closing Link: {c.host} ({reason})",
                                           truncate=True))
         srv.writer.close_after_flush(c)
-        wake = srv.writer.needs_kick()
-    if wake:
-        srv.writer.kick()
 
 
 # --- handlers: rooms ---------------------------------------------------------------------
@@ -1201,7 +1184,7 @@ def join_one(srv: Server, c: Client, name: str, chankey: str = "") -> None:
         return
     key = P.casefold(name)
     error: tuple[str, ...] | None = None
-    with srv.reg.lock:
+    with srv.delivering():
         ch = srv.reg.channels.get(key)
         if ch is not None and c in ch.members:
             return
@@ -1226,26 +1209,24 @@ def join_one(srv: Server, c: Client, name: str, chankey: str = "") -> None:
                                                 str(ch.topic_at)))
             for nl in srv.names_lines(c, ch):
                 srv.writer.queue(c, nl)
-        wake = srv.writer.needs_kick()
-    if wake:
-        srv.writer.kick()
     if error:
         srv.reply(c, *error)
     else:
         log.info("join %s %s", c.nick, name)
 
 
+def leave(srv: Server, c: Client, ch: Channel, line: bytes) -> None:
+    """Tell every member (``c`` too) that ``c`` leaves ``ch``, then remove it.  Lock held."""
+    for m in ch.members:
+        srv.writer.queue(m, line)
+    srv._remove_member(ch, c)
+
+
 def part_all(srv: Server, c: Client, reason: str) -> None:
     """JOIN 0: leave every room in one step (a KICK racing with it can't break it)."""
-    with srv.reg.lock:
+    with srv.delivering():
         for ch in list(c.channels.values()):
-            line = P.format_line(c.prefix, "PART", ch.name, reason, trailing=True)
-            for m in ch.members:
-                srv.writer.queue(m, line)
-            srv._remove_member(ch, c)
-        wake = srv.writer.needs_kick()
-    if wake:
-        srv.writer.kick()
+            leave(srv, c, ch, P.format_line(c.prefix, "PART", ch.name, reason, trailing=True))
 
 
 @command("PART", 1)
@@ -1257,7 +1238,7 @@ def cmd_part(srv: Server, c: Client, msg: Message) -> None:
 
 
 def part_one(srv: Server, c: Client, name: str, reason: str) -> None:
-    with srv.reg.lock:
+    with srv.delivering():
         ch = srv.find_channel(name)
         if ch is None:
             error: tuple[str, ...] | None = (P.ERR_NOSUCHCHANNEL, P.echo_param(name),
@@ -1267,13 +1248,8 @@ def part_one(srv: Server, c: Client, name: str, reason: str) -> None:
         else:
             error = None
             params = (ch.name, P.truncate_text(reason, 300)) if reason else (ch.name,)
-            line = P.format_line(c.prefix, "PART", *params, truncate=True, trailing=len(params) > 1)
-            for m in ch.members:
-                srv.writer.queue(m, line)
-            srv._remove_member(ch, c)
-        wake = srv.writer.needs_kick()
-    if wake:
-        srv.writer.kick()
+            leave(srv, c, ch, P.format_line(c.prefix, "PART", *params, truncate=True,
+                                            trailing=len(params) > 1))
     if error:
         srv.reply(c, *error)
     else:
@@ -1283,7 +1259,7 @@ def part_one(srv: Server, c: Client, name: str, reason: str) -> None:
 @command("TOPIC", 1)
 def cmd_topic(srv: Server, c: Client, msg: Message) -> None:
     name = msg.params[0]
-    with srv.reg.lock:
+    with srv.delivering():
         ch = srv.find_channel(name)
         if ch is None:
             out = [srv.numeric(c, P.ERR_NOSUCHCHANNEL, P.echo_param(name), "No such channel")]
@@ -1310,9 +1286,6 @@ def cmd_topic(srv: Server, c: Client, msg: Message) -> None:
                 srv.writer.queue(m, line)
         for line in out:
             srv.writer.queue(c, line)
-        wake = srv.writer.needs_kick()
-    if wake:
-        srv.writer.kick()
 
 
 @command("NAMES", 0)
@@ -1321,7 +1294,7 @@ def cmd_names(srv: Server, c: Client, msg: Message) -> None:
         srv.reply(c, P.RPL_ENDOFNAMES, "*", "End of /NAMES list")
         return
     # Names of every room asked for, then one 366 naming the whole list (RFC 2812, Modern).
-    with srv.reg.lock:
+    with srv.delivering():
         for name in msg.params[0].split(",")[:10]:
             ch = srv.find_channel(name)
             if ch is not None and ch.visible_to(c):
@@ -1329,15 +1302,12 @@ def cmd_names(srv: Server, c: Client, msg: Message) -> None:
                     srv.writer.queue(c, line)
         srv.writer.queue(c, srv.numeric(c, P.RPL_ENDOFNAMES, P.echo_param(msg.params[0], 200),
                                         "End of /NAMES list"))
-        wake = srv.writer.needs_kick()
-    if wake:
-        srv.writer.kick()
 
 
 @command("LIST", 0)
 def cmd_list(srv: Server, c: Client, msg: Message) -> None:
     wanted = {P.casefold(n) for n in msg.params[0].split(",")} if msg.params else None
-    with srv.reg.lock:
+    with srv.delivering():
         lines = [srv.numeric(c, P.RPL_LISTSTART, "Channel", "Users  Name")]
         for key, ch in srv.reg.channels.items():
             if (wanted is None or key in wanted) and ch.visible_to(c):
@@ -1346,9 +1316,6 @@ def cmd_list(srv: Server, c: Client, msg: Message) -> None:
         lines.append(srv.numeric(c, P.RPL_LISTEND, "End of /LIST"))
         for line in lines:
             srv.writer.queue(c, line)
-        wake = srv.writer.needs_kick()
-    if wake:
-        srv.writer.kick()
 
 
 # --- handlers: messages ------------------------------------------------------------------
@@ -1379,7 +1346,7 @@ def relay(srv: Server, c: Client, msg: Message, notice: bool) -> None:
     c.last_message = time.monotonic()
     errors: list[bytes] = []
     away: list[bytes] = []
-    with srv.reg.lock:
+    with srv.delivering():
         for target in msg.params[0].split(",")[:4]:
             if not target:
                 continue
@@ -1421,9 +1388,6 @@ def relay(srv: Server, c: Client, msg: Message, notice: bool) -> None:
         if not notice:
             for line in errors + away:
                 srv.writer.queue(c, line)
-        wake = srv.writer.needs_kick()
-    if wake:
-        srv.writer.kick()
 
 
 # --- handlers: queries -------------------------------------------------------------------
@@ -1626,7 +1590,7 @@ LIST_MODES = {"e": (P.RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
 
 def channel_mode(srv: Server, c: Client, name: str, args: tuple[str, ...]) -> None:
     out: list[bytes] = []
-    with srv.reg.lock:
+    with srv.delivering():
         ch = srv.find_channel(name)
         if ch is None:
             out.append(srv.numeric(c, P.ERR_NOSUCHCHANNEL, name, "No such channel"))
@@ -1638,9 +1602,6 @@ def channel_mode(srv: Server, c: Client, name: str, args: tuple[str, ...]) -> No
             out += ModeChange(srv, c, ch).apply(args[0], list(args[1:]))
         for line in out:
             srv.writer.queue(c, line)
-        wake = srv.writer.needs_kick()
-    if wake:
-        srv.writer.kick()
 
 
 class ModeChange:
@@ -1812,14 +1773,11 @@ def cmd_kick(srv: Server, c: Client, msg: Message) -> None:
         return
     reason = msg.params[2] if len(msg.params) > 2 and msg.params[2] else c.nick
     reason = P.truncate_text(reason, P.KICKLEN)
-    with srv.reg.lock:
+    with srv.delivering():
         for room, nick in pairs:
             error = kick_one(srv, c, room, nick, reason)
             if error:
                 srv.writer.queue(c, error)
-        wake = srv.writer.needs_kick()
-    if wake:
-        srv.writer.kick()
 
 
 def kick_one(srv: Server, c: Client, room: str, nick: str, reason: str) -> bytes | None:
@@ -1847,7 +1805,7 @@ def kick_one(srv: Server, c: Client, room: str, nick: str, reason: str) -> bytes
 def cmd_invite(srv: Server, c: Client, msg: Message) -> None:
     nick, name = msg.params[0], msg.params[1]
     out: list[bytes] = []
-    with srv.reg.lock:
+    with srv.delivering():
         target = srv.find_nick(nick)
         ch = srv.find_channel(name)
         if ch is None:
@@ -1870,9 +1828,6 @@ def cmd_invite(srv: Server, c: Client, msg: Message) -> None:
             srv.writer.queue(target, P.format_line(c.prefix, "INVITE", target.nick, ch.name))
         for line in out:
             srv.writer.queue(c, line)
-        wake = srv.writer.needs_kick()
-    if wake:
-        srv.writer.kick()
 
 
 # --- command line ------------------------------------------------------------------------
