@@ -1580,7 +1580,8 @@ class LoginView:
                 ttk.Label(form, text=hint, style="Sub.TLabel").grid(
                     row=r, column=2, sticky="w", padx=(8, 0))
 
-        self.name_entry = ttk.Entry(form, textvariable=self.name_var, width=28)
+        self.name_entry = ttk.Entry(form, textvariable=self.name_var, width=28,
+                                    exportselection=False)
         self.host_entry = ttk.Entry(form, textvariable=self.host_var, width=28)
         self.port_entry = ttk.Entry(form, textvariable=self.port_var, width=8)
         self.password_entry = ttk.Entry(form, textvariable=self.password_var, width=28,
@@ -1736,7 +1737,10 @@ class ChatView:
         inrow.grid(row=3, column=0, columnspan=2, sticky="ew", pady=(8, 0))
         inrow.columnconfigure(0, weight=1)
         self.entry_var = tk.StringVar()
-        self.entry = ttk.Entry(inrow, textvariable=self.entry_var, font=self.fonts["text"])
+        # exportselection=False: the "type over it" selection of refused text must not be the
+        # shared X selection, which any other window (or app) selecting text would take away.
+        self.entry = ttk.Entry(inrow, textvariable=self.entry_var, font=self.fonts["text"],
+                               exportselection=False)
         self.entry.grid(row=0, column=0, sticky="ew", ipady=2)
 
         def send(_: object = None) -> str:

@@ -674,6 +674,17 @@ def test_refused_text_is_selected_and_typing_replaces_it(root: tk.Tk, make_app: 
         type_keys(root, bob.chat.entry, "hi")
         pump(root, lambda: bob.chat.entry.get() == "hi", what="typing replaced it")
         bob.chat.entry.delete(0, "end")
+    # Selecting text in another window must not take that selection away.
+    say(root, bob, "/foo again")
+    assert bob.chat.entry.selection_present()
+    alice.chat.entry.insert(0, "something else")
+    alice.chat.entry.selection_range(0, "end")
+    root.update_idletasks()
+    assert bob.chat.entry.selection_present()
+    type_keys(root, bob.chat.entry, "ok")
+    pump(root, lambda: bob.chat.entry.get() == "ok", what="typing still replaced it")
+    bob.chat.entry.delete(0, "end")
+    alice.chat.entry.delete(0, "end")
     # The server's refusal brings the line back, selected.
     say(root, bob, "/nick alice")
     pump(root, lambda: "already taken" in bob.chat.contents(), what="433")
