@@ -87,18 +87,17 @@ class Config:
 class Client:
     """One connection: its identity, its rooms and its outbound buffer."""
 
-    __slots__ = ("sock", "fd", "addr", "host", "server", "nick", "user", "realname", "password",
+    __slots__ = ("sock", "fd", "addr", "host", "nick", "user", "realname", "password",
                  "registered", "cap_negotiating", "caps", "modes", "away", "channels", "prefix",
                  "signon", "last_active", "last_message", "ping_sent", "partial_since",
                  "connected_at", "out", "outlen", "doomed", "closing", "wbuf", "blocked",
-                 "quit_reason", "released", "closing_since", "invites", "__weakref__")
+                 "quit_reason", "released", "closing_since", "invites")
 
-    def __init__(self, sock: socket.socket, addr: tuple[str, int], server: Server) -> None:
+    def __init__(self, sock: socket.socket, addr: tuple[str, int]) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.addr = addr
         self.host = addr[0]
-        self.server = server
         self.nick = "*"
         self.user = ""
         self.realname = ""
@@ -214,9 +213,6 @@ class Registry:
 
     def remember(self, c: Client) -> None:
         self.whowas.append((P.casefold(c.nick), c.nick, c.user, c.host, c.realname))
-
-    def users(self) -> int:
-        return self.user_count
 
 
 # --- the writer ------------------------------------------------------------------------
@@ -446,28 +442,25 @@ class Writer:
                 c.sock.send(b"".join(chunks), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
             except OSError:
                 pass
+        self._shutdown(c)
         c.released = True
-        try:
-            c.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         c.sock.close()
 
 
 # --- commands --------------------------------------------------------------------------
 
 
+Handler = Callable[["Server", Client, Message], None]
+
+
 @dataclass(frozen=True)
 class Command:
-    handler: Callable[[Server, Client, Message], None]
+    handler: Handler
     min_params: int = 0
     before_registration: bool = False
 
 
 COMMANDS: dict[str, Command] = {}
-
-
-Handler = Callable[["Server", Client, Message], None]
 
 
 def command(name: str, min_params: int = 0,
@@ -558,7 +551,7 @@ class Server:
             full = len(self.reg.clients) >= cfg.max_clients
             too_many = cfg.max_per_ip > 0 and self.reg.per_ip.get(host, 0) >= cfg.max_per_ip
             if not (full or too_many):
-                client = Client(sock, addr, self)
+                client = Client(sock, addr)
                 self.reg.clients.add(client)
                 self.reg.per_ip[host] = self.reg.per_ip.get(host, 0) + 1
         if full or too_many:
@@ -594,9 +587,7 @@ class Server:
             clients = list(self.reg.clients)
             for c in clients:
                 c.quit_reason = "Server shutting down"
-                self.writer.queue(c, P.format_line(
-                    None, "ERROR", f"Closing Link: {c.host} (Server shutting down)"))
-                self.writer.close_after_flush(c)
+                self.goodbye(c, c.quit_reason)
         deadline = time.monotonic() + 1.5
         for t in list(self.readers):
             t.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -730,8 +721,7 @@ class Server:
         with self.delivering():
             if c.quit_reason is None:
                 c.quit_reason = reason
-            self.writer.queue(c, P.format_line(None, "ERROR", f"Closing Link: {c.host} ({reason})"))
-            self.writer.close_after_flush(c)
+            self.goodbye(c, reason)
 
     def _disconnect(self, c: Client) -> None:
         """Remove ``c`` from the registry and tell its room-mates, exactly once."""
@@ -799,19 +789,23 @@ class Server:
 
     def send_many(self, c: Client, lines: Iterable[bytes]) -> None:
         with self.delivering():
-            for line in lines:
-                self.writer.queue(c, line)
+            self.to_client(c, lines)
 
-    def deliver(self, pairs: Iterable[tuple[Client, bytes]]) -> None:
-        """Queue many (client, line) pairs.  Caller holds the lock and kicks afterwards."""
-        q = self.writer.queue
-        for c, line in pairs:
-            q(c, line)
+    def to_room(self, ch: Channel, line: bytes) -> None:
+        """Queue ``line`` to every member of ``ch``.  Caller holds the lock."""
+        for m in ch.members:
+            self.writer.queue(m, line)
 
-    def locked_kick(self) -> None:
-        """After releasing the lock: wake the writer if work was queued while it slept."""
-        with self.delivering():
-            pass
+    def to_client(self, c: Client, lines: Iterable[bytes]) -> None:
+        """Queue ``lines`` to ``c``, in order.  Caller holds the lock."""
+        for line in lines:
+            self.writer.queue(c, line)
+
+    def goodbye(self, c: Client, reason: str) -> None:
+        """Queue the ERROR that ends ``c``'s connection; it goes out last.  Lock held."""
+        self.writer.queue(c, P.format_line(None, "ERROR", f"Closing Link: {c.host} ({reason})",
+                                           truncate=True))
+        self.writer.close_after_flush(c)
 
     @contextmanager
     def delivering(self) -> Iterator[None]:
@@ -862,8 +856,7 @@ class Server:
             lines += self.isupport_lines(c)
             lines += self.lusers_lines(c)
             lines += self.motd_lines(c)
-            for line in lines:
-                self.writer.queue(c, line)
+            self.to_client(c, lines)
         log.info("registered %s as %s", f"{c.host}:{c.addr[1]}", c.prefix)
 
     def isupport_lines(self, c: Client) -> list[bytes]:
@@ -957,9 +950,8 @@ class Server:
         cfg = self.config
         if c.closing and now - c.closing_since > CLOSE_GRACE:
             # Its last words could not be written (it stopped reading): cut it.
-            with self.reg.lock:
+            with self.delivering():
                 self.writer.doom(c, c.quit_reason or "Closing")
-            self.locked_kick()
             return
         if c.quit_reason is not None:
             return
@@ -1129,7 +1121,7 @@ def cmd_ping(srv: Server, c: Client, msg: Message) -> None:
 
 @command("PONG", 0, before_registration=True)
 def cmd_pong(srv: Server, c: Client, msg: Message) -> None:
-    c.ping_sent = None  # any line counts as life; the reader already reset it
+    """Nothing to do: the reader counts any line as life (it resets the ping timer)."""
 
 
 @command("QUIT", 0, before_registration=True)
@@ -1138,9 +1130,7 @@ def cmd_quit(srv: Server, c: Client, msg: Message) -> None:
     reason = f"Quit: {text}" if text else "Quit"
     c.quit_reason = reason
     with srv.delivering():
-        srv.writer.queue(c, P.format_line(None, "ERROR", f"Closing Link: {c.host} ({reason})",
-                                          truncate=True))
-        srv.writer.close_after_flush(c)
+        srv.goodbye(c, reason)
 
 
 # --- handlers: rooms ---------------------------------------------------------------------
@@ -1201,14 +1191,12 @@ def join_one(srv: Server, c: Client, name: str, chankey: str = "") -> None:
                 c.invites.pop(key, None)
             c.channels[key] = ch
             line = P.format_line(c.prefix, "JOIN", ch.name)
-            for m in ch.members:
-                srv.writer.queue(m, line)
+            srv.to_room(ch, line)
             if ch.topic:
                 srv.writer.queue(c, srv.numeric(c, P.RPL_TOPIC, ch.name, ch.topic))
                 srv.writer.queue(c, srv.numeric(c, P.RPL_TOPICWHOTIME, ch.name, ch.topic_by,
                                                 str(ch.topic_at)))
-            for nl in srv.names_lines(c, ch):
-                srv.writer.queue(c, nl)
+            srv.to_client(c, srv.names_lines(c, ch))
     if error:
         srv.reply(c, *error)
     else:
@@ -1217,8 +1205,7 @@ def join_one(srv: Server, c: Client, name: str, chankey: str = "") -> None:
 
 def leave(srv: Server, c: Client, ch: Channel, line: bytes) -> None:
     """Tell every member (``c`` too) that ``c`` leaves ``ch``, then remove it.  Lock held."""
-    for m in ch.members:
-        srv.writer.queue(m, line)
+    srv.to_room(ch, line)
     srv._remove_member(ch, c)
 
 
@@ -1282,10 +1269,8 @@ def cmd_topic(srv: Server, c: Client, msg: Message) -> None:
             ch.topic_at = int(time.time())
             line = P.format_line(c.prefix, "TOPIC", ch.name, ch.topic, truncate=True,
                                  trailing=True)
-            for m in ch.members:
-                srv.writer.queue(m, line)
-        for line in out:
-            srv.writer.queue(c, line)
+            srv.to_room(ch, line)
+        srv.to_client(c, out)
 
 
 @command("NAMES", 0)
@@ -1298,8 +1283,7 @@ def cmd_names(srv: Server, c: Client, msg: Message) -> None:
         for name in msg.params[0].split(",")[:10]:
             ch = srv.find_channel(name)
             if ch is not None and ch.visible_to(c):
-                for line in srv.names_lines(c, ch)[:-1]:
-                    srv.writer.queue(c, line)
+                srv.to_client(c, srv.names_lines(c, ch)[:-1])
         srv.writer.queue(c, srv.numeric(c, P.RPL_ENDOFNAMES, P.echo_param(msg.params[0], 200),
                                         "End of /NAMES list"))
 
@@ -1314,8 +1298,7 @@ def cmd_list(srv: Server, c: Client, msg: Message) -> None:
                 lines.append(srv.numeric(c, P.RPL_LIST, ch.name, str(len(ch.members)),
                                          f"[+{''.join(sorted(ch.modes))}] {ch.topic}"))
         lines.append(srv.numeric(c, P.RPL_LISTEND, "End of /LIST"))
-        for line in lines:
-            srv.writer.queue(c, line)
+        srv.to_client(c, lines)
 
 
 # --- handlers: messages ------------------------------------------------------------------
@@ -1605,8 +1588,7 @@ def channel_mode(srv: Server, c: Client, name: str, args: tuple[str, ...]) -> No
             out.append(srv.numeric(c, P.RPL_CREATIONTIME, ch.name, str(ch.created)))
         else:
             out += ModeChange(srv, c, ch).apply(args[0], list(args[1:]))
-        for line in out:
-            srv.writer.queue(c, line)
+        srv.to_client(c, out)
 
 
 class ModeChange:
@@ -1760,8 +1742,7 @@ class ModeChange:
             if a is not None:
                 margs.append(a)
         line = P.format_line(self.c.prefix, "MODE", self.ch.name, modes, *margs)
-        for member in self.ch.members:
-            self.srv.writer.queue(member, line)
+        self.srv.to_room(self.ch, line)
 
 
 @command("KICK", 2)
@@ -1800,8 +1781,7 @@ def kick_one(srv: Server, c: Client, room: str, nick: str, reason: str) -> bytes
                            "They aren't on that channel")
     line = P.format_line(c.prefix, "KICK", ch.name, victim.nick, reason, truncate=True,
                          trailing=True)
-    for m in ch.members:
-        srv.writer.queue(m, line)
+    srv.to_room(ch, line)
     srv._remove_member(ch, victim)
     return None
 
@@ -1831,8 +1811,7 @@ def cmd_invite(srv: Server, c: Client, msg: Message) -> None:
             target.invites[P.casefold(ch.name)] = "@" in ch.members[c]
             out.append(srv.numeric(c, P.RPL_INVITING, target.nick, ch.name))
             srv.writer.queue(target, P.format_line(c.prefix, "INVITE", target.nick, ch.name))
-        for line in out:
-            srv.writer.queue(c, line)
+        srv.to_client(c, out)
 
 
 # --- command line ------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def test_fifty_clients_join_talk_rename_leave(srv: RunningServer) -> None:
     assert sorted(n.lstrip("@+") for n in names) == sorted(
         f"r{i}" for i in range(N_CLIENTS // 2, N_CLIENTS))
     parted = len([i for i in range(N_CLIENTS // 2) if i % 3 == 0])
-    assert srv.wait_for(lambda: srv.server.reg.users() == len(stay) + parted)
+    assert srv.wait_for(lambda: srv.server.reg.user_count == len(stay) + parted)
     observer.send("LUSERS")
     lines = observer.lines_until("266")
     users = len(stay) + parted  # those who only parted are still online
