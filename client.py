@@ -285,7 +285,6 @@ class Backoff:
         return base * (1.0 - self.jitter * random.random())
 
 
-_ASCII_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _RFC1459_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\~",
                               "abcdefghijklmnopqrstuvwxyz{}|^")
 _STRICT_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\",
@@ -312,7 +311,7 @@ class ServerInfo:
     def fold(self, name: str) -> str:
         """``name`` folded with the server's casemapping, for comparing nicks and rooms."""
         if self.casemapping == "ascii":
-            return name.translate(_ASCII_FOLD)
+            return P.casefold(name)
         if self.casemapping == "rfc1459":
             return name.translate(_RFC1459_FOLD)
         if self.casemapping == "strict-rfc1459":
@@ -494,36 +493,11 @@ def parse_incoming(raw: bytes) -> P.Message | None:
     long NAMES line) would leave the member list wrong for good.  None for lines with no
     command at all.
     """
-    text = raw.decode("utf-8", "replace").rstrip("\r\n")
-    if "\x00" in text or "\r" in text or "\n" in text:
-        text = text.replace("\x00", "").replace("\r", " ").replace("\n", " ")
+    text = P.strip_bad(raw.decode("utf-8", "replace").rstrip("\r\n"))
     try:
-        return P.parse(text)
-    except ProtocolError as exc:
-        if not exc.too_long:
-            return None
-    # Longer than the strict grammar allows: take it apart the same way, without the limit.
-    tags: dict[str, str] = {}
-    rest = text
-    if rest.startswith("@"):
-        raw_tags, _, rest = rest[1:].partition(" ")
-        try:
-            tags = P.parse(f"@{raw_tags} PING").tags
-        except ProtocolError:
-            tags = {}
-    rest = rest.lstrip(" ")
-    source = None
-    if rest.startswith(":"):
-        source, _, rest = rest[1:].partition(" ")
-        rest = rest.lstrip(" ")
-    if rest.startswith(":"):
+        return P.parse(text, limits=False)
+    except ProtocolError:
         return None
-    head, sep, trailing = rest.partition(" :")
-    words = [w for w in head.split(" ") if w]
-    if not words or not re.fullmatch(r"[A-Za-z]+|[0-9]{3}", words[0]):
-        return None
-    params = words[1:] + ([trailing] if sep else [])
-    return P.Message(words[0].upper(), tuple(params), source or None, tags)
 
 
 def describe_connect_error(exc: OSError, host: str, port: int) -> tuple[LoginKind, str]:
@@ -1374,9 +1348,9 @@ class ChatSession:
                 snap = self._snapshot()
             self._emit(Names(self.room, snap))
         else:
-            info = self._info
-            items = sorted(bucket.values(), key=lambda it: (info.rank(it[1]), info.fold(it[0])))
-            self._emit(Names(room, tuple(pf[:1] + n for n, pf in items)))
+            other = _Members(self._info)  # another room's list, ordered the same way
+            other.replace(bucket.values())
+            self._emit(Names(room, other.snapshot()))
 
     def _on_mode(self, conn: _Conn, msg: P.Message) -> None:
         p = msg.params
@@ -1600,7 +1574,6 @@ class LoginView:
         self.message_label.grid(row=7, column=0, columnspan=3, sticky="nw")
         font = tkfont.nametofont("TkDefaultFont")
         form.rowconfigure(7, minsize=self.MESSAGE_LINES * font.metrics("linespace") + 4)
-        self.form = form
         for entry in (self.name_entry, self.host_entry, self.port_entry, self.password_entry):
             entry.bind("<Return>", lambda e: on_enter())
             entry.bind("<KP_Enter>", lambda e: on_enter())
@@ -1846,7 +1819,7 @@ class ChatView:
         t = self.text
         t.configure(state="normal")
         t.insert("end", *args)  # type: ignore[arg-type]  # (text, tags) pairs
-        lines = int(t.index("end-1c").split(".")[0]) - 1
+        lines = self.line_count()
         if lines > self.scrollback:
             t.delete("1.0", f"{lines - self.scrollback + 1}.0")
         t.configure(state="disabled")
@@ -2361,7 +2334,8 @@ class ChatApp:
                     self.event_line(f"{old} is now known as {new}")
                 self._set_members(members)
             case Names(room=room, members=members):
-                if P.casefold(room) == P.casefold(self.room):
+                fold = (self.session.server_info if self.session else ServerInfo()).fold
+                if fold(room) == fold(self.room):
                     self._set_members(members)
                 if self._show_names:
                     self._show_names = False

@@ -236,11 +236,12 @@ def _parse_tags(raw: str) -> dict[str, str]:
     return tags
 
 
-def parse(line: bytes | str) -> Message:
+def parse(line: bytes | str, *, limits: bool = True) -> Message:
     """Parse one line (with or without its line ending) into a :class:`Message`.
 
     Raises :class:`ProtocolError` for anything that is not a well-formed message: invalid
-    UTF-8, NUL or CR/LF inside the line, a body over 512 bytes, no command.
+    UTF-8, NUL or CR/LF inside the line, a body over 512 bytes, no command.  ``limits=False``
+    skips the length limits (a client reading a server it trusts more than the grammar).
     """
     if isinstance(line, str):
         raw = line.encode("utf-8", "surrogatepass")
@@ -255,10 +256,10 @@ def parse(line: bytes | str) -> Message:
         space = raw.find(b" ")
         if space < 0:
             raise ProtocolError("tags without a command")
-        if space + 1 > MAX_TAGS:
+        if limits and space + 1 > MAX_TAGS:
             raise ProtocolError("tags too long", too_long=True)
         body_start = space + 1
-    if len(raw) - body_start + 2 > MAX_LINE:
+    if limits and len(raw) - body_start + 2 > MAX_LINE:
         raise ProtocolError("line too long", too_long=True)
     if b"\x00" in raw or b"\r" in raw or b"\n" in raw:
         raise ProtocolError("NUL, CR or LF inside the line")

@@ -93,7 +93,6 @@ class BenchClient(asyncio.Protocol):
         self.errors: list[str] = []
         self.error_text: str | None = None  # the server's ERROR line, if any
         self.bytes_in = 0
-        self.last_data = time.monotonic()
         # Delivery state, reset by track().
         self.tracker: Tracker | None = None
         self.is_ack = False
@@ -119,7 +118,6 @@ class BenchClient(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
-        self.last_data = time.monotonic()
         if self._buf:
             data = self._buf + data
         end = data.rfind(b"\n") + 1

@@ -634,7 +634,9 @@ async def churn(opts: Options) -> dict[str, Any]:
         cycle_failures.append("scenario deadline reached")
     measured = meter.stop()
     after = await _settle(opts.server_pid, before, 10.0)
-    await asyncio.sleep(0.3)  # let the observer read the last QUIT lines
+    # Until the observer has read every QUIT (or nothing more arrives for a second).
+    await _wait_until(lambda: len(observer.quits) >= opts.cycles, quiet_for=1.0, limit=10.0,
+                      activity=lambda: len(observer.quits))
     close_all(observers)
     quits = Counter(nick.decode() for _, nick, _ in observer.quits)
     result.update(measured)
