@@ -1,8 +1,11 @@
-"""Shared fixtures: a real server on an ephemeral loopback port, and a small line client."""
+"""Shared fixtures: a real server on an ephemeral loopback port, a small line client, and
+for the client's tests a scripted fake server and an address where connect() hangs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import socket
 import sys
 import threading
@@ -64,8 +67,9 @@ class LineClient:
         """Read through the first line whose command is ``code``."""
         return self.expect(lambda s: s.split(" ")[1:2] == [code], timeout)
 
-    def no_line(self, wait: float = 0.3) -> None:
-        """Assert nothing arrives for ``wait`` seconds (a PING round trip proves the path)."""
+    def no_line(self) -> None:
+        """Assert nothing is waiting for us: the server answers a PING in order, so if
+        anything had been queued for this client before it, it would arrive first."""
         self.send("PING :quiet-check")
         line = self.recv_line()
         assert line.endswith("PONG chat.test :quiet-check") or line.endswith(
@@ -109,7 +113,6 @@ class RunningServer:
         cfg = server_mod.Config(host="127.0.0.1", port=0, name="chat.test", network="TestNet")
         for k, v in overrides.items():
             setattr(cfg, k, v)
-        self.config = cfg
         self.server = server_mod.Server(cfg)
         self.address = self.server.bind()
         self.thread = threading.Thread(target=self.server.serve_forever, name="test-server",
@@ -144,6 +147,156 @@ class RunningServer:
         return False
 
 
+# --- fakes for the client's tests: a scripted server, and an address that never answers
+
+class FakePeer:
+    """One connection to a :class:`FakeServer`: the test writes raw lines, reads what came.
+
+    A reader thread queues each line it receives; a QUIT is answered as a server would
+    (ERROR, then close), so sessions end promptly.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.received: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        buf = b""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    raw = raw.rstrip(b"\r")
+                    self.received.append(raw)
+                    line = raw.decode("utf-8", "replace")
+                    self.lines.put(line)
+                    if line.startswith("QUIT"):
+                        self.send("ERROR :Closing link (Quit)")
+                        self.sock.shutdown(socket.SHUT_RDWR)
+                        return
+        except OSError:
+            return
+
+    def send(self, *lines: str | bytes) -> None:
+        self.sock.sendall(b"".join((ln.encode() if isinstance(ln, str) else ln) + b"\r\n"
+                                   for ln in lines))
+
+    def expect(self, start: str, timeout: float = 5.0) -> str:
+        """The next line that starts with ``start`` (earlier ones are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line starting {start!r} within {timeout}s") from None
+            if line.startswith(start):
+                return line
+
+    def welcome(self, nick: str = "alice", *isupport: str,
+                userhost: str = "alice@fake.example") -> None:
+        """Answer the registration: 001, one 005 with ``isupport``, no MOTD (422)."""
+        self.expect("USER")
+        lines = [f":fake.server 001 {nick} :Welcome to FakeNet {nick}!{userhost}"]
+        if isupport:
+            lines.append(f":fake.server 005 {nick} {' '.join(isupport)} :are supported by "
+                         f"this server")
+        lines.append(f":fake.server 422 {nick} :MOTD File is missing")
+        self.send(*lines)
+
+    def join(self, nick: str = "alice", names: list[str] | None = None, room: str = "#chat",
+             userhost: str = "alice@fake.example") -> None:
+        """Answer our JOIN: the echo, NAMES in lines of at most 40 names, 366."""
+        self.expect(f"JOIN {room}")
+        everyone = names or [nick]
+        lines = [f":{nick}!{userhost} JOIN {room}"]
+        lines += [f":fake.server 353 {nick} = {room} :{' '.join(everyone[i:i + 40])}"
+                  for i in range(0, len(everyone), 40)]
+        lines.append(f":fake.server 366 {nick} {room} :End of /NAMES list.")
+        self.send(*lines)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self._reader.join(2)
+
+
+class FakeServer:
+    """A scripted server on 127.0.0.1, for lines our own server never sends."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address: tuple[str, int] = self.listener.getsockname()[:2]
+        self.peers: queue.Queue[FakePeer] = queue.Queue()
+        self._all: list[FakePeer] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            peer = FakePeer(sock)
+            self._all.append(peer)
+            self.peers.put(peer)
+
+    def peer(self, timeout: float = 5.0) -> FakePeer:
+        """The next connection (waits for it)."""
+        return self.peers.get(timeout=timeout)
+
+    def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        except OSError:
+            pass
+        self.listener.close()
+        self._thread.join(2)
+        for p in self._all:
+            p.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    f = FakeServer()
+    yield f
+    f.close()
+
+
+@contextlib.contextmanager
+def blackhole() -> Iterator[tuple[str, int]]:
+    """An address on 127.0.0.1 where connect() hangs: a listener whose backlog is full."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    try:
+        for _ in range(3):  # one fills the accept queue; the SYNs of the rest are dropped
+            f = socket.socket()
+            f.setblocking(False)
+            try:
+                f.connect(address)
+            except BlockingIOError:
+                pass
+            fillers.append(f)
+        yield address
+    finally:
+        for f in fillers:
+            f.close()
+        listener.close()
+
+
 @pytest.fixture
 def make_server() -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
@@ -162,6 +315,13 @@ def make_server() -> Iterator[Callable[..., RunningServer]]:
 @pytest.fixture
 def srv(make_server: Callable[..., RunningServer]) -> RunningServer:
     return make_server()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for "nothing is there" cases)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def fd_count() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import socket
 import threading
@@ -11,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
-from conftest import RunningServer
+from conftest import FakeServer, RunningServer, blackhole, free_port
 
 import client as C
 import protocol as P
@@ -51,130 +50,6 @@ class Watcher:
                 return
             self.seen.append(ev)
             assert not isinstance(ev, kind), f"unexpected {ev}"
-
-
-class FakePeer:
-    """One connection to a :class:`FakeServer`: the test writes raw lines, reads what came.
-
-    A reader thread queues each line it receives; a QUIT is answered as a server would
-    (ERROR, then close), so sessions end promptly.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.received: list[bytes] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        buf = b""
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    return
-                buf += data
-                while b"\n" in buf:
-                    raw, buf = buf.split(b"\n", 1)
-                    raw = raw.rstrip(b"\r")
-                    self.received.append(raw)
-                    line = raw.decode("utf-8", "replace")
-                    self.lines.put(line)
-                    if line.startswith("QUIT"):
-                        self.send("ERROR :Closing link (Quit)")
-                        self.sock.shutdown(socket.SHUT_RDWR)
-                        return
-        except OSError:
-            return
-
-    def send(self, *lines: str | bytes) -> None:
-        self.sock.sendall(b"".join((ln.encode() if isinstance(ln, str) else ln) + b"\r\n"
-                                   for ln in lines))
-
-    def expect(self, start: str, timeout: float = 5.0) -> str:
-        """The next line that starts with ``start`` (earlier ones are skipped)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no line starting {start!r} within {timeout}s") from None
-            if line.startswith(start):
-                return line
-
-    def welcome(self, nick: str = "alice", *isupport: str,
-                userhost: str = "alice@fake.example") -> None:
-        """Answer the registration: 001, one 005 with ``isupport``, no MOTD (422)."""
-        self.expect("USER")
-        lines = [f":fake.server 001 {nick} :Welcome to FakeNet {nick}!{userhost}"]
-        if isupport:
-            lines.append(f":fake.server 005 {nick} {' '.join(isupport)} :are supported by "
-                         f"this server")
-        lines.append(f":fake.server 422 {nick} :MOTD File is missing")
-        self.send(*lines)
-
-    def join(self, nick: str = "alice", names: list[str] | None = None, room: str = "#chat",
-             userhost: str = "alice@fake.example") -> None:
-        """Answer our JOIN: the echo, NAMES in lines of at most 40 names, 366."""
-        self.expect(f"JOIN {room}")
-        everyone = names or [nick]
-        lines = [f":{nick}!{userhost} JOIN {room}"]
-        lines += [f":fake.server 353 {nick} = {room} :{' '.join(everyone[i:i + 40])}"
-                  for i in range(0, len(everyone), 40)]
-        lines.append(f":fake.server 366 {nick} {room} :End of /NAMES list.")
-        self.send(*lines)
-
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self._reader.join(2)
-
-
-class FakeServer:
-    """A scripted server on 127.0.0.1, for lines our own server never sends."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address: tuple[str, int] = self.listener.getsockname()[:2]
-        self.peers: queue.Queue[FakePeer] = queue.Queue()
-        self._all: list[FakePeer] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            peer = FakePeer(sock)
-            self._all.append(peer)
-            self.peers.put(peer)
-
-    def peer(self, timeout: float = 5.0) -> FakePeer:
-        """The next connection (waits for it)."""
-        return self.peers.get(timeout=timeout)
-
-    def close(self) -> None:
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
-        except OSError:
-            pass
-        self.listener.close()
-        self._thread.join(2)
-        for p in self._all:
-            p.close()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeServer]:
-    f = FakeServer()
-    yield f
-    f.close()
 
 
 @pytest.fixture
@@ -355,16 +230,19 @@ def test_leave(srv: RunningServer, connect: Callable[..., tuple[C.ChatSession, W
     b.close()
     assert not b.alive
     assert not b.send_message("too late")
-    aw.none_of(C.UserQuit)  # PART first, so the room sees a leave, not a quit
     assert srv.wait_for(lambda: "bob" not in srv.server.reg.nicks)
+    aw.none_of(C.UserQuit)  # PART first, so the room sees a leave, not a quit
 
 
 def test_ping_is_answered(make_server: Callable[..., RunningServer],
                           connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
     srv = make_server(ping_interval=0.15, ping_timeout=0.3)
     a, w = connect(srv, "alice", keepalive=30.0)
+    joined_at = time.monotonic()
     w.none_of(C.Disconnected, wait=1.0)
     assert a.state == "joined"
+    # With its own keep-alive far off, the only lines it sent since are its PONGs.
+    assert srv.server.reg.nicks["alice"].last_active > joined_at + 0.3
 
 
 def test_send_never_blocks(srv: RunningServer,
@@ -449,7 +327,8 @@ def test_taken_name(srv: RunningServer,
     ev = w.wait(C.LoginFailed)
     assert ev.kind is C.LoginKind.NICK_TAKEN and "taken" in ev.message
     w.wait(C.Closed)
-    assert not s.alive or s.state == "closed"
+    s.close()
+    assert not s.alive
 
 
 def test_wrong_missing_and_right_password(
@@ -468,14 +347,9 @@ def test_wrong_missing_and_right_password(
     assert s3.in_room
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def test_connection_refused(connect: Callable[..., tuple[C.ChatSession, Watcher]]) -> None:
-    _, w = connect(("127.0.0.1", _free_port()), "alice", join=False)
+    _, w = connect(("127.0.0.1", free_port()), "alice", join=False)
     ev = w.wait(C.LoginFailed)
     assert ev.kind is C.LoginKind.REFUSED and "server running" in ev.message
 
@@ -544,30 +418,6 @@ def test_quick_drops_back_off_further_and_stable_ones_start_afresh(
 # --- connecting, quitting, reconnecting ---------------------------------------------------
 
 
-@contextlib.contextmanager
-def blackhole() -> Iterator[tuple[str, int]]:
-    """An address on 127.0.0.1 where connect() hangs: a listener whose backlog is full."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    address = listener.getsockname()
-    fillers = []
-    try:
-        for _ in range(3):  # one fills the accept queue; the SYNs of the rest are dropped
-            f = socket.socket()
-            f.setblocking(False)
-            try:
-                f.connect(address)
-            except BlockingIOError:
-                pass
-            fillers.append(f)
-        yield address
-    finally:
-        for f in fillers:
-            f.close()
-        listener.close()
-
-
 def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -593,6 +443,7 @@ def test_closing_many_sessions_shares_one_deadline(
     with blackhole() as address:
         sessions = [connect(address, f"user{i}", join=False, connect_timeout=30.0)[0]
                     for i in range(4)]
+        _until(lambda: all(s.state == "connecting" for s in sessions))
         start = time.monotonic()
         C.close_sessions(sessions, timeout=2.0)
         assert time.monotonic() - start < 1.0
@@ -661,7 +512,8 @@ def test_name_in_use_when_reconnecting_is_said_then_given_up(
     failed = w.wait(C.LoginFailed)
     assert failed.kind is C.LoginKind.NICK_TAKEN and "Back to Login" in failed.message
     w.wait(C.Closed)
-    assert not s.alive or s.state == "closed"
+    s.close()
+    assert not s.alive
 
 
 def test_unavailable_name_at_login_is_taken(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,15 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LineClient
+from conftest import LineClient, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(*args: str) -> tuple[subprocess.Popen, int]:
@@ -78,6 +70,7 @@ def test_signal_tells_clients_and_exits_zero(sig: signal.Signals, n: int, tmp_pa
     for c in clients:
         c.lines_until("366")
     stop = threading.Event()
+    busy = threading.Semaphore(0)  # each talker releases it once it has said a few lines
 
     def chat(c: LineClient) -> None:
         k = 0
@@ -85,6 +78,8 @@ def test_signal_tells_clients_and_exits_zero(sig: signal.Signals, n: int, tmp_pa
             while not stop.is_set():
                 c.send(f"PRIVMSG #chat :chatter {k}")
                 k += 1
+                if k == 5:
+                    busy.release()
                 c.sock.settimeout(0.05)
                 try:
                     c.buf += c.sock.recv(1 << 20)  # keep reading, as a real client does
@@ -96,7 +91,8 @@ def test_signal_tells_clients_and_exits_zero(sig: signal.Signals, n: int, tmp_pa
     talkers = [threading.Thread(target=chat, args=(c,)) for c in clients[:10]]
     for t in talkers:
         t.start()
-    time.sleep(0.3)  # let the room get busy before the signal
+    for _ in talkers:  # the room is busy when the signal comes
+        assert busy.acquire(timeout=10)
     t0 = time.monotonic()
     proc.send_signal(sig)
     assert proc.wait(timeout=5) == 0
