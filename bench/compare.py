@@ -87,15 +87,19 @@ def machine_info() -> dict[str, Any]:
 
 
 def our_revision() -> dict[str, Any]:
-    """Which server.py a run measured: the commit, and a hash of the file as it was."""
-    path = servers.ROOT / "server.py"
+    """Which server a run measured: the commit, and a hash of its code as it was."""
+    files = [servers.ROOT / "server.py", *sorted((servers.ROOT / "chatroom").glob("*.py"))]
+    h = hashlib.sha256()
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        for path in files:
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+        digest: str | None = h.hexdigest()[:12]
     except OSError:
         digest = None
     head = _first_line(["git", "-C", str(servers.ROOT), "rev-parse", "--short", "HEAD"])
-    dirty = _first_line(["git", "-C", str(servers.ROOT), "status", "--porcelain", "server.py"])
-    return {"commit": head, "server_py_modified": bool(dirty), "server_py_sha256": digest}
+    dirty = _first_line(["git", "-C", str(servers.ROOT), "status", "--porcelain", "server.py",
+                         "chatroom"])
+    return {"commit": head, "server_code_modified": bool(dirty), "server_code_sha256": digest}
 
 
 def _first_line(cmd: list[str], prefix: str = "") -> str | None:

@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import server as server_mod  # noqa: E402
+from chatroom.config import Config  # noqa: E402
+from chatroom.server import Server  # noqa: E402
 
 TIMEOUT = 5.0
 
@@ -110,10 +111,10 @@ class LineClient:
 
 class RunningServer:
     def __init__(self, **overrides: object) -> None:
-        cfg = server_mod.Config(host="127.0.0.1", port=0, name="chat.test", network="TestNet")
+        cfg = Config(host="127.0.0.1", port=0, name="chat.test", network="TestNet")
         for k, v in overrides.items():
             setattr(cfg, k, v)
-        self.server = server_mod.Server(cfg)
+        self.server = Server(cfg)
         self.address = self.server.bind()
         self.thread = threading.Thread(target=self.server.serve_forever, name="test-server",
                                        daemon=True)

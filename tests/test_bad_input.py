@@ -113,12 +113,12 @@ def test_user_with_hostile_username_is_sanitised(srv: RunningServer) -> None:
 
 def test_handler_exception_is_answered_and_connection_survives(srv: RunningServer,
                                                                monkeypatch) -> None:
-    import server as server_mod
+    from chatroom import handlers
 
     def broken(srv_, c, msg):
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(server_mod.COMMANDS, "TIME", server_mod.Command(broken))
+    monkeypatch.setitem(handlers.COMMANDS, "TIME", handlers.Command(broken))
     c = srv.client("victim")
     c.send("TIME")
     assert c.recv_line() == ":chat.test 400 victim TIME :Internal error, command dropped"

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-import protocol as P
+from chatroom import protocol as P
 from conftest import LineClient, RunningServer, fd_count
 
 RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER on, 0 s: close() sends a reset
@@ -146,7 +146,7 @@ def _hostile(addr: tuple[str, int], rng: random.Random, deadline: float) -> None
 
 
 def test_fuzz_hostile_clients_while_good_ones_chat(make_server, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="chat.server")
+    caplog.set_level(logging.INFO, logger="chatroom")
     seed = int(os.environ.get("FUZZ_SEED", random.randrange(2**32)))
     print(f"fuzz seed: {seed} (rerun with FUZZ_SEED={seed})")
     rng = random.Random(seed)
@@ -221,9 +221,9 @@ def test_fuzz_hostile_clients_while_good_ones_chat(make_server, caplog) -> None:
 def test_silent_client_that_also_stopped_reading_is_still_removed(make_server,
                                                                    monkeypatch) -> None:
     """Its ERROR line can never be written (buffers full), so a grace deadline cuts it."""
-    import server as server_mod
+    from chatroom import housekeeper
 
-    monkeypatch.setattr(server_mod, "CLOSE_GRACE", 0.5)
+    monkeypatch.setattr(housekeeper, "CLOSE_GRACE", 0.5)
     s = make_server(sendq=4 * 1024 * 1024, ping_interval=0.5, ping_timeout=0.5)
     stuck = LineClient(s.address)
     stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

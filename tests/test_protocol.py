@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import protocol as P
-from protocol import Message, ProtocolError
+from chatroom import protocol as P
+from chatroom.protocol import Message, ProtocolError
 
 
 @pytest.mark.parametrize("line, expected", [

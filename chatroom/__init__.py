@@ -1,0 +1,39 @@
+"""The chat room: a threaded IRC server and a Tkinter client, one module per concern.
+
+The checkout's ``server.py``, ``client.py`` and ``protocol.py`` are thin faces over this
+package; an install (``pip install .``) puts only this package, and the ``chat-server`` and
+``chat-client`` commands, on the machine.
+
+Modules, bottom to top.  A module imports only modules listed before it on its own side or
+in the shared part (``tests/test_layout.py`` reads every import and enforces this):
+
+shared
+    ``protocol``     IRC/IRCv3 grammar, numerics, name rules, casemappings, the token
+                     bucket.  Pure: no sockets, no threads, imports no project module.
+    ``transport``    socket concerns both sides have (OSError reasons, quiet shutdown).
+
+server side
+    ``config``       :class:`Config` and the command line that fills it.
+    ``registry``     Client, Channel, Ban, Registry (the one lock) and its lookups.
+    ``writer``       the writer thread: every send, shutdown and close.
+    ``hub``          the facade handlers talk to: lock-queue-wake, replies, goodbyes,
+                     welcome, ISUPPORT, LUSERS, MOTD and NAMES lines, room fan-out.
+    ``modes``        MODE on rooms and users.
+    ``handlers``     the command table and every ``cmd_*``.
+    ``connection``   the reader thread: setup, read loop, flood control, finish.
+    ``housekeeper``  the timer thread: registration deadline, PING, timeouts.
+    ``server``       lifecycle (bind, accept, shutdown) and ``main``.
+
+client side
+    ``events``       the typed events a session puts on its queue.
+    ``serverinfo``   what a server's ISUPPORT says, and a room's ordered member list.
+    ``session``      :class:`ChatSession`: network and sender threads, no Tk.
+    ``slash``        the slash-command table and the text it parses (no Tk).
+    ``lines``        how events look as lines of the log (no Tk).
+    ``views``        the Tk widgets; they take plain data and callbacks, never a session.
+    ``app``          :class:`ChatApp`, the controller of one window, and ``main``.
+
+Rules beside the order: server-side and client-side modules never import each other; only
+``views`` imports :mod:`tkinter`; the stores (``history``, ``accounts``, ``files``, when
+they come) import neither ``registry`` nor ``handlers``; nothing imports the faces.
+"""

@@ -1,0 +1,111 @@
+"""What an operator can set: :class:`Config`, and the command line that fills it.
+
+Read by every server thread, written by none once the server starts (the main thread
+builds it before any other thread exists).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from chatroom import protocol as P
+
+VERSION = "chatroom-0.1"
+
+
+@dataclass
+class Config:
+    """Everything an operator can set.  Defaults are what ``python server.py`` uses."""
+
+    host: str = "127.0.0.1"
+    port: int = 1027
+    name: str = "chat.local"
+    network: str = "ChatRoom"
+    motd: list[str] | None = None
+    password: str | None = None
+    max_clients: int = 10000
+    max_per_ip: int = 0
+    sendq: int = 256 * 1024
+    register_timeout: float = 60.0
+    ping_interval: float = 90.0
+    ping_timeout: float = 60.0
+    line_timeout: float = 30.0  # an unfinished line older than this closes the connection
+    max_channels: int = 20  # rooms per user
+    max_members: int = 0  # members per room, 0 for no limit
+    flood_control: bool = True
+    flood_burst: int = 10
+    flood_rate: float = 2.0
+    flood_kill: int = 60  # lines waiting beyond the burst before "Excess Flood"
+    recvq: int = 8192  # unread bytes a throttled client may have waiting before "Excess Flood"
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
+    d = Config()
+    p = argparse.ArgumentParser(
+        description="Threaded chat server speaking a subset of the IRC client protocol.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default=d.host, help="address to listen on (0.0.0.0 for the LAN)")
+    p.add_argument("--port", type=int, default=d.port, help="TCP port to listen on")
+    p.add_argument("--name", default=d.name, help="server name shown in replies")
+    p.add_argument("--network", default=d.network, help="network name shown on welcome")
+    p.add_argument("--motd", metavar="FILE", help="message-of-the-day text file")
+    p.add_argument("--password", help="server password clients must send with PASS")
+    p.add_argument("--max-clients", type=int, default=d.max_clients,
+                   help="most connections at once; more get 'ERROR :Server full'")
+    p.add_argument("--max-per-ip", type=int, default=d.max_per_ip,
+                   help="most connections from one address (0: no limit)")
+    p.add_argument("--sendq", type=int, default=d.sendq,
+                   help="bytes queued for a client before it is disconnected")
+    p.add_argument("--register-timeout", type=float, default=d.register_timeout,
+                   help="seconds a new connection has to register")
+    p.add_argument("--ping-interval", type=float, default=d.ping_interval,
+                   help="seconds of silence before the server sends PING")
+    p.add_argument("--ping-timeout", type=float, default=d.ping_timeout,
+                   help="seconds to wait for the answer to PING")
+    p.add_argument("--line-timeout", type=float, default=d.line_timeout,
+                   help="seconds a started line may take to finish")
+    p.add_argument("--max-channels", type=int, default=d.max_channels,
+                   help="rooms one user may be in")
+    p.add_argument("--max-members", type=int, default=d.max_members,
+                   help="members one room may hold (0: no limit)")
+    p.add_argument("--flood-burst", type=int, default=d.flood_burst,
+                   help="commands a client may send at once before it is slowed")
+    p.add_argument("--flood-rate", type=float, default=d.flood_rate,
+                   help="commands per second a client may send after the burst")
+    p.add_argument("--flood-kill", type=int, default=d.flood_kill,
+                   help="commands beyond the allowance that disconnect with 'Excess Flood'")
+    p.add_argument("--recvq", type=int, default=d.recvq,
+                   help="unread bytes a throttled client may have waiting before 'Excess Flood'")
+    p.add_argument("--no-flood-control", action="store_true",
+                   help="turn flood control off (benchmarks, conformance runs)")
+    p.add_argument("--log-level", default="INFO",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging threshold")
+    a = p.parse_args(argv)
+    motd = None
+    if a.motd:
+        try:
+            with open(a.motd, encoding="utf-8", errors="replace") as f:
+                motd = [P.strip_bad(line.rstrip("\r\n")) for line in f][:200]
+        except OSError as exc:
+            p.error(f"cannot read --motd {a.motd}: {exc.strerror}")
+    for opt in ("max_clients", "sendq", "max_channels", "flood_burst", "recvq"):
+        if getattr(a, opt) < 1:
+            p.error(f"--{opt.replace('_', '-')} must be at least 1")
+    for opt in ("register_timeout", "ping_interval", "ping_timeout", "line_timeout",
+                "flood_rate"):
+        if getattr(a, opt) <= 0:
+            p.error(f"--{opt.replace('_', '-')} must be positive")
+    if not 0 <= a.port <= 65535:
+        p.error("--port must be 0-65535")
+    if " " in a.name or not a.name:
+        p.error("--name must be one word")
+    return Config(
+        host=a.host, port=a.port, name=a.name, network=a.network, motd=motd,
+        password=a.password, max_clients=a.max_clients, max_per_ip=a.max_per_ip,
+        sendq=a.sendq, register_timeout=a.register_timeout, ping_interval=a.ping_interval,
+        ping_timeout=a.ping_timeout, line_timeout=a.line_timeout, max_channels=a.max_channels,
+        max_members=a.max_members, flood_control=not a.no_flood_control,
+        flood_burst=a.flood_burst, flood_rate=a.flood_rate, flood_kill=a.flood_kill,
+        recvq=a.recvq,
+    ), a.log_level

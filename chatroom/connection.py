@@ -1,0 +1,180 @@
+"""One client's reader thread: set the socket up, read and frame lines, run their handlers.
+
+:class:`Connection` follows socketserver's handler lifecycle, ``setup(); try: handle()
+finally: finish()``, so the cleanup runs however the connection ends.  The reader only ever
+calls ``recv`` on its socket (all output goes through the writer).  Bad input gets one error
+reply here, in :meth:`Connection.handle_line`, and never reaches a handler.
+
+Flood control is a token bucket per connection: a burst, then a steady rate.  A client over
+its allowance is slowed by this reader not reading (only the flooder's TCP window closes);
+one far over it, or with too much unread input while slowed, is cut with ``Excess Flood``.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import logging
+import socket
+import termios
+import time
+
+from chatroom import protocol as P
+from chatroom.handlers import COMMANDS
+from chatroom.hub import Hub
+from chatroom.protocol import ProtocolError
+from chatroom.registry import Client
+from chatroom.transport import os_reason
+from chatroom.writer import BACKLOG_HIGH
+
+log = logging.getLogger(__name__)
+
+# Kernel send buffer per client.  Left alone, Linux autotunes it up to 4 MB, so a peer that
+# stops reading would hide megabytes in the kernel before its send-queue limit ever shows.
+SOCKET_SNDBUF = 128 * 1024
+
+
+class Connection:
+    """The reader of one client.  :meth:`run` is the thread's whole life; nothing else here
+    is called from another thread."""
+
+    __slots__ = ("hub", "client", "splitter", "bucket")
+
+    def __init__(self, hub: Hub, client: Client) -> None:
+        cfg = hub.config
+        self.hub = hub
+        self.client = client
+        self.splitter = P.LineSplitter()
+        self.bucket = (P.TokenBucket(cfg.flood_burst, cfg.flood_rate, time.monotonic())
+                       if cfg.flood_control else None)
+
+    def run(self) -> None:
+        c = self.client
+        try:
+            self.setup()
+            self.handle()
+        except OSError as exc:
+            c.quit_reason = c.quit_reason or c.doomed or os_reason(exc)
+        except Exception:
+            log.exception("reader for %s crashed", c)
+            c.quit_reason = c.quit_reason or "Internal error"
+        finally:
+            self.finish()
+
+    def setup(self) -> None:
+        sock = self.client.sock
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF)
+
+    def handle(self) -> None:
+        c, splitter, bucket = self.client, self.splitter, self.bucket
+        sock = c.sock
+        while c.quit_reason is None:
+            # Wait with a 1-byte peek, then take everything there is: an idle reader
+            # holds no receive buffer, which is most of the memory of 10,000 of them.
+            sock.recv(1, socket.MSG_PEEK)
+            try:
+                data = sock.recv(16384, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            if not data:
+                c.quit_reason = c.quit_reason or c.doomed or "Connection closed"
+                break
+            now = time.monotonic()
+            lines = splitter.feed(data)
+            if lines:
+                c.last_active = now
+                c.ping_sent = None
+                if bucket is not None and (bucket.debt_after(len(lines), now)
+                                           > self.hub.config.flood_kill):
+                    self.hub.kill(c, "Excess Flood")
+                    break
+                self._run_lines(lines)
+            # The unfinished-line clock runs only while this reader waits for bytes: time
+            # spent throttled or held back is ours, not the client's.
+            if not splitter.partial:
+                c.partial_since = None
+            elif lines or c.partial_since is None:
+                c.partial_since = time.monotonic()
+
+    def finish(self) -> None:
+        self.hub.remove(self.client)
+        self.hub.writer.release(self.client)
+
+    def _run_lines(self, lines: list[bytes | object]) -> None:
+        c, bucket, hub = self.client, self.bucket, self.hub
+        writer = hub.writer
+        for line in lines:
+            if bucket is not None:
+                delay = bucket.take(time.monotonic())
+                if delay:
+                    if _unread_bytes(c.sock) > hub.config.recvq:
+                        hub.kill(c, "Excess Flood")
+                        return
+                    # The throttle: this reader stops reading, so only the flooder's TCP
+                    # window closes.  Shutdown interrupts the wait.
+                    if hub.stopping.wait(delay):
+                        return
+            if writer.backlog > BACKLOG_HIGH:
+                writer.wait_for_room()
+            self.handle_line(line)
+            if c.quit_reason is not None or c.doomed is not None:
+                return
+
+    def handle_line(self, line: bytes | object) -> None:
+        """Parse one line and run its handler; bad input gets one error reply here."""
+        c, hub = self.client, self.hub
+        if line is P.TOO_LONG:
+            hub.reply_error(c, P.ERR_INPUTTOOLONG)
+            return
+        assert isinstance(line, bytes)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s:%d %s <- %r", c.host, c.addr[1], c.nick, line)
+        if not line.strip(b"\r \t"):
+            return  # empty lines are silently ignored, as the spec says
+        try:
+            msg = P.parse(line)
+        except ProtocolError as exc:
+            self._bad_line(line, exc)
+            return
+        cmd = COMMANDS.get(msg.command)
+        if cmd is None:
+            if c.registered:
+                hub.reply_error(c, P.ERR_UNKNOWNCOMMAND, msg.command)
+            else:
+                hub.reply_error(c, P.ERR_NOTREGISTERED)
+            return
+        if not c.registered and not cmd.before_registration:
+            hub.reply_error(c, P.ERR_NOTREGISTERED)
+            return
+        if len(msg.params) < cmd.min_params:
+            hub.reply_error(c, P.ERR_NEEDMOREPARAMS, msg.command)
+            return
+        try:
+            cmd.handler(hub, c, msg)
+        except Exception:
+            log.exception("handler %s failed for %s on line %r", msg.command, c, line[:200])
+            hub.reply(c, P.ERR_UNKNOWNERROR, msg.command, "Internal error, command dropped")
+
+    def _bad_line(self, line: bytes, exc: ProtocolError) -> None:
+        c, hub = self.client, self.hub
+        word = line.split(b" ", 1)[0].decode("ascii", "replace").upper()
+        if not word.isalpha():
+            word = "*"
+        if exc.too_long:
+            hub.reply_error(c, P.ERR_INPUTTOOLONG)
+        elif exc.reason == "not valid UTF-8":
+            hub.send(c, P.format_line(hub.config.name, "FAIL", word, "INVALID_UTF8",
+                                      "Message rejected: text must be UTF-8"))
+        else:
+            hub.reply(c, P.ERR_UNKNOWNERROR, word, f"Malformed line: {exc.reason}")
+
+
+def _unread_bytes(sock: socket.socket) -> int:
+    """Bytes the kernel holds for us that we have not read yet (its receive queue)."""
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf)
+    except OSError:
+        return 0
+    return buf[0]

@@ -1,0 +1,238 @@
+"""The facade handlers talk to: the registry, the writer, and the lines they share.
+
+:class:`Hub` holds what every server thread reaches for: the config, the registry (and its
+one lock), the writer, and the server-wide stop event.  Its methods are the unit of work of a
+handler (:meth:`Hub.delivering`: lock, change state, queue lines, unlock, wake the writer),
+the reply helpers, and the welcome, ISUPPORT, LUSERS, MOTD and NAMES lines.
+
+Ending a connection, from the server's side (the writer's own steps are in ``writer``):
+
+* :meth:`Hub.kill`: the server ends it and tells the client why (an ``ERROR`` line, last).
+* :meth:`Hub.goodbye`: the same with the lock already held (QUIT, shutdown, kill use it).
+* :meth:`Hub.remove`: the reader's last step: take the client out of the registry and send
+  its room-mates one ``QUIT``.  Runs exactly once per connection.
+
+Called from reader threads, the housekeeper and the main thread.  Methods marked "lock held"
+expect the caller to hold ``reg.lock``; the others take it themselves and must not be called
+with it held.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from chatroom import protocol as P
+from chatroom.config import VERSION, Config
+from chatroom.registry import MAX_BANS, Channel, Client, Registry
+from chatroom.writer import Writer
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    """Shared server state and the helpers every handler uses."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.reg = Registry()
+        self.writer = Writer(self.reg, config.sendq)
+        self.stopping = threading.Event()  # set once: the server is shutting down
+        self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        self.isupport = self._isupport_tokens()
+
+    # --- leaving ------------------------------------------------------------------------
+
+    def kill(self, c: Client, reason: str) -> None:
+        """Disconnect ``c`` with an ERROR line telling it why (from any thread)."""
+        log.info("closing %s: %s", c, reason)
+        with self.delivering():
+            if c.quit_reason is None:
+                c.quit_reason = reason
+            self.goodbye(c, reason)
+
+    def remove(self, c: Client) -> None:
+        """Remove ``c`` from the registry and tell its room-mates, exactly once."""
+        reason = c.quit_reason or "Connection closed"
+        with self.delivering():
+            if c not in self.reg.clients:
+                return
+            if c.registered:
+                self.reg.remember(c)
+                line = P.format_line(c.prefix, "QUIT", reason, truncate=True, trailing=True)
+                for peer in self.reg.peers(c):
+                    self.writer.queue(peer, line)
+            self.reg.forget(c)
+        log.info("quit %s %s:%d (%s)", c.nick, c.host, c.addr[1], reason)
+
+    # --- output helpers ----------------------------------------------------------------
+
+    def send(self, c: Client, data: bytes) -> None:
+        """Queue one line to ``c`` (takes the lock)."""
+        with self.delivering():
+            self.writer.queue(c, data)
+
+    def numeric(self, c: Client, code: str, *params: str) -> bytes:
+        """A numeric reply to ``c``, formatted (no lock needed, nothing queued)."""
+        # Middle parameters often echo what the client sent: make each one word, so a
+        # hostile echo can never break the reply (the last one may hold spaces).
+        safe = [p if p and " " not in p and p[0] != ":" and P.strip_bad(p) == p
+                else P.echo_param(p) for p in params[:-1]]
+        return P.format_line(self.config.name, code, c.nick, *safe, *params[-1:],
+                             truncate=True)
+
+    def reply(self, c: Client, code: str, *params: str) -> None:
+        """Queue a numeric reply to ``c`` (takes the lock)."""
+        self.send(c, self.numeric(c, code, *params))
+
+    def error(self, c: Client, code: str, *params: str) -> bytes:
+        """An error numeric with its usual text (:data:`protocol.ERROR_TEXT`) last."""
+        return self.numeric(c, code, *params, P.ERROR_TEXT[code])
+
+    def reply_error(self, c: Client, code: str, *params: str) -> None:
+        """Queue an error numeric with its usual text to ``c`` (takes the lock)."""
+        self.send(c, self.error(c, code, *params))
+
+    def send_many(self, c: Client, lines: Iterable[bytes]) -> None:
+        """Queue ``lines`` to ``c`` in one lock hold, so nothing interleaves (takes it)."""
+        with self.delivering():
+            self.to_client(c, lines)
+
+    def to_room(self, ch: Channel, line: bytes) -> None:
+        """Queue ``line`` to every member of ``ch``.  Caller holds the lock."""
+        for m in ch.members:
+            self.writer.queue(m, line)
+
+    def to_client(self, c: Client, lines: Iterable[bytes]) -> None:
+        """Queue ``lines`` to ``c``, in order.  Caller holds the lock."""
+        for line in lines:
+            self.writer.queue(c, line)
+
+    def goodbye(self, c: Client, reason: str) -> None:
+        """Queue the ERROR that ends ``c``'s connection; it goes out last.  Lock held."""
+        self.writer.queue(c, P.format_line(None, "ERROR", f"Closing Link: {c.host} ({reason})",
+                                           truncate=True))
+        self.writer.close_after_flush(c)
+
+    @contextmanager
+    def delivering(self) -> Iterator[None]:
+        """Hold the registry lock to read or change state and queue lines to clients; once
+        it is released, wake the writer if it was asleep.  Every handler's unit of work."""
+        with self.reg.lock:
+            try:
+                yield
+            finally:
+                wake = self.writer.needs_wake()
+        if wake:
+            self.writer.wake()
+
+    # --- registration ------------------------------------------------------------------
+
+    def _isupport_tokens(self) -> list[str]:
+        cfg = self.config
+        return [
+            f"AWAYLEN={P.AWAYLEN}", "CASEMAPPING=ascii", f"CHANLIMIT=#:{cfg.max_channels}",
+            "CHANMODES=b,k,l,imnst", f"CHANNELLEN={P.CHANNELLEN}", "CHANTYPES=#",
+            f"KICKLEN={P.KICKLEN}", f"MAXLIST=b:{MAX_BANS}", "MODES=4", f"NETWORK={cfg.network}",
+            f"NICKLEN={P.NICKLEN}", "PREFIX=(ov)@+", "STATUSMSG=@+",
+            "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:10,WHOIS:1,KICK:4",
+            f"TOPICLEN={P.TOPICLEN}", "UTF8ONLY", f"USERLEN={P.USERLEN}",
+        ]
+
+    def try_register(self, c: Client) -> None:
+        """Welcome ``c`` once NICK, USER (and CAP END, PASS) are in.  Takes the lock."""
+        if c.registered or c.cap_negotiating or c.nick == "*" or not c.user:
+            return
+        if self.config.password is not None and c.password != self.config.password:
+            self.reply(c, P.ERR_PASSWDMISMATCH, "Password incorrect")
+            self.kill(c, "Bad password")
+            return
+        cfg = self.config
+        with self.delivering():
+            # Registered and welcomed in one step, so no other line can reach it before 001.
+            c.registered = True
+            c.update_prefix()
+            self.reg.user_count += 1
+            self.reg.max_users = max(self.reg.max_users, self.reg.user_count)
+            lines = [
+                self.numeric(c, P.RPL_WELCOME,
+                             f"Welcome to the {cfg.network} Network, {c.prefix}"),
+                self.numeric(c, P.RPL_YOURHOST,
+                             f"Your host is {cfg.name}, running version {VERSION}"),
+                self.numeric(c, P.RPL_CREATED, f"This server was created {self.created}"),
+                self.numeric(c, P.RPL_MYINFO, cfg.name, VERSION, "i", "biklmnostv", "bklov"),
+            ]
+            lines += self.isupport_lines(c)
+            lines += self.lusers_lines(c)
+            lines += self.motd_lines(c)
+            self.to_client(c, lines)
+        log.info("registered %s as %s", f"{c.host}:{c.addr[1]}", c.prefix)
+
+    def isupport_lines(self, c: Client) -> list[bytes]:
+        """005 lines, twelve tokens each (no lock needed)."""
+        toks = self.isupport
+        return [self.numeric(c, P.RPL_ISUPPORT, *toks[i:i + 12], "are supported by this server")
+                for i in range(0, len(toks), 12)]
+
+    def lusers_lines(self, c: Client) -> list[bytes]:
+        """The LUSERS numerics.  Caller holds the lock (the counts are kept, not counted)."""
+        reg = self.reg
+        total, invisible, peak = reg.user_count, reg.invisible_count, reg.max_users
+        unknown = len(reg.clients) - total
+        channels = len(reg.channels)
+        lines = [self.numeric(c, P.RPL_LUSERCLIENT,
+                              f"There are {total - invisible} users and {invisible} invisible "
+                              f"on 1 servers")]
+        if unknown:
+            lines.append(self.numeric(c, P.RPL_LUSERUNKNOWN, str(unknown),
+                                      "unknown connection(s)"))
+        if channels:
+            lines.append(self.numeric(c, P.RPL_LUSERCHANNELS, str(channels), "channels formed"))
+        lines += [
+            self.numeric(c, P.RPL_LUSERME, f"I have {total} clients and 0 servers"),
+            # The optional "<u> <m>" parameters are left out: the peak is in the text.
+            self.numeric(c, P.RPL_LOCALUSERS, f"Current local users {total}, max {peak}"),
+            self.numeric(c, P.RPL_GLOBALUSERS, f"Current global users {total}, max {peak}"),
+        ]
+        return lines
+
+    def motd_lines(self, c: Client) -> list[bytes]:
+        """375/372/376, or 422 without a MOTD (no lock needed)."""
+        motd = self.config.motd
+        if not motd:
+            return [self.numeric(c, P.ERR_NOMOTD, "MOTD File is missing")]
+        lines = [self.numeric(c, P.RPL_MOTDSTART, f"- {self.config.name} Message of the day - ")]
+        lines += [self.numeric(c, P.RPL_MOTD, f"- {text}") for text in motd]
+        lines.append(self.numeric(c, P.RPL_ENDOFMOTD, "End of /MOTD command."))
+        return lines
+
+    # --- names -----------------------------------------------------------------------
+
+    def names_lines(self, c: Client, ch: Channel) -> list[bytes]:
+        """353 lines that each fit in 512 bytes, then 366.  Caller holds the lock."""
+        multi = "multi-prefix" in c.caps
+        full = "userhost-in-names" in c.caps
+        entries = []
+        for m, pfx in ch.members.items():
+            shown = pfx if multi else pfx[:1]
+            entries.append(shown + (m.prefix if full else m.nick))
+        symbol = "@" if "s" in ch.modes else "="  # '@' marks a secret room
+        head = P.format_line(self.config.name, P.RPL_NAMREPLY, c.nick, symbol, ch.name, "x")
+        room = P.MAX_LINE - len(head) - 2
+        lines: list[bytes] = []
+        batch: list[str] = []
+        size = 0
+        for e in entries:
+            n = len(e.encode()) + 1
+            if batch and size + n > room:
+                lines.append(self.numeric(c, P.RPL_NAMREPLY, symbol, ch.name, " ".join(batch)))
+                batch, size = [], 0
+            batch.append(e)
+            size += n
+        if batch:
+            lines.append(self.numeric(c, P.RPL_NAMREPLY, symbol, ch.name, " ".join(batch)))
+        lines.append(self.numeric(c, P.RPL_ENDOFNAMES, ch.name, "End of /NAMES list"))
+        return lines

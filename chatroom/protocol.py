@@ -1,0 +1,533 @@
+"""The IRC message grammar, numerics and name rules: pure functions, no sockets, no threads.
+
+A line on the wire is ``[@tags] [:source] COMMAND param* [:trailing]`` ending in ``\\r\\n``
+(modern.ircdocs.horse, RFC 2812, IRCv3 message-tags).  Everything that can go wrong while
+reading a line raises :class:`ProtocolError`, and nothing else, so the server turns bad input
+into one error reply in one place.
+
+Limits: the part of a line after the tags is at most 512 bytes including ``\\r\\n``; the tags
+section at most 8191 bytes.  Text is UTF-8.  Names use the ``ascii`` casemapping.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+MAX_LINE = 512  # bytes, with the CRLF, tags not counted
+MAX_TAGS = 8191  # bytes of the tags section, with its '@' and trailing space
+# The most a single line may hold before its newline arrives: tags + body.
+MAX_FRAME = MAX_TAGS + MAX_LINE
+
+# Numerics, named as in modern.ircdocs.horse.
+RPL_WELCOME = "001"
+RPL_YOURHOST = "002"
+RPL_CREATED = "003"
+RPL_MYINFO = "004"
+RPL_ISUPPORT = "005"
+RPL_UMODEIS = "221"
+RPL_LUSERCLIENT = "251"
+RPL_LUSEROP = "252"
+RPL_LUSERUNKNOWN = "253"
+RPL_LUSERCHANNELS = "254"
+RPL_LUSERME = "255"
+RPL_LOCALUSERS = "265"
+RPL_GLOBALUSERS = "266"
+RPL_AWAY = "301"
+RPL_USERHOST = "302"
+RPL_ISON = "303"
+RPL_UNAWAY = "305"
+RPL_NOWAWAY = "306"
+RPL_WHOISUSER = "311"
+RPL_WHOISSERVER = "312"
+RPL_ENDOFWHO = "315"
+RPL_WHOISIDLE = "317"
+RPL_ENDOFWHOIS = "318"
+RPL_WHOISCHANNELS = "319"
+RPL_LISTSTART = "321"
+RPL_LIST = "322"
+RPL_LISTEND = "323"
+RPL_CHANNELMODEIS = "324"
+RPL_CREATIONTIME = "329"
+RPL_NOTOPIC = "331"
+RPL_TOPIC = "332"
+RPL_TOPICWHOTIME = "333"
+RPL_INVITING = "341"
+RPL_INVITELIST = "336"
+RPL_ENDOFINVITELIST = "337"
+RPL_ENDOFEXCEPTLIST = "349"
+RPL_ENDOFINVEXLIST = "347"
+RPL_VERSION = "351"
+RPL_WHOREPLY = "352"
+RPL_NAMREPLY = "353"
+RPL_ENDOFNAMES = "366"
+RPL_BANLIST = "367"
+RPL_ENDOFBANLIST = "368"
+RPL_WHOWASUSER = "314"
+RPL_ENDOFWHOWAS = "369"
+RPL_MOTD = "372"
+RPL_MOTDSTART = "375"
+RPL_ENDOFMOTD = "376"
+RPL_TIME = "391"
+ERR_UNKNOWNERROR = "400"
+ERR_NOSUCHNICK = "401"
+ERR_NOSUCHSERVER = "402"
+ERR_NOSUCHCHANNEL = "403"
+ERR_CANNOTSENDTOCHAN = "404"
+ERR_TOOMANYCHANNELS = "405"
+ERR_WASNOSUCHNICK = "406"
+ERR_NORECIPIENT = "411"
+ERR_NOTEXTTOSEND = "412"
+ERR_INPUTTOOLONG = "417"
+ERR_UNKNOWNCOMMAND = "421"
+ERR_NOMOTD = "422"
+ERR_NONICKNAMEGIVEN = "431"
+ERR_ERRONEUSNICKNAME = "432"
+ERR_NICKNAMEINUSE = "433"
+ERR_USERNOTINCHANNEL = "441"
+ERR_NOTONCHANNEL = "442"
+ERR_USERONCHANNEL = "443"
+ERR_NOTREGISTERED = "451"
+ERR_NEEDMOREPARAMS = "461"
+ERR_ALREADYREGISTERED = "462"
+ERR_PASSWDMISMATCH = "464"
+ERR_CHANNELISFULL = "471"
+ERR_BANNEDFROMCHAN = "474"
+ERR_BADCHANNELKEY = "475"
+ERR_BANLISTFULL = "478"
+ERR_INVALIDMODEPARAM = "696"
+ERR_UNKNOWNMODE = "472"
+ERR_INVITEONLYCHAN = "473"
+ERR_BADCHANMASK = "476"
+ERR_CHANOPRIVSNEEDED = "482"
+ERR_UMODEUNKNOWNFLAG = "501"
+ERR_USERSDONTMATCH = "502"
+ERR_INVALIDCAPCMD = "410"
+
+# The usual text of an error numeric, for the numerics that always say the same thing.
+ERROR_TEXT = {
+    ERR_NOSUCHNICK: "No such nick/channel",
+    ERR_NOSUCHCHANNEL: "No such channel",
+    ERR_CANNOTSENDTOCHAN: "Cannot send to channel",
+    ERR_INPUTTOOLONG: "Input line was too long",
+    ERR_UNKNOWNCOMMAND: "Unknown command",
+    ERR_NONICKNAMEGIVEN: "No nickname given",
+    ERR_ERRONEUSNICKNAME: "Erroneous nickname",
+    ERR_NICKNAMEINUSE: "Nickname is already in use",
+    ERR_USERNOTINCHANNEL: "They aren't on that channel",
+    ERR_NOTONCHANNEL: "You're not on that channel",
+    ERR_USERONCHANNEL: "is already on channel",
+    ERR_NOTREGISTERED: "You have not registered",
+    ERR_NEEDMOREPARAMS: "Not enough parameters",
+    ERR_ALREADYREGISTERED: "You may not reregister",
+    ERR_CHANOPRIVSNEEDED: "You're not channel operator",
+    ERR_TOOMANYCHANNELS: "You have joined too many channels",
+    ERR_CHANNELISFULL: "Cannot join channel (+l)",
+    ERR_INVITEONLYCHAN: "Cannot join channel (+i)",
+    ERR_BANNEDFROMCHAN: "Cannot join channel (+b)",
+    ERR_BADCHANNELKEY: "Cannot join channel (+k)",
+}
+
+
+class ProtocolError(ValueError):
+    """A line or name that breaks the grammar.  ``reason`` is short and human-readable."""
+
+    def __init__(self, reason: str, *, too_long: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.too_long = too_long
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One IRC message.  ``params`` holds every parameter; the last may contain spaces."""
+
+    command: str
+    params: tuple[str, ...] = ()
+    source: str | None = None
+    tags: dict[str, str] = field(default_factory=dict, compare=True, hash=False)
+
+    def to_bytes(self, *, truncate: bool = False) -> bytes:
+        return format_message(self, truncate=truncate)
+
+
+# --- casemapping and names -------------------------------------------------------------
+
+_FOLDS = {
+    "ascii": str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"),
+    "rfc1459": str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\~", "abcdefghijklmnopqrstuvwxyz{}|^"),
+    "strict-rfc1459": str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\",
+                                    "abcdefghijklmnopqrstuvwxyz{}|"),
+}
+
+
+def casefold(name: str, casemapping: str = "ascii") -> str:
+    """Fold a nick or channel name for comparison.
+
+    Our server uses ``ascii`` (only A-Z change); a client talking to another server folds
+    with what its ISUPPORT ``CASEMAPPING`` names.  An unknown mapping (``rfc7613``, say) is
+    Unicode-aware, so Python's ``lower`` is the closest match.
+    """
+    table = _FOLDS.get(casemapping)
+    return name.translate(table) if table is not None else name.lower()
+
+
+NICKLEN = 30
+CHANNELLEN = 50
+TOPICLEN = 390
+USERLEN = 10
+KICKLEN = 255
+AWAYLEN = 200
+CHANTYPES = "#"
+
+# RFC 2812 nick grammar: a letter or special first, then letters, digits, specials, '-'.
+_NICK_RE = re.compile(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*\Z")
+# A channel is '#' then anything but NUL, BELL, CR, LF, space, comma and colon.
+_CHANNEL_RE = re.compile(r"#[^\x00\x07\r\n ,:]+\Z")
+_USER_RE = re.compile(r"[^\x00\r\n @]+\Z")
+
+
+def valid_nick(nick: str, nicklen: int = NICKLEN) -> bool:
+    return 0 < len(nick) <= nicklen and _NICK_RE.match(nick) is not None
+
+
+def nick_problem(nick: str, nicklen: int = NICKLEN) -> str | None:
+    """Explain in words why ``nick`` is not a valid nickname, or None if it is."""
+    if not nick:
+        return "a name is required"
+    if len(nick) > nicklen:
+        return f"a name is at most {nicklen} characters"
+    if " " in nick:
+        return "a name cannot contain spaces"
+    if nick[0].isdigit() or nick[0] == "-":
+        return "a name cannot start with a digit or '-'"
+    if not valid_nick(nick, nicklen):
+        return "a name may use only letters A-Z, digits, '-' and []\\`_^{|}"
+    return None
+
+
+def valid_channel(name: str, channellen: int = CHANNELLEN) -> bool:
+    return 1 < len(name) <= channellen and _CHANNEL_RE.match(name) is not None
+
+
+def is_channel(target: str) -> bool:
+    return target[:1] in CHANTYPES
+
+
+def mask_matcher(mask: str) -> Callable[[str], bool]:
+    """A matcher for an IRC wildcard mask: only '*' and '?' are special ('\\' escapes)."""
+    out, escaped = [], False
+    for ch in mask:
+        if escaped:
+            out.append(re.escape(ch))
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    pattern = re.compile("".join(out) + r"\Z", re.DOTALL)
+    return lambda name: pattern.match(name) is not None
+
+
+def sanitize_user(user: str, userlen: int = USERLEN) -> str:
+    """Make a USER name safe for ``nick!user@host``: drop what the grammar forbids."""
+    cleaned = "".join(ch for ch in user if ch.isascii() and ch.isprintable() and ch not in " @!")
+    return cleaned[:userlen]
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+_TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
+_TAG_ESCAPES = str.maketrans({";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"})
+_COMMAND_RE = re.compile(r"(?:[A-Za-z]+|[0-9]{3})\Z")
+
+
+def _unescape_tag(value: str) -> str:
+    out = []
+    it = iter(value)
+    for ch in it:
+        if ch == "\\":
+            nxt = next(it, "")
+            out.append(_TAG_UNESCAPES.get(nxt, nxt))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _parse_tags(raw: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for item in raw.split(";"):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        if not key:
+            raise ProtocolError("empty tag key")
+        tags[key] = _unescape_tag(value)
+    return tags
+
+
+def parse(line: bytes | str, *, limits: bool = True) -> Message:
+    """Parse one line (with or without its line ending) into a :class:`Message`.
+
+    Raises :class:`ProtocolError` for anything that is not a well-formed message: invalid
+    UTF-8, NUL or CR/LF inside the line, a body over 512 bytes, no command.  ``limits=False``
+    skips the length limits (a client reading a server it trusts more than the grammar).
+    """
+    if isinstance(line, str):
+        raw = line.encode("utf-8", "surrogatepass")
+    else:
+        raw = bytes(line)
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    body_start = 0
+    if raw.startswith(b"@"):
+        space = raw.find(b" ")
+        if space < 0:
+            raise ProtocolError("tags without a command")
+        if limits and space + 1 > MAX_TAGS:
+            raise ProtocolError("tags too long", too_long=True)
+        body_start = space + 1
+    if limits and len(raw) - body_start + 2 > MAX_LINE:
+        raise ProtocolError("line too long", too_long=True)
+    if b"\x00" in raw or b"\r" in raw or b"\n" in raw:
+        raise ProtocolError("NUL, CR or LF inside the line")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("not valid UTF-8") from None
+
+    tags: dict[str, str] = {}
+    rest = text
+    if rest.startswith("@"):
+        raw_tags, _, rest = rest[1:].partition(" ")
+        tags = _parse_tags(raw_tags)
+    rest = rest.lstrip(" ")
+    source = None
+    if rest.startswith(":"):
+        source, _, rest = rest[1:].partition(" ")
+        if not source:
+            raise ProtocolError("empty source")
+        rest = rest.lstrip(" ")
+    head, sep, trailing = rest.partition(" :")
+    # Only ASCII space separates parameters (str.split() would also split on \x1f etc.).
+    words = [w for w in head.split(" ") if w]
+    if rest.startswith(":"):
+        # No command at all, just a trailing parameter.
+        raise ProtocolError("no command")
+    if not words:
+        raise ProtocolError("no command")
+    command = words[0]
+    if not _COMMAND_RE.match(command):
+        raise ProtocolError("malformed command")
+    params = words[1:]
+    if sep:
+        params.append(trailing)
+    return Message(command.upper(), tuple(params), source, tags)
+
+
+# --- formatting ------------------------------------------------------------------------
+
+
+def _check_middle(param: str) -> None:
+    if not param or param.startswith(":") or " " in param:
+        raise ProtocolError(f"parameter {param!r} must be last")
+
+
+def _truncate_utf8(data: bytes, limit: int) -> bytes:
+    """Cut ``data`` to at most ``limit`` bytes without splitting a UTF-8 character."""
+    if len(data) <= limit:
+        return data
+    cut = data[:limit]
+    # Step back over continuation bytes (10xxxxxx) to the start of the cut character.
+    end = len(cut)
+    i = end - 1
+    while i >= 0 and (cut[i] & 0xC0) == 0x80:
+        i -= 1
+    if i >= 0:
+        lead = cut[i]
+        need = 1 if lead < 0x80 else 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4
+        if end - i < need:
+            cut = cut[:i]
+    return cut
+
+
+def format_line(
+    source: str | None,
+    command: str,
+    *params: str,
+    tags: dict[str, str] | None = None,
+    truncate: bool = False,
+    trailing: bool = False,
+) -> bytes:
+    """Build one wire line (with CRLF).
+
+    Every parameter but the last must be a non-empty word with no leading ':'.  No parameter
+    may hold CR, LF or NUL: such a line could be read as two messages, so it is refused.
+    With ``truncate`` an over-long last parameter is cut (on a character boundary) to fit
+    512 bytes; without it an over-long line raises :class:`ProtocolError`.  ``trailing``
+    always marks the last parameter with ':' (free text: clients that split on " :" for
+    the text of a message then get one-word messages right too).
+    """
+    parts: list[str] = []
+    if source:
+        parts.append(":" + source)
+    parts.append(command)
+    if params:
+        for p in params[:-1]:
+            _check_middle(p)
+        parts.extend(params[:-1])
+        last = params[-1]
+        if trailing or not last or last.startswith(":") or " " in last:
+            last = ":" + last
+        parts.append(last)
+    body = " ".join(parts)
+    if "\r" in body or "\n" in body or "\x00" in body:
+        raise ProtocolError("CR, LF or NUL in an outgoing parameter")
+    data = body.encode("utf-8")
+    if len(data) + 2 > MAX_LINE:
+        if not truncate or not params:
+            raise ProtocolError("outgoing line too long", too_long=True)
+        data = _truncate_utf8(data, MAX_LINE - 2)
+    prefix = b""
+    if tags:
+        prefix = ("@" + ";".join(
+            k if v == "" else f"{k}={v.translate(_TAG_ESCAPES)}" for k, v in tags.items()
+        ) + " ").encode("utf-8")
+    return prefix + data + b"\r\n"
+
+
+def format_message(msg: Message, *, truncate: bool = False) -> bytes:
+    return format_line(msg.source, msg.command, *msg.params, tags=msg.tags, truncate=truncate)
+
+
+def strip_bad(text: str) -> str:
+    """Replace the characters that can never appear inside a parameter (CR, LF, NUL)."""
+    if "\r" in text or "\n" in text or "\x00" in text:
+        return text.replace("\r", " ").replace("\n", " ").replace("\x00", "")
+    return text
+
+
+def echo_param(text: str, limit: int = 64) -> str:
+    """Make client-supplied text safe to echo back as a middle parameter of a reply.
+
+    It becomes one word (up to the first space, no CR/LF/NUL), at most ``limit``
+    characters, never empty and never starting with ':'; '*' stands in for nothing left.
+    """
+    word = strip_bad(text).split(" ", 1)[0][:limit]
+    return word if word and not word.startswith(":") else "*"
+
+
+def truncate_text(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` UTF-8 bytes on a character boundary."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return _truncate_utf8(data, limit).decode("utf-8")
+
+
+# --- framing ---------------------------------------------------------------------------
+
+TOO_LONG = object()  # marker yielded by LineSplitter in place of an over-long line
+
+
+class LineSplitter:
+    """Split a byte stream into lines, however it is chunked, with a hard bound on memory.
+
+    ``feed`` returns complete lines (without their ``\\n``; a trailing ``\\r`` is kept for
+    :func:`parse` to strip).  A line longer than ``limit`` bytes is discarded as it arrives
+    and reported once as :data:`TOO_LONG` when its newline comes, so 10 MB without a
+    newline costs at most ``limit`` bytes of buffer.
+    """
+
+    __slots__ = ("limit", "_buf", "_discarding")
+
+    def __init__(self, limit: int = MAX_FRAME) -> None:
+        self.limit = limit
+        self._buf = b""
+        self._discarding = False
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished line held (0 while discarding an over-long one)."""
+        return len(self._buf)
+
+    @property
+    def partial(self) -> bool:
+        """True while a line has started but its newline has not arrived."""
+        return bool(self._buf) or self._discarding
+
+    def feed(self, data: bytes) -> list[bytes | object]:
+        out: list[bytes | object] = []
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                break
+            if self._discarding:
+                self._discarding = False
+                out.append(TOO_LONG)
+            elif nl - start > self.limit:
+                out.append(TOO_LONG)
+            else:
+                out.append(data[start:nl])
+            start = nl + 1
+        rest = len(data) - start
+        if rest:
+            if self._discarding or rest > self.limit:
+                self._discarding = True
+            else:
+                self._buf = data[start:] if start else data
+        return out
+
+
+# --- flood control ---------------------------------------------------------------------
+
+
+class TokenBucket:
+    """A burst of ``burst`` actions, then ``rate`` per second: the one rate limiter.
+
+    Pure arithmetic on the ``now`` it is given (a monotonic clock), so both sides share it:
+    the server paces and cuts flooding clients with it, the client paces its CTCP replies.
+    Not thread-safe: each bucket belongs to one thread.
+    """
+
+    __slots__ = ("burst", "rate", "tokens", "stamp")
+
+    def __init__(self, burst: float, rate: float, now: float) -> None:
+        self.burst = float(burst)
+        self.rate = rate
+        self.tokens = self.burst
+        self.stamp = now
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def debt_after(self, n: int, now: float) -> float:
+        """How far below empty ``n`` more actions would take the bucket (0 if they fit)."""
+        self._refill(now)
+        return max(0.0, n - self.tokens)
+
+    def take(self, now: float) -> float:
+        """Spend one token, going into debt if need be; return how long to wait first."""
+        self._refill(now)
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def try_take(self, now: float) -> bool:
+        """Spend one token if one is there; False (and nothing spent) if not."""
+        self._refill(now)
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True

@@ -1,0 +1,196 @@
+"""Who is connected and which rooms exist: Client, Channel, Ban and the Registry.
+
+Every mutable field here is guarded by the one :attr:`Registry.lock`, except where a field's
+comment names its owner (the writer's ``wbuf``/``blocked``, the reader's timer stamps).  The
+lookups and changes below expect the caller to hold the lock; none of them does I/O.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chatroom import protocol as P
+
+MAX_BANS = 100
+WHOWAS_SIZE = 1000
+
+
+class Client:
+    """One connection: its identity, its rooms and its outbound buffer.
+
+    Identity, rooms and the outbound buffer are under the registry lock.  The liveness
+    stamps (``last_active``, ``ping_sent``, ``partial_since``) and ``quit_reason`` are
+    single assignments made without it, by the reader (and ``ping_sent`` by the
+    housekeeper when it sends a PING); the housekeeper reads each of them once per check.
+    """
+
+    __slots__ = ("sock", "fd", "addr", "host", "nick", "user", "realname", "password",
+                 "registered", "cap_negotiating", "caps", "modes", "away", "channels", "prefix",
+                 "signon", "last_active", "last_message", "ping_sent", "partial_since",
+                 "connected_at", "out", "outlen", "doomed", "closing", "wbuf", "blocked",
+                 "quit_reason", "released", "closing_since", "invites")
+
+    def __init__(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.addr = addr
+        self.host = addr[0]
+        self.nick = "*"
+        self.user = ""
+        self.realname = ""
+        self.password: str | None = None
+        self.registered = False
+        self.cap_negotiating = False
+        self.caps: set[str] = set()
+        self.modes: set[str] = set()
+        self.away: str | None = None
+        self.channels: dict[str, Channel] = {}
+        # Rooms it was invited to (casefolded name -> invited by an operator?)
+        self.invites: dict[str, bool] = {}
+        self.prefix = "*"
+        self.signon = time.time()
+        self.last_active = time.monotonic()
+        self.last_message = self.last_active  # for WHOIS idle time
+        self.ping_sent: float | None = None
+        self.partial_since: float | None = None
+        self.connected_at = time.monotonic()
+        # Outbound state.  ``out``/``outlen``/``doomed``/``closing`` under the registry lock;
+        # ``wbuf``/``blocked`` belong to the writer thread alone.
+        self.out: list[bytes] = []
+        self.outlen = 0
+        self.doomed: str | None = None  # why the connection is being cut
+        self.closing = False  # close once what is queued has been written
+        self.closing_since = 0.0
+        self.wbuf: memoryview | None = None
+        self.blocked = False
+        self.quit_reason: str | None = None
+        self.released = False
+
+    def __repr__(self) -> str:
+        return f"<Client {self.nick} {self.host}:{self.addr[1]}>"
+
+    def update_prefix(self) -> None:
+        self.prefix = f"{self.nick}!{self.user}@{self.host}"
+
+
+class Channel:
+    """A room: members with their prefixes (``@`` operator, ``+`` voice), topic and modes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.members: dict[Client, str] = {}  # client -> "" | "@" | "+" | "@+"
+        self.topic = ""
+        self.topic_by = ""
+        self.topic_at = 0
+        self.created = int(time.time())
+        self.modes: set[str] = {"n", "t"}
+        self.key: str | None = None  # +k
+        self.limit = 0  # +l, 0 for none
+        self.bans: list[Ban] = []  # +b
+
+    def mode_string(self, show_key: bool) -> tuple[str, ...]:
+        """The 324 parameters: ``+flags`` then the key (to members only) and the limit."""
+        flags, args = "+" + "".join(sorted(self.modes)), []
+        if self.key is not None:
+            flags += "k"
+            args.append(self.key if show_key else "*")
+        if self.limit:
+            flags += "l"
+            args.append(str(self.limit))
+        return (flags, *args)
+
+    def banned(self, c: Client) -> bool:
+        if not self.bans:
+            return False
+        who = P.casefold(c.prefix)
+        return any(b.match(who) for b in self.bans)
+
+    def visible_to(self, c: Client) -> bool:
+        return "s" not in self.modes or c in self.members
+
+
+@dataclass
+class Ban:
+    mask: str  # normalised nick!user@host, casefolded
+    by: str
+    at: int
+    match: Callable[[str], bool]
+
+
+def ban_mask(text: str) -> str:
+    """Complete a ban mask the way established servers do: ``nick`` -> ``nick!*@*``."""
+    mask = P.casefold(text)
+    if "!" not in mask and "@" not in mask:
+        return mask + "!*@*"
+    if "!" not in mask:
+        return "*!" + mask
+    if "@" not in mask:
+        return mask + "@*"
+    return mask
+
+
+class Registry:
+    """Who is connected and which rooms exist.  Every field is guarded by ``lock``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.clients: set[Client] = set()
+        self.nicks: dict[str, Client] = {}  # casefolded nick -> client (claimed at NICK)
+        self.channels: dict[str, Channel] = {}
+        self.per_ip: dict[str, int] = {}
+        self.max_users = 0
+        self.user_count = 0  # registered clients
+        self.invisible_count = 0  # registered clients with user mode +i
+        # (folded nick, nick, user, host, realname), newest last, for WHOWAS
+        self.whowas: deque[tuple[str, str, str, str, str]] = deque(maxlen=WHOWAS_SIZE)
+
+    def remember(self, c: Client) -> None:
+        """Keep ``c``'s identity for WHOWAS (call before its nick changes or it leaves)."""
+        self.whowas.append((P.casefold(c.nick), c.nick, c.user, c.host, c.realname))
+
+    def find_channel(self, name: str) -> Channel | None:
+        return self.channels.get(P.casefold(name))
+
+    def find_nick(self, nick: str) -> Client | None:
+        """The registered client using ``nick`` (a nick claimed mid-registration is not)."""
+        c = self.nicks.get(P.casefold(nick))
+        return c if c is not None and c.registered else None
+
+    def peers(self, c: Client) -> set[Client]:
+        """Everyone who shares a room with ``c``, without ``c``."""
+        peers: set[Client] = set()
+        for ch in c.channels.values():
+            peers.update(ch.members)
+        peers.discard(c)
+        return peers
+
+    def remove_member(self, ch: Channel, c: Client) -> None:
+        """Take ``c`` out of ``ch``; a room whose last member leaves ceases to exist."""
+        ch.members.pop(c, None)
+        c.channels.pop(P.casefold(ch.name), None)
+        if not ch.members:
+            self.channels.pop(P.casefold(ch.name), None)
+
+    def forget(self, c: Client) -> None:
+        """Drop every trace of ``c``: counts, rooms, nick and address."""
+        if c.registered and c in self.clients:
+            self.user_count -= 1
+            if "i" in c.modes:
+                self.invisible_count -= 1
+        for ch in list(c.channels.values()):
+            self.remove_member(ch, c)
+        c.channels.clear()
+        key = P.casefold(c.nick)
+        if self.nicks.get(key) is c:
+            del self.nicks[key]
+        self.clients.discard(c)
+        n = self.per_ip.get(c.host, 0) - 1
+        if n > 0:
+            self.per_ip[c.host] = n
+        else:
+            self.per_ip.pop(c.host, None)

@@ -1,0 +1,224 @@
+"""The server's lifecycle: bind, accept, start a reader per connection, shut down; ``main``.
+
+Threads and who owns what:
+
+* The main thread runs :meth:`Server.serve_forever`: it accepts connections and starts one
+  reader thread (:class:`~chatroom.connection.Connection`) for each.  Accepting never does
+  more than one ``accept`` and a few counts under the registry lock.
+* One registry lock (``chatroom.registry``) guards nick -> client, room -> members and every
+  client's outbound buffer.  Handlers hold it only to read or change that state and to append
+  already formatted lines to recipients' buffers.  No socket I/O ever happens under it.
+* One writer thread (``chatroom.writer``) does every send, shutdown and close.
+* One housekeeper thread (``chatroom.housekeeper``) runs the timers.
+* :meth:`Server.shutdown` may be called from any thread or a signal handler: every client is
+  told, every socket closed, and :meth:`Server.serve_forever` returns.
+
+``python server.py --help`` (or ``chat-server --help``) lists the options.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import signal
+import socket
+import threading
+import time
+
+from chatroom.config import Config, parse_args
+from chatroom.connection import Connection
+from chatroom.housekeeper import Housekeeper
+from chatroom.hub import Hub
+from chatroom.registry import Client, Registry
+from chatroom.writer import Writer
+
+log = logging.getLogger(__name__)
+
+THREAD_STACK = 256 * 1024  # readers keep shallow stacks; small stacks let 10,000 threads fit
+
+
+class Server:
+    """The listener and the threads around it.
+
+    For the caller: :meth:`bind`, :meth:`serve_forever` (on the thread that will accept),
+    :meth:`shutdown` (from anywhere), :meth:`kill`; ``reg`` and ``writer`` for inspection.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.hub = Hub(config)
+        self.listener: socket.socket | None = None
+        self.address: tuple[str, int] = (config.host, config.port)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.readers: set[threading.Thread] = set()
+        self._readers_lock = threading.Lock()
+        self._housekeeper = Housekeeper(self.hub)
+
+    @property
+    def reg(self) -> Registry:
+        return self.hub.reg
+
+    @property
+    def writer(self) -> Writer:
+        return self.hub.writer
+
+    def kill(self, c: Client, reason: str) -> None:
+        """End ``c``'s connection, telling it why (see :meth:`Hub.kill`)."""
+        self.hub.kill(c, reason)
+
+    def bind(self) -> tuple[str, int]:
+        """Open the listening socket; returns the address actually bound (port 0 picks one)."""
+        infos = socket.getaddrinfo(self.config.host, self.config.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(1024)
+        self.listener = sock
+        self.address = sock.getsockname()[:2]
+        return self.address
+
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`shutdown`; then close everything and return."""
+        if self.listener is None:
+            self.bind()
+        assert self.listener is not None
+        threading.stack_size(THREAD_STACK)
+        self.writer.start()
+        self._housekeeper.start()
+        log.info("listening on %s:%d", *self.address)
+        sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ)
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            while not self.hub.stopping.is_set():
+                for key, _ in sel.select():
+                    if key.fileobj is self.listener:
+                        self._accept()
+        finally:
+            sel.close()
+            self._close_all()
+
+    def shutdown(self) -> None:
+        """Ask :meth:`serve_forever` to stop; safe from any thread or a signal handler."""
+        self.hub.stopping.set()
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            sock, addr = self.listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                log.error("cannot accept: out of file descriptors (%s)", exc)
+                time.sleep(0.1)  # let closes catch up rather than spin on a full table
+            return
+        cfg = self.config
+        host = addr[0]
+        with self.reg.lock:
+            full = len(self.reg.clients) >= cfg.max_clients
+            too_many = cfg.max_per_ip > 0 and self.reg.per_ip.get(host, 0) >= cfg.max_per_ip
+            if not (full or too_many):
+                client = Client(sock, addr)
+                self.reg.clients.add(client)
+                self.reg.per_ip[host] = self.reg.per_ip.get(host, 0) + 1
+        if full or too_many:
+            reason = "Server full" if full else "Too many connections from your address"
+            log.warning("refused %s:%d: %s", host, addr[1], reason)
+            try:
+                sock.send(f"ERROR :{reason}\r\n".encode(), socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+            sock.close()
+            return
+        log.info("connect %s:%d", host, addr[1])
+        t = threading.Thread(target=self._serve, args=(client,), daemon=True,
+                             name=f"reader-{host}:{addr[1]}")
+        with self._readers_lock:
+            self.readers.add(t)
+        try:
+            t.start()
+        except RuntimeError as exc:  # can't start new thread
+            log.error("cannot start a thread for %s:%d: %s", host, addr[1], exc)
+            with self._readers_lock:
+                self.readers.discard(t)
+            with self.reg.lock:
+                self.reg.forget(client)
+            sock.close()
+
+    def _close_all(self) -> None:
+        """Tell every client the server is going down, then close every socket."""
+        log.info("shutting down")
+        assert self.listener is not None
+        self.listener.close()
+        with self.hub.delivering():
+            clients = list(self.reg.clients)
+            for c in clients:
+                c.quit_reason = "Server shutting down"
+                self.hub.goodbye(c, c.quit_reason)
+        deadline = time.monotonic() + 1.5
+        for t in list(self.readers):
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self.hub.delivering():
+            for c in self.reg.clients:
+                self.writer.doom(c, "Server shutting down")
+        for t in list(self.readers):
+            t.join(timeout=max(0.1, deadline + 0.5 - time.monotonic()))
+        self.writer.stop()
+        self.hub.stopping.set()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # --- per-connection reader ---------------------------------------------------------
+
+    def _serve(self, client: Client) -> None:
+        try:
+            Connection(self.hub, client).run()
+        finally:
+            with self._readers_lock:
+                self.readers.discard(threading.current_thread())
+
+
+def raise_fd_limit() -> None:
+    """Raise the open-file soft limit as far as the hard limit allows, and say so."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft >= want:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        log.info("open-file limit raised from %d to %d", soft, want)
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until SIGINT or SIGTERM; the exit status (1: cannot listen)."""
+    config, level = parse_args(argv)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
+    raise_fd_limit()
+    server = Server(config)
+    try:
+        server.bind()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+        return 1
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        server.shutdown()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    server.serve_forever()
+    log.info("stopped")
+    return 0
