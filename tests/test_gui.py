@@ -22,14 +22,16 @@ from collections.abc import Callable, Iterator
 import pytest
 from conftest import ROOT, FakeServer, RunningServer, blackhole, free_port
 
-import client as C
+from chatroom import app as A
+from chatroom import session as S
+from chatroom import slash
 
 try:
     import tkinter as tk
 except ImportError:  # reported by the root fixture: a skip locally, a failure in CI
     tk = None  # type: ignore[assignment]
 
-FAST = {"backoff": C.Backoff(initial=0.05, factor=2.0, maximum=0.3, jitter=0.5)}
+FAST = {"backoff": S.Backoff(initial=0.05, factor=2.0, maximum=0.3, jitter=0.5)}
 
 
 def _unavailable(why: str) -> None:
@@ -107,20 +109,20 @@ def pump(root: tk.Tk, cond: Callable[[], object], timeout: float = 5.0,
         root.wait_variable(tick)  # processes events (including the app's after()) meanwhile
 
 
-Factory = Callable[..., C.ChatApp]
+Factory = Callable[..., A.ChatApp]
 
 
 @pytest.fixture
 def make_app(root: tk.Tk) -> Iterator[Factory]:
-    apps: list[C.ChatApp] = []
+    apps: list[A.ChatApp] = []
 
     def factory(srv: RunningServer | FakeServer | None = None, name: str = "",
-                **kw: object) -> C.ChatApp:
+                **kw: object) -> A.ChatApp:
         top = tk.Toplevel(root)
         top.geometry("820x520")
-        port = srv.address[1] if srv else C.DEFAULT_PORT
+        port = srv.address[1] if srv else S.DEFAULT_PORT
         kw.setdefault("session_options", FAST)
-        app = C.ChatApp(top, "127.0.0.1", port, name, **kw)  # type: ignore[arg-type]
+        app = A.ChatApp(top, "127.0.0.1", port, name, **kw)  # type: ignore[arg-type]
         apps.append(app)
         root.update()
         return app
@@ -140,7 +142,7 @@ def press_return(root: tk.Tk, widget: tk.Widget) -> None:
     widget.event_generate("<Return>")
 
 
-def join(root: tk.Tk, app: C.ChatApp, name: str, timeout: float = 5.0) -> None:
+def join(root: tk.Tk, app: A.ChatApp, name: str, timeout: float = 5.0) -> None:
     entry = app.login.name_entry
     entry.delete(0, "end")
     entry.insert(0, name)
@@ -149,7 +151,7 @@ def join(root: tk.Tk, app: C.ChatApp, name: str, timeout: float = 5.0) -> None:
          timeout, f"{name} to join")
 
 
-def join_all(root: tk.Tk, *pairs: tuple[C.ChatApp, str]) -> None:
+def join_all(root: tk.Tk, *pairs: tuple[A.ChatApp, str]) -> None:
     """Join each app under its name, then wait until every window counts everyone."""
     for app, name in pairs:
         join(root, app, name)
@@ -158,12 +160,12 @@ def join_all(root: tk.Tk, *pairs: tuple[C.ChatApp, str]) -> None:
          what=f"every window to show {want}")
 
 
-def say(root: tk.Tk, app: C.ChatApp, text: str) -> None:
+def say(root: tk.Tk, app: A.ChatApp, text: str) -> None:
     app.chat.entry.insert(0, text)
     press_return(root, app.chat.entry)
 
 
-def listed(app: C.ChatApp) -> list[str]:
+def listed(app: A.ChatApp) -> list[str]:
     return list(app.chat.listbox.get(0, "end"))
 
 
@@ -178,7 +180,7 @@ def test_login_view_starts_focused_on_name(root: tk.Tk, make_app: Factory) -> No
 def test_bad_name_is_explained_before_anything_is_sent(
         root: tk.Tk, make_app: Factory, srv: RunningServer,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="chat.server")
+    caplog.set_level(logging.INFO, logger="chatroom")
     app = make_app(srv)
     for bad, words in [("", "required"), ("9lives", "digit"), ("two words", "spaces"),
                        ("x" * 40, "at most 30"), ("bé", "only letters")]:
@@ -501,7 +503,7 @@ def test_process_ends_after_exit(display: str, root: tk.Tk, srv: RunningServer) 
     script = textwrap.dedent(f"""
         import sys, threading, time
         sys.argv = ["client.py", "--port", "{srv.address[1]}", "--name", "proc"]
-        import client
+        import chatroom.app as client
         orig = client.ChatApp.__init__
         def init(self, *a, **k):
             orig(self, *a, **k)
@@ -527,7 +529,7 @@ def test_process_ends_after_exit(display: str, root: tk.Tk, srv: RunningServer) 
 # --- the log panel, the banner, the topic -------------------------------------------------
 
 
-def last_line_visible(app: C.ChatApp) -> bool:
+def last_line_visible(app: A.ChatApp) -> bool:
     """Is the newest line of the log entirely in view?"""
     t = app.chat.text
     info = t.dlineinfo("end-2c")
@@ -592,7 +594,7 @@ def test_reconnect_banner_counts_down(root: tk.Tk, make_app: Factory,
                                       make_server: Callable[..., RunningServer]) -> None:
     srv = make_server()
     app = make_app(srv, session_options={
-        "backoff": C.Backoff(initial=2.0, factor=1.0, maximum=2.0, jitter=0.0)})
+        "backoff": S.Backoff(initial=2.0, factor=1.0, maximum=2.0, jitter=0.0)})
     join(root, app, "alice")
     srv.stop()
     pump(root, lambda: "Reconnecting in 2 s" in app.chat.conn_var.get(), what="2 s")
@@ -609,7 +611,7 @@ def test_name_in_use_while_reconnecting_is_shown(root: tk.Tk, make_app: Factory,
     first.join()
     pump(root, lambda: app.phase == "chat", what="chat")
     first.close()
-    for _ in range(C.ChatSession.NAME_TRIES):
+    for _ in range(S.ChatSession.NAME_TRIES):
         peer = fake.peer()
         peer.expect("USER")
         peer.send(":fake.server 433 * alice :Nickname is already in use")
@@ -709,7 +711,7 @@ def test_help_descriptions_line_up(root: tk.Tk, make_app: Factory, srv: RunningS
     app.master.update_idletasks()
     t = app.chat.text
     xs = set()
-    for _command, what in C.HELP:
+    for _command, what in slash.HELP:
         index = t.search(what, "1.0")
         box = t.bbox(index)
         assert box is not None, what
@@ -777,7 +779,7 @@ def test_an_error_in_one_handler_does_not_stop_the_window(
     pump(root, lambda: "bob: still here" in alice.chat.contents(), what="later events")
     assert broken == ["boom"]
     assert any("a bug in a handler" in (r.exc_text or "") or r.exc_info
-               for r in caplog.records if r.name == "chat.client")
+               for r in caplog.records if r.name == "chatroom.app")
 
 
 def test_member_churn_updates_the_list_once_per_tick(root: tk.Tk, make_app: Factory,
@@ -844,13 +846,13 @@ def test_exit_and_cancel_while_connecting_are_immediate(
         sessions.append(app.session)
         top = app.master
         seen: list[str] = []
-        close_sessions = C.close_sessions
+        close_sessions = A.close_sessions
 
-        def spy(ss: list[C.ChatSession], timeout: float = 2.0) -> None:
+        def spy(ss: list[S.ChatSession], timeout: float = 2.0) -> None:
             seen.append(top.wm_state())
             close_sessions(ss, timeout)
 
-        monkeypatch.setattr(C, "close_sessions", spy)
+        monkeypatch.setattr(A, "close_sessions", spy)
         start = time.monotonic()
         app.exit_program()
         assert time.monotonic() - start < 1.0
@@ -869,7 +871,7 @@ def test_signal_closes_the_program(display: str, root: tk.Tk, srv: RunningServer
     script = textwrap.dedent(f"""
         import sys, threading, time
         sys.argv = ["client.py", "--port", "{srv.address[1]}", "--name", "sig"]
-        import client
+        import chatroom.app as client
         orig = client.ChatApp.__init__
         def init(self, *a, **k):
             orig(self, *a, **k)

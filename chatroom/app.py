@@ -1,0 +1,649 @@
+"""ChatApp, the controller of one chat window, and the client's command line (``main``).
+
+The app is a phase machine (login, connecting, chat, closed) over a
+:class:`~chatroom.views.LoginView` and a :class:`~chatroom.views.ChatView`, switched in
+one window.  Everything here runs on the Tk thread, the only thread that touches widgets:
+it polls the session's queue with ``after()`` every 50 ms and handles at most a batch of
+events per tick, inserting the resulting lines with one ``Text.insert`` call, applying
+only the newest member snapshot, and trimming the scrollback, so a flood neither freezes
+the window nor grows memory without bound.  Text read from Tk is normalised (a lone
+surrogate becomes U+FFFD) before it reaches the session.  The same tick runs the
+reconnect countdown and picks up a SIGINT/SIGTERM (the signal handler only sets a flag).
+
+The session (:mod:`chatroom.session`) never blocks this thread: its ``send_*`` methods
+only queue.  IRC does not echo your own PRIVMSG back, so the app shows your line at once,
+locally.  Slash commands come from the table in :mod:`chatroom.slash`; how lines look,
+from :mod:`chatroom.lines`.
+
+``python client.py --help`` lists the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import queue
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from chatroom import lines, slash, views
+from chatroom import protocol as P
+from chatroom.events import (
+    Closed,
+    Disconnected,
+    Event,
+    Joined,
+    Left,
+    LoginFailed,
+    Message,
+    Names,
+    Notice,
+    Reconnecting,
+    Registered,
+    ServerError,
+    Topic,
+    UserJoined,
+    UserLeft,
+    UserQuit,
+    UserRenamed,
+)
+from chatroom.serverinfo import ServerInfo
+from chatroom.session import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_ROOM,
+    NICK_ERRORS,
+    QUIT_REASON,
+    ChatSession,
+    clean_text,
+    close_sessions,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ChatApp:
+    """The client window: a login view and a chat view on ``master`` (a Tk or Toplevel).
+
+    Tk thread only, like every method here.  ``request_exit`` is the one meant for a
+    signal handler (it only sets a flag).  The ``slash_*`` methods are the handlers the
+    slash-command table names.
+    """
+
+    REPLY_WINDOW = 15.0  # seconds in which a server error is taken as the answer to a send
+
+    def __init__(self, master: views.Toplevel, host: str = DEFAULT_HOST,
+                 port: int = DEFAULT_PORT, name: str = "", room: str = DEFAULT_ROOM, *,
+                 poll_ms: int = 50, batch: int = 300, scrollback: int = 5000,
+                 session_options: dict[str, object] | None = None) -> None:
+        if not views.AVAILABLE:
+            raise RuntimeError("the chat window needs tkinter (python3-tk)")
+        self.master = master
+        self.window = views.Window(master)
+        self.room = room
+        self.poll_ms = poll_ms
+        self.batch = batch
+        self.session_options = dict(session_options or {})
+        self.session: ChatSession | None = None
+        self.retired: list[ChatSession] = []
+        self.phase = "login"  # login, connecting, chat, closed
+        self.unread = 0
+        self.exit_requested = False  # set by the signal handler; the next tick exits
+        self._title = ""
+        self._show_names = False
+        self._show_topic = False
+        self._has_focus = False
+        self._early: deque[str] = deque(maxlen=50)  # server notices (MOTD) before the chat
+        self._members: tuple[str, ...] | None = None  # newest snapshot not yet shown
+        self._retry: tuple[float, int, bool] | None = None  # (when, attempt, name in use)
+        self._lost = False  # the connection dropped: the next Joined is a reconnect
+        self._final = False  # the session told us it gave up (LoginFailed in the chat)
+        self._expect: tuple[str, frozenset[str], float] | None = None  # sent, refusals, when
+        views.style(master)
+        self.window.setup("Chat", (560, 380), self.exit_program, self._on_focus)
+        self.login = views.LoginView(master, room, host, port, name, self.join_clicked,
+                                     self._enter_pressed)
+        self.chat = views.ChatView(master, scrollback, self.send_text, self.leave_chat,
+                                   self.exit_program, self.refresh_names)
+        self.login.show()
+        self.login.focus_name()
+        self._after_id: str | None = self.window.after(self.poll_ms, self._poll)
+
+    # --- login ------------------------------------------------------------------------
+
+    def _enter_pressed(self) -> None:
+        if self.phase == "login":  # a second Enter while connecting must not cancel
+            self.join_clicked()
+
+    def join_clicked(self) -> None:
+        """Join Chat (or, while connecting, Cancel)."""
+        if self.phase == "connecting":
+            self._retire()
+            self.phase = "login"
+            self._retry = None
+            self.login.set_busy(False)
+            self.login.show_status("Cancelled.")
+            return
+        if self.phase != "login":
+            return
+        name, host, port_text, password = self.login.values()
+        problem = P.nick_problem(name)
+        if problem:
+            self.login.show_error(f"That name won't work: {problem}.")
+            self.login.focus_name(select=True)
+            return
+        if not host:
+            self.login.show_error("Enter the server's host name or address (127.0.0.1 for "
+                                  "this computer).")
+            self.login.focus_host()
+            return
+        try:
+            port = int(port_text)
+            if not 1 <= port <= 65535:
+                raise ValueError
+        except ValueError:
+            self.login.show_error("The port is a number from 1 to 65535 (the server's "
+                                  "default is 1027).")
+            self.login.focus_port()
+            return
+        self._early.clear()
+        self._retry = None
+        self.session = ChatSession(host, port, name, self.room, password or None,
+                                   **self.session_options)  # type: ignore[arg-type]
+        self.session.start()
+        self.phase = "connecting"
+        self.login.set_busy(True)
+        self.login.show_status(f"Connecting to {host}:{port}…")
+
+    def _retire(self, leave: bool = False) -> None:
+        s = self.session
+        self.session = None
+        if s is not None:
+            if leave:
+                s.leave()
+            else:
+                s.quit()
+            self.retired.append(s)
+
+    def _show_login(self, error: str = "", status: str = "") -> None:
+        self.chat.hide()
+        self.login.show()
+        self.login.set_busy(False)
+        if error:
+            self.login.show_error(error)
+        else:
+            self.login.show_status(status)
+        self.phase = "login"
+        self.unread = 0
+        self._retry = None
+        self.login.focus_name(select=bool(error))
+
+    def _show_chat(self, nick: str) -> None:
+        self.login.hide()
+        self.chat.reset(self.room)
+        self.chat.show()
+        self.phase = "chat"
+        self._members = None
+        self._retry = None
+        self._lost = self._final = False
+        self._expect = None
+        self.chat.focus_entry()
+        for text in self._early:
+            self.chat.add(lines.plain(text, "notice"))
+        self._early.clear()
+        self.info(f"You joined {self.room} as {nick}. Type /help for commands.")
+
+    # --- chat actions -----------------------------------------------------------------
+
+    def send_text(self, text: str) -> bool:
+        """The message field's Enter: a slash command, or a line to the room.
+
+        True when the text was taken (the field clears); False when it was refused, with
+        the reason shown in the log (the field keeps the text, selected).
+        """
+        text = clean_text(text)
+        if not text.strip():
+            return False
+        if slash.parse(text) is not None:
+            return self.command(text)
+        body = slash.message_text(text)
+        s = self.session
+        if s is None or not s.send_message(body):
+            self.error("Not connected to the room: the message was not sent.")
+            return False
+        self._expect_reply(text, {P.ERR_CANNOTSENDTOCHAN})
+        self.own_line(body)
+        return True
+
+    def command(self, line: str) -> bool:
+        """Run the slash command ``line``: the one place that checks before a handler."""
+        inv = slash.parse(line)
+        if inv is None:
+            return False
+        if inv.command is None:
+            self.error(f"Unknown command /{inv.word}. Type /help to see the commands.")
+            return False
+        if inv.command.needs_room and not self._in_room():
+            self._not_in_room()
+            return False
+        handler: Callable[[str, str], bool] = getattr(self, inv.command.handler)
+        return handler(inv.rest, inv.line)
+
+    def _in_room(self) -> bool:
+        return self.session is not None and self.session.in_room
+
+    def _not_in_room(self) -> None:
+        self.error("Not connected to the room: try again when the connection is back.")
+
+    def _room_session(self) -> ChatSession:
+        """The session, for a handler that ``needs_room`` (checked before it runs)."""
+        assert self.session is not None
+        return self.session
+
+    def slash_help(self, rest: str, line: str) -> bool:
+        self.info("Commands:")
+        self.chat.add_help(slash.HELP)
+        self.chat.flush()
+        return True
+
+    def slash_quit(self, rest: str, line: str) -> bool:
+        self.exit_program(rest or QUIT_REASON)
+        return True
+
+    def slash_join(self, rest: str, line: str) -> bool:
+        s = self.session
+        if s is not None and s.state == "joined" and not s.in_room:
+            if not s.rejoin():
+                self.error(f"Could not ask to join {self.room} right now.")
+                return False
+            self.info(f"Joining {self.room}…")
+            return True
+        if s is not None and s.in_room:
+            self.error(f"You are already in {self.room}.")
+            return False
+        self._not_in_room()
+        return False
+
+    def slash_me(self, rest: str, line: str) -> bool:
+        if not rest:
+            self.error("Usage: /me <action>, e.g. /me waves")
+            return False
+        if not self._room_session().send_action(rest):
+            self.error("The action was not sent.")
+            return False
+        self._expect_reply(line, {P.ERR_CANNOTSENDTOCHAN})
+        self.own_line(rest, action=True)
+        return True
+
+    def slash_msg(self, rest: str, line: str) -> bool:
+        s = self._room_session()
+        nick, _, text = rest.partition(" ")
+        if not nick or not text.strip():
+            self.error("Usage: /msg <name> <text>")
+            return False
+        problem = s.nick_problem(nick)
+        if problem:
+            self.error(f"“{nick}” is not a valid name: {problem}.")
+            return False
+        if not s.send_private(nick, text):
+            self.error("The private message was not sent.")
+            return False
+        self._expect_reply(line, {P.ERR_NOSUCHNICK, P.ERR_CANNOTSENDTOCHAN})
+        self.own_line(text, to=nick)
+        return True
+
+    def slash_nick(self, rest: str, line: str) -> bool:
+        s = self._room_session()
+        problem = s.nick_problem(rest)
+        if problem:
+            self.error(f"That name won't work: {problem}.")
+            return False
+        if not s.change_nick(rest):
+            self.error("Your name could not be changed right now: not connected.")
+            return False
+        self._expect_reply(line, NICK_ERRORS)
+        return True
+
+    def slash_topic(self, rest: str, line: str) -> bool:
+        s = self._room_session()
+        if not rest:
+            if not s.request_topic():
+                self.error("Could not ask for the topic right now.")
+                return False
+            self._show_topic = True
+            return True
+        limit = s.topiclen
+        size = len(rest.encode("utf-8"))
+        if limit is not None and size > limit:
+            self.error(f"That topic is too long for this server: it keeps at most {limit} "
+                       f"bytes and yours has {size}. Shorten it and press Enter again.")
+            return False
+        if not s.set_topic(rest):
+            self.error("The topic was not set: not connected to the room.")
+            return False
+        self._expect_reply(line, {P.ERR_CHANOPRIVSNEEDED, P.ERR_NOTONCHANNEL,
+                                  P.ERR_NOSUCHCHANNEL})
+        return True
+
+    def slash_names(self, rest: str, line: str) -> bool:
+        if not self._room_session().request_names():
+            self.error("Could not ask for the member list right now.")
+            return False
+        self._show_names = True
+        return True
+
+    def _expect_reply(self, line: str, refusals: Iterable[str]) -> None:
+        """Remember ``line``: if the server refuses it, it goes back into the message field."""
+        self._expect = (line, frozenset(refusals), time.monotonic())
+
+    def _refused(self, code: str) -> None:
+        expect = self._expect
+        if expect is None or code not in expect[1]:
+            return
+        self._expect = None
+        if time.monotonic() - expect[2] <= self.REPLY_WINDOW:
+            self.chat.restore_entry(expect[0])
+
+    def refresh_names(self) -> None:
+        if self.session is not None:
+            self.session.request_names()
+
+    def leave_chat(self) -> None:
+        """Leave the room, back to the login view (join again, also under another name)."""
+        s = self.session
+        nick = s.nick if s is not None else ""
+        if s is not None and s.in_room:
+            status = (f"You left {self.room}. Press Join Chat to join again, under this "
+                      f"name or another.")
+        elif s is not None and s.state in ("joining", "joined"):
+            status = (f"You were no longer in {self.room} and have left the server. Press "
+                      f"Join Chat to join again, under this name or another.")
+        else:
+            status = (f"You were disconnected from {self.room} (the connection had been "
+                      f"lost). Press Join Chat to connect again, under this name or another.")
+        self._retire(leave=True)
+        if nick:
+            self.login.set_name(nick)
+        self._show_login(status=status)
+
+    def request_exit(self) -> None:
+        """Ask for Exit Program from a signal handler: the next tick of the event loop runs
+        it (a handler must not touch widgets or raise into Tk, which would swallow it)."""
+        self.exit_requested = True
+
+    def exit_program(self, reason: str = QUIT_REASON) -> None:
+        """QUIT with ``reason``, close every connection, join the threads, close the window."""
+        if self.phase == "closed":
+            return
+        self.phase = "closed"
+        if self._after_id is not None:
+            self.window.cancel(self._after_id)
+            self._after_id = None
+        self.window.hide()  # the window goes at once; saying goodbye takes a moment
+        sessions = list(self.retired)
+        if self.session is not None:
+            self.session.quit(reason)
+            sessions.insert(0, self.session)
+            self.session = None
+        close_sessions(sessions, timeout=2.0)
+        self.retired.clear()
+        self.window.destroy()
+
+    # --- lines in the view ------------------------------------------------------------
+
+    def own_line(self, text: str, *, action: bool = False, to: str | None = None) -> None:
+        nick = self.session.nick if self.session is not None else "you"
+        self.chat.add(*lines.message(time.time(), nick, text, own=True, action=action, to=to))
+        self.chat.flush()
+
+    def event_line(self, text: str, ts: float | None = None) -> None:
+        self.chat.add(lines.event(text, ts))
+
+    def info(self, text: str) -> None:
+        self.chat.add(lines.plain(text, "info"))
+        self.chat.flush()
+
+    def error(self, text: str) -> None:
+        self.chat.add(lines.plain(text, "error"))
+        self.chat.flush()
+
+    # --- the event loop ---------------------------------------------------------------
+
+    def _poll(self) -> None:
+        """One tick: handle a batch of events, then schedule the next tick, always."""
+        self._after_id = None
+        busy = False
+        try:
+            busy = self._tick()
+        except Exception:
+            log.exception("chat window: error in the event loop")
+        finally:
+            if self.phase != "closed":
+                self._after_id = self.window.after(1 if busy else self.poll_ms, self._poll)
+
+    def _tick(self) -> bool:
+        if self.exit_requested:
+            self.exit_program()
+            return False
+        s = self.session
+        handled = 0
+        self._has_focus = self.window.focused()
+        while s is not None and handled < self.batch and self.session is s:
+            try:
+                ev = s.events.get_nowait()
+            except queue.Empty:
+                break
+            handled += 1
+            try:
+                self._handle(ev)
+            except Exception:
+                log.exception("chat window: error handling %s", type(ev).__name__)
+            if self.phase == "closed":
+                return False
+        if self._members is not None:
+            members, self._members = self._members, None
+            self.chat.set_members(members)
+        self.chat.flush()
+        self._countdown()
+        self.retired = [r for r in self.retired if r.alive]
+        self._update_title()
+        return self.session is not None and not self.session.events.empty()
+
+    def _set_members(self, members: tuple[str, ...]) -> None:
+        """Show ``members`` at the end of this tick (only the newest snapshot counts)."""
+        self._members = members
+
+    def _countdown(self) -> None:
+        if self._retry is None:
+            return
+        when, attempt, name_in_use = self._retry
+        left = math.ceil(when - time.monotonic())
+        if left > 0:
+            wait = f"in {left} s"
+        else:
+            wait = "now"
+        if self.phase == "chat":
+            if name_in_use:
+                text = (f"Your name is in use on the server. Trying again {wait} (attempt "
+                        f"{attempt})… or go Back to Login and pick another name.")
+            else:
+                text = f"Connection lost. Reconnecting {wait} (attempt {attempt})…"
+            if not self.chat.showing_connection(text):
+                self.chat.set_connection(text)
+        elif self.phase == "connecting":
+            self.login.show_status(f"Could not connect. Trying again {wait}…")
+
+    def _handle(self, ev: Event) -> None:
+        if self.phase == "connecting":
+            self._handle_login(ev)
+        elif self.phase == "chat":
+            self._handle_chat(ev)
+
+    def _handle_login(self, ev: Event) -> None:
+        match ev:
+            case LoginFailed(message=message):
+                self._retire()
+                self._show_login(error=message)
+            case Registered(nick=nick):
+                self._retry = None
+                self.login.show_status(f"Connected as {nick}. Joining {self.room}…")
+            case Notice(text=text):
+                self._early.append(text)
+            case Reconnecting(attempt=n, delay=delay, name_in_use=name_in_use):
+                self._retry = (time.monotonic() + delay, n, name_in_use)
+            case Joined(nick=nick):
+                self._show_chat(nick)
+            case Closed():
+                self._retire()
+                self._show_login(error="The connection ended before you could join. "
+                                       "Try again.")
+
+    def _handle_chat(self, ev: Event) -> None:
+        chat = self.chat
+        match ev:
+            case Message(sender=sender, text=text, private=private, action=action,
+                         notice=notice, time=ts):
+                chat.add(*lines.message(ts, sender, text, own=False, action=action,
+                                        private=private, notice=notice))
+                if not self._has_focus:
+                    self.unread += 1
+            case (UserJoined(members=members) | UserLeft(members=members)
+                  | UserQuit(members=members)):
+                self.event_line(lines.membership(ev))
+                self._set_members(members)
+            case UserRenamed(is_self=is_self, members=members):
+                self.event_line(lines.membership(ev))
+                if is_self:
+                    self._expect = None
+                self._set_members(members)
+            case Names(room=room, members=members):
+                fold = (self.session.server_info if self.session else ServerInfo()).fold
+                if fold(room) == fold(self.room):
+                    self._set_members(members)
+                if self._show_names:
+                    self._show_names = False
+                    self.info(f"In {room} ({len(members)}): " + ", ".join(members))
+            case Topic(text=text, by=by):
+                chat.set_topic(text)
+                if by:
+                    self.event_line(lines.topic_changed(by, text))
+                elif self._show_topic:
+                    self._show_topic = False
+                    self.info(f"Topic: {text}" if text else "No topic is set.")
+            case Notice(text=text):
+                chat.add(lines.plain(text, "notice"))
+            case ServerError(code=code, text=text):
+                chat.add(lines.plain(text, "error"))
+                self._refused(code)
+            case Joined(nick=nick, rejoined=True):
+                chat.set_connection(None)
+                chat.set_topic("")  # the 332 that follows brings the topic, if there is one
+                self._retry = None
+                if self._lost:
+                    self.event_line(f"Reconnected: you are back in {self.room} as {nick}")
+                else:
+                    self.event_line(f"You joined {self.room} again")
+                self._lost = False
+            case Left(reason=reason, kicked_by=by):
+                self._members = None
+                chat.set_members(())
+                self._show_names = self._show_topic = False
+                chat.add(lines.plain(lines.removed(self.room, by, reason), "error"))
+                chat.set_connection(f"You are not in {self.room}. Type /join to join again.")
+            case Disconnected(reason=reason, will_retry=retry):
+                self._members = None
+                self._lost = True
+                self._show_names = self._show_topic = False
+                chat.set_offline()
+                chat.add(lines.plain(lines.connection_lost(reason, retry), "error"))
+                chat.set_connection("Connection lost. Reconnecting…" if retry
+                                    else "Connection lost.")
+            case Reconnecting(attempt=n, delay=delay, name_in_use=name_in_use):
+                self._retry = (time.monotonic() + delay, n, name_in_use)
+            case LoginFailed(message=message):
+                # Reconnecting, the server turned us away for good: say why, offer the login.
+                self._members = None
+                self._retry = None
+                self._final = True
+                chat.set_offline()
+                chat.add(lines.plain(message, "error"))
+                chat.set_connection(message)
+            case Closed():
+                self._retry = None
+                if not self._final:
+                    chat.set_connection("Disconnected. Go back to the login to join again.")
+
+    # --- title and focus --------------------------------------------------------------
+
+    def _on_focus(self) -> None:
+        if self.unread and self.window.focused():
+            self.unread = 0
+            self._update_title()
+
+    def _update_title(self) -> None:
+        if self.unread and self.window.focused():
+            self.unread = 0
+        if self.phase == "chat" and self.session is not None:
+            title = f"{self.room} — {self.session.nick} — Chat"
+        else:
+            title = "Chat — join a room"
+        if self.unread:
+            title = f"({self.unread}) {title}"
+        if title != self._title:
+            self._title = title
+            self.window.set_title(title)
+
+
+# Every handler the slash table names is a method here (a typo fails at import).
+assert all(callable(getattr(ChatApp, c.handler, None)) for c in slash.COMMANDS)
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The client's command line (``--help`` lists it)."""
+    p = argparse.ArgumentParser(description="Desktop chat client (speaks IRC).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--host", default=DEFAULT_HOST, help="server host name or address")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="server TCP port")
+    p.add_argument("--name", default="", help="your name, filled in on the login view")
+    p.add_argument("--room", default=DEFAULT_ROOM, help="the room to join")
+    a = p.parse_args(argv)
+    if not a.room.startswith("#"):
+        a.room = "#" + a.room
+    if not P.valid_channel(a.room):
+        p.error(f"--room {a.room!r} is not a valid room name (e.g. #chat)")
+    if not 1 <= a.port <= 65535:
+        p.error("--port must be 1-65535")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``chat-client`` command (and ``python client.py``): one window until it closes."""
+    args = parse_args(argv)
+    try:
+        root = views.open_root("860x560")
+    except views.NoWindow as exc:
+        print(f"client.py: {exc}", file=sys.stderr)
+        return 1
+    app = ChatApp(root, args.host, args.port, args.name, args.room)
+
+    def on_signal(signum: int, frame: object) -> None:
+        # Runs in the main thread between bytecodes, so within some Tk callback: only set
+        # a flag (an exception here would be swallowed by Tkinter).  The app's poll tick,
+        # every 50 ms, gives Python the chance to run this and then does Exit Program.
+        app.request_exit()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        app.window.mainloop()
+    except KeyboardInterrupt:
+        pass
+    app.exit_program()
+    return 0

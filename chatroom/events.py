@@ -1,0 +1,191 @@
+"""The typed events a :class:`~chatroom.session.ChatSession` puts on its queue.
+
+The session's network thread creates them; the thread that reads ``session.events`` (the
+Tk thread in the app, the test thread in the tests) consumes them.  They are frozen
+dataclasses, so they cross the thread boundary without any lock.  Every event about a
+room names it (``room``): today's app shows one room, a multi-room app routes on it.
+Member lists travel as snapshots (``members``), so no reader ever looks at session state.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Event:
+    """Everything the session puts on its queue derives from this."""
+
+
+@dataclass(frozen=True)
+class Registered(Event):
+    """The server accepted us (001).  ``nick`` is the name it gave us."""
+
+    nick: str
+    server: str
+
+
+@dataclass(frozen=True)
+class Joined(Event):
+    """We are in ``room``; ``rejoined`` after a reconnect."""
+
+    room: str
+    nick: str
+    rejoined: bool = False
+
+
+@dataclass(frozen=True)
+class Left(Event):
+    """We are no longer in ``room``: we parted, or ``kicked_by`` removed us."""
+
+    room: str
+    reason: str = ""
+    kicked_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Message(Event):
+    """A PRIVMSG or NOTICE to the room (``private`` False) or to us (``private`` True).
+
+    ``target`` is as the server sent it (``@#chat`` for a message to a room's operators);
+    ``room`` is the room it was said in, None for a private message.
+    """
+
+    sender: str
+    target: str
+    text: str
+    private: bool = False
+    action: bool = False
+    notice: bool = False
+    time: float = field(default_factory=time.time)
+    room: str | None = None
+
+
+@dataclass(frozen=True)
+class UserJoined(Event):
+    """Someone else joined ``room``."""
+
+    room: str
+    nick: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UserLeft(Event):
+    """Someone parted the room, or was kicked from it (``kicked_by``)."""
+
+    room: str
+    nick: str
+    reason: str
+    members: tuple[str, ...]
+    kicked_by: str | None = None
+
+
+@dataclass(frozen=True)
+class UserQuit(Event):
+    """Someone in ``room`` left the server (one event per room we shared with them)."""
+
+    nick: str
+    reason: str
+    members: tuple[str, ...]
+    room: str = ""
+
+
+@dataclass(frozen=True)
+class UserRenamed(Event):
+    """``old`` is now ``new`` in ``room``; ``is_self`` when it is us."""
+
+    old: str
+    new: str
+    is_self: bool
+    members: tuple[str, ...]
+    room: str = ""
+
+
+@dataclass(frozen=True)
+class Names(Event):
+    """The full member list of ``room`` (after 353...366, or after a mode change)."""
+
+    room: str
+    members: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True)
+class Topic(Event):
+    """The room topic ("" for none); ``by`` is set when someone just changed it."""
+
+    room: str
+    text: str
+    by: str | None = None
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    """Something from the server worth showing (MOTD, server notices, mode changes).
+
+    ``room`` names the room a mode change was made in; None for the server's own notices.
+    """
+
+    text: str
+    source: str | None = None
+    room: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerError(Event):
+    """An error reply after registration, in words (``code`` is the numeric)."""
+
+    code: str
+    text: str
+
+
+class LoginKind(str, enum.Enum):
+    """Why :class:`LoginFailed`: what the login view should ask the user to change."""
+
+    BAD_NICK = "bad_nick"
+    NICK_TAKEN = "nick_taken"
+    BAD_PASSWORD = "bad_password"
+    REFUSED = "refused"  # nothing listening, or the server turned us away (ERROR)
+    UNREACHABLE = "unreachable"  # unknown host, no route, no answer
+    JOIN_REFUSED = "join_refused"
+
+
+@dataclass(frozen=True)
+class LoginFailed(Event):
+    """We could not get (back) into the room; ``message`` says why and what to do.  Final."""
+
+    kind: LoginKind
+    message: str
+
+
+@dataclass(frozen=True)
+class Disconnected(Event):
+    """A registered connection ended; ``will_retry`` when a reconnect follows."""
+
+    reason: str
+    will_retry: bool
+
+
+@dataclass(frozen=True)
+class Reconnecting(Event):
+    """The next connection attempt starts after ``delay`` seconds.
+
+    ``name_in_use`` when the last attempt failed because our name is taken (433/437),
+    typically by our own old connection that the server has not dropped yet.
+    """
+
+    attempt: int
+    delay: float
+    reason: str
+    name_in_use: bool = False
+
+
+@dataclass(frozen=True)
+class Closed(Event):
+    """The session has ended for good; no more events follow."""

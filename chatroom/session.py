@@ -1,0 +1,1193 @@
+"""ChatSession: one user on one server, with no Tk: connecting, registering, events, sending.
+
+Threads and who owns what:
+
+* The session is the only client code that speaks the protocol, through
+  :mod:`chatroom.protocol`.  Its *network* thread connects, registers (PASS/NICK/USER),
+  joins the room and then reads: every server line becomes a typed event
+  (:mod:`chatroom.events`) on ``session.events``, a bounded :class:`queue.Queue`.
+  Incoming bytes are decoded leniently (invalid UTF-8 becomes U+FFFD, over-long lines are
+  still read), because a line we drop can leave a member list wrong for good.  It answers
+  PING itself, sends PING when the server goes quiet, and when a registered connection
+  drops it reconnects with exponential backoff and jitter, under the same name, into the
+  same room.  What the server's RPL_ISUPPORT (005) says is kept in a
+  :class:`~chatroom.serverinfo.ServerInfo`, with the spec's defaults for what it leaves out.
+  The line handlers (``_on_*``, the ``_HANDLERS`` table) run only on this thread, and so
+  does everything in ``_Conn``.
+* Its *sender* thread does the writes the caller asks for.  The public ``send_*`` methods
+  only format a line and put it on a bounded outgoing queue, so the caller (the Tk thread)
+  never waits for the network; a full queue is refused, not waited on.  ``_wlock`` keeps
+  the two threads' writes to the socket whole.
+* State is kept per room, in a :class:`RoomState` (its name, its members, its topic,
+  whether we are in it) held by folded room name; today the session joins one room, the
+  one it was made for (``room``), and its public API speaks of that room.  Room states,
+  our nick, the connection state and the current socket are guarded by ``_lock``, which
+  no one holds across I/O.  Member lists are kept exact from NAMES (353...366) and every
+  JOIN/PART/QUIT/NICK/KICK/MODE; each event that changes one carries a snapshot, so the
+  reader of the queue never reads shared state.
+
+Any thread may call the public methods and properties; none of them blocks on the network
+(only :meth:`ChatSession.close` and :func:`close_sessions` wait, for the threads to end).
+IRC does not echo your own PRIVMSG back: the caller shows its own lines itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import queue
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from chatroom import protocol as P
+from chatroom.events import (
+    Closed,
+    Disconnected,
+    Event,
+    Joined,
+    Left,
+    LoginFailed,
+    LoginKind,
+    Message,
+    Names,
+    Notice,
+    Reconnecting,
+    Registered,
+    ServerError,
+    Topic,
+    UserJoined,
+    UserLeft,
+    UserQuit,
+    UserRenamed,
+)
+from chatroom.protocol import ProtocolError
+from chatroom.serverinfo import Members, ServerInfo
+from chatroom.transport import os_reason, shutdown
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 1027
+DEFAULT_ROOM = "#chat"
+QUIT_REASON = "Goodbye"
+LEAVE_REASON = "Left the chat"
+
+# Until we have seen our own ``nick!user@host`` (in 001 or the echo of our JOIN), guess
+# what a relayed line adds in front of our text beyond our nick and the target:
+# ":" nick "!" user "@" host " PRIVMSG " target " :" ... "\r\n", with room for a long host.
+_RELAY_OVERHEAD = 1 + 1 + 12 + 1 + 64 + len(" PRIVMSG ") + 2 + 2
+# The most we buffer of one incoming line (other servers send longer lines than 512 bytes).
+_MAX_INCOMING = 64 * 1024
+# Server replies that mean "the thing you just asked for was refused" for a nick change.
+NICK_ERRORS = frozenset({"400", "432", "433", "436", "437", "484"})
+ERR_UNAVAILRESOURCE = "437"  # nick (or room) temporarily unavailable
+RPL_VISIBLEHOST = "396"  # "<nick> <host> :is now your displayed host"
+
+def clean_text(text: str) -> str:
+    """Text from Tk made safe to encode: surrogate pairs joined, lone surrogates to U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter: attempt n waits about initial * factor**(n-1).
+
+    The defaults suit a chat: the first retry within a second, never more than 15 s
+    between attempts once the server is back.
+    """
+
+    initial: float = 1.0
+    factor: float = 2.0
+    maximum: float = 15.0
+    jitter: float = 0.5  # up to this fraction of each delay is randomly taken off
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
+        return base * (1.0 - self.jitter * random.random())
+
+
+@dataclass
+class RoomState:
+    """What the session knows of one room.  Guarded by the session's ``_lock``."""
+
+    name: str  # as the session was asked to join it
+    members: Members
+    topic: str = ""
+    joined: bool = False  # we are in it (our JOIN came back, no PART/KICK since)
+    user_join: bool = False  # the user asked to join again (after a kick)
+
+
+class _Outcome(enum.Enum):
+    FATAL = "fatal"  # told the user (LoginFailed); do not retry
+    RETRY = "retry"  # did not get in, or not for long: try again after a longer wait
+    DROPPED = "dropped"  # was in the room a good while: start the backoff afresh
+
+
+class _Failure(Exception):
+    """Why this connection could not get (or stay) in: raised into ``_Conn.failure``."""
+
+    def __init__(self, kind: LoginKind, message: str, retry: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry = retry  # worth another connection (a timeout, not a refusal)
+
+
+class _Cancelled(OSError):
+    """quit() was called while connecting."""
+
+
+class _Conn:
+    """What one connection has seen so far (the network thread's private state)."""
+
+    def __init__(self, sock: socket.socket, first: bool) -> None:
+        self.sock = sock
+        self.first = first
+        self.registered = False
+        self.join_sent = False
+        self.join_deadline: float | None = None  # set while our automatic JOIN is pending
+        self.joined_at: float | None = None  # monotonic time our JOIN came back
+        self.error: str | None = None  # text of the server's ERROR line
+        self.failure: _Failure | None = None
+        self.names: dict[str, dict[str, tuple[str, str]]] = {}  # folded room -> NAMES so far
+
+
+def _nick_of(source: str | None) -> str:
+    return (source or "").split("!", 1)[0]
+
+
+def _userhost_of(source: str | None) -> str | None:
+    """'nick!user@host' -> 'user@host' (None when the source is not a full prefix)."""
+    if source and "!" in source and "@" in source:
+        return source.split("!", 1)[1]
+    return None
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Cut ``text`` into pieces of at most ``limit`` UTF-8 bytes, at spaces where possible."""
+    limit = max(limit, 4)  # one character of any size always fits
+    pieces: list[str] = []
+    while len(text.encode("utf-8")) > limit:
+        head = P.truncate_text(text, limit) or text[0]
+        cut = head.rfind(" ")
+        if cut > len(head) // 2:
+            head = head[:cut + 1]
+        pieces.append(head)
+        text = text[len(head):]
+    if text or not pieces:
+        pieces.append(text)
+    return pieces
+
+
+def parse_incoming(raw: bytes) -> P.Message | None:
+    """Parse one line from the server leniently: bad UTF-8 becomes U+FFFD, long lines pass.
+
+    A server is more trusted than a client: a line we drop (a QUIT with a Latin-1 reason, a
+    long NAMES line) would leave the member list wrong for good.  None for lines with no
+    command at all.
+    """
+    text = P.strip_bad(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    try:
+        return P.parse(text, limits=False)
+    except ProtocolError:
+        return None
+
+
+def describe_connect_error(exc: OSError, host: str, port: int) -> tuple[LoginKind, str]:
+    """Turn a failed connect into words and what to do about it."""
+    where = f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return LoginKind.UNREACHABLE, (f"Cannot find the server “{host}”. Check the host name "
+                                       f"(for this computer use 127.0.0.1).")
+    if isinstance(exc, ConnectionRefusedError):
+        return LoginKind.REFUSED, (f"Nothing is answering at {where}: the connection was "
+                                   f"refused. Is the server running? Check the host and port.")
+    if isinstance(exc, TimeoutError):
+        return LoginKind.UNREACHABLE, (f"No answer from {where}. Check the host and port, and "
+                                       f"that your network can reach the server.")
+    if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL):
+        return LoginKind.UNREACHABLE, (f"Cannot reach {where} ({exc.strerror}). Check the "
+                                       f"host name and your network.")
+    return LoginKind.UNREACHABLE, (f"Cannot connect to {where}: {exc.strerror or exc}. "
+                                   f"Check the host and port.")
+
+
+def _friendly_error(code: str, params: tuple[str, ...]) -> str:
+    """An error numeric (``params`` without our nick) in words."""
+    text = params[-1] if params else ""
+    arg = params[0] if len(params) > 1 else ""
+    if code == P.ERR_NOSUCHNICK:
+        return f"No one called “{arg}” is online."
+    if code == P.ERR_CANNOTSENDTOCHAN:
+        return f"You cannot send to {arg} right now ({text})."
+    if code == P.ERR_CHANOPRIVSNEEDED:
+        return f"Only room operators can do that in {arg}."
+    if code == P.ERR_NICKNAMEINUSE:
+        return f"The name “{arg}” is already taken; keep your name or pick another."
+    if code == ERR_UNAVAILRESOURCE:
+        return f"The name “{arg}” is not available right now; keep your name or pick another."
+    if code == P.ERR_ERRONEUSNICKNAME:
+        return f"The server does not accept the name “{arg}”."
+    if code == P.ERR_NOTONCHANNEL:
+        return f"You are not in {arg}."
+    if arg:
+        return f"{arg}: {text}"
+    return text or f"Error {code}"
+
+
+class ChatSession:
+    """One user in one room on one server: connection, registration, events, sending.
+
+    Create it, call :meth:`start`, then read events from :attr:`events` (one thread
+    reads them: the Tk thread in the app).  Every public method and property may be called
+    from any thread; each takes ``_lock`` briefly itself, so callers hold no lock.  The ``send_*``
+    methods return True when the line was queued and False when it cannot be sent now
+    (not in the room, or too much already waiting); they never block.  :meth:`quit`
+    says goodbye; :meth:`close` also waits for the threads to end (:func:`close_sessions`
+    does that for several sessions at once).
+    """
+
+    STABLE_AFTER = 30.0  # seconds in the room after which a drop restarts the backoff
+    NAME_TRIES = 3  # reconnect attempts that find our name taken before we give up
+    CTCP_BURST = 3  # CTCP replies we send at once; then one per CTCP_EVERY seconds
+    CTCP_EVERY = 2.0
+
+    def __init__(self, host: str, port: int, nick: str, room: str = DEFAULT_ROOM,
+                 password: str | None = None, *, reconnect: bool = True,
+                 backoff: Backoff | None = None, connect_timeout: float = 8.0,
+                 register_timeout: float = 20.0, join_timeout: float = 20.0,
+                 keepalive: float = 60.0, username: str | None = None,
+                 realname: str = "Chat desktop client",
+                 max_events: int = 20000, max_outgoing: int = 1000) -> None:
+        self.host = host
+        self.port = port
+        self.room = room
+        self.password = password or None
+        self.reconnect = reconnect
+        self.backoff = backoff or Backoff()
+        self.connect_timeout = connect_timeout
+        self.register_timeout = register_timeout
+        self.join_timeout = join_timeout
+        self.keepalive = keepalive
+        self.username = P.sanitize_user(username or nick, P.USERLEN - 1) or "chat"
+        self.realname = realname
+        self.events: queue.Queue[Event] = queue.Queue(maxsize=max_events)
+        self._out: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=max_outgoing)
+        self._lock = threading.Lock()  # guards the fields below
+        self._nick = nick
+        self._state = "idle"
+        self._sock: socket.socket | None = None
+        self._gen = 0  # connection number; queued lines of an older connection are dropped
+        self._info = ServerInfo()  # replaced (never changed) as 005 lines arrive
+        self._home = RoomState(room, Members(self._info))  # the room we were made for
+        self._rooms = {self._info.fold(room): self._home}  # folded name -> state
+        self._userhost: str | None = None  # our "user@host" as the server relays it
+        self._wlock = threading.Lock()  # one writer on the socket at a time
+        self._stop = threading.Event()
+        self._ever_registered = False
+        self._ever_joined = False
+        self._motd_shown = False
+        self._started = False
+        self._taken_tries = 0
+        # Network thread only: a flood of CTCP requests must not make us flood the server.
+        self._ctcp = P.TokenBucket(self.CTCP_BURST, 1.0 / self.CTCP_EVERY, time.monotonic())
+        self._net = threading.Thread(target=self._run, name=f"chat-net-{nick}", daemon=True)
+        self._sender = threading.Thread(target=self._send_loop, name=f"chat-send-{nick}",
+                                        daemon=True)
+
+    # --- state for callers ----------------------------------------------------------
+
+    @property
+    def nick(self) -> str:
+        with self._lock:
+            return self._nick
+
+    @property
+    def state(self) -> str:
+        """idle, connecting, registering, joining, joined, reconnecting or closed."""
+        with self._lock:
+            return self._state
+
+    @property
+    def in_room(self) -> bool:
+        with self._lock:
+            return self._home.joined
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The room's members as shown (highest prefix first: ``@`` operators, ``+``, ...)."""
+        with self._lock:
+            return self._home.members.snapshot()
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self._home.members)
+
+    @property
+    def server_info(self) -> ServerInfo:
+        """What this connection's server announced (defaults before its 005 lines)."""
+        return self._info
+
+    @property
+    def nicklen(self) -> int:
+        return self._info.nicklen or P.NICKLEN
+
+    @property
+    def topiclen(self) -> int | None:
+        """The longest topic (in bytes) the server keeps, if it said."""
+        return self._info.topiclen
+
+    @property
+    def alive(self) -> bool:
+        return self._net.is_alive() or self._sender.is_alive()
+
+    def nick_problem(self, nick: str) -> str | None:
+        """Why ``nick`` will not do as a name on this server, in words (None if it will)."""
+        return P.nick_problem(nick, self.nicklen)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect, register and join in the background; progress arrives as events."""
+        self._started = True
+        self._net.start()
+        self._sender.start()
+
+    def quit(self, reason: str = QUIT_REASON) -> None:
+        """Leave the server (QUIT) and stop reconnecting.  Returns at once.
+
+        Whatever the network thread is doing stops soon: a pending connect is aborted
+        (the socket is shut down), a registration in progress is cut off, a wait between
+        attempts ends.
+        """
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        with self._lock:
+            registered = self._state in ("joining", "joined")
+        if not (registered and self._queue_line("QUIT", P.truncate_text(clean_text(reason),
+                                                                         300))):
+            self._shutdown_socket()
+
+    def leave(self, reason: str = LEAVE_REASON) -> None:
+        """Leave the room (PART, so room-mates see you leave) and then the server."""
+        if not self._stop.is_set():
+            self._queue_line("PART", self.room, P.truncate_text(clean_text(reason), 300))
+        self.quit(reason)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Quit if not done yet, wait for the server to close, then end both threads."""
+        close_sessions([self], timeout)
+
+    # --- sending (any thread; never blocks) ------------------------------------------
+
+    def send_message(self, text: str) -> bool:
+        """Say ``text`` in the room.  Long text goes as several lines; newlines split it."""
+        return self._say(self.room, text, action=False)
+
+    def send_action(self, text: str) -> bool:
+        """``/me text``: a CTCP ACTION to the room."""
+        return self._say(self.room, text, action=True)
+
+    def send_private(self, nick: str, text: str) -> bool:
+        """A private message to ``nick``."""
+        if not P.valid_nick(nick, self.nicklen):
+            return False
+        return self._say(nick, text, action=False)
+
+    def change_nick(self, new: str) -> bool:
+        """Ask for a new name; a UserRenamed event (or a ServerError) follows."""
+        return (self._connected() and P.valid_nick(new, self.nicklen)
+                and self._queue_line("NICK", new))
+
+    def set_topic(self, text: str) -> bool:
+        """Set the room topic (cut to the server's TOPICLEN, as the server would)."""
+        text = P.strip_bad(clean_text(text))
+        return self._in_room_now() and self._queue_line(
+            "TOPIC", self.room, P.truncate_text(text, self.topiclen or P.TOPICLEN))
+
+    def request_topic(self) -> bool:
+        return self._in_room_now() and self._queue_line("TOPIC", self.room)
+
+    def request_names(self) -> bool:
+        """Ask for the member list again; a Names event follows."""
+        return self._in_room_now() and self._queue_line("NAMES", self.room)
+
+    def rejoin(self) -> bool:
+        """Join the room again after being removed; a Joined event (or ServerError) follows."""
+        with self._lock:
+            if (self._home.joined or self._state not in ("joining", "joined")
+                    or self._stop.is_set()):
+                return False
+            self._home.user_join = True
+        return self._queue_line("JOIN", self.room)
+
+    def _connected(self) -> bool:
+        with self._lock:
+            return self._state in ("joining", "joined") and not self._stop.is_set()
+
+    def _in_room_now(self) -> bool:
+        with self._lock:
+            return self._home.joined and not self._stop.is_set()
+
+    def _relay_budget(self, target: str, action: bool) -> int:
+        """How many bytes of text fit in one PRIVMSG as the server relays it to others."""
+        with self._lock:
+            nick, userhost = self._nick, self._userhost
+        tail = len(f" PRIVMSG {target} :".encode()) + 2
+        if userhost:
+            budget = P.MAX_LINE - len(f":{nick}!{userhost}".encode()) - tail
+        else:
+            budget = (P.MAX_LINE - _RELAY_OVERHEAD - len(nick.encode())
+                      - len(target.encode()))
+        if action:
+            budget -= len("\x01ACTION \x01")
+        return budget
+
+    def _say(self, target: str, text: str, action: bool) -> bool:
+        if not self._in_room_now():
+            return False
+        budget = self._relay_budget(target, action)
+        text = clean_text(text)
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        if not any(ln.strip() for ln in lines):
+            return False
+        out: list[bytes] = []
+        try:
+            for ln in lines:
+                if not ln.strip():
+                    continue
+                for piece in split_text(ln.replace("\x00", ""), budget):
+                    body = f"\x01ACTION {piece}\x01" if action else piece
+                    out.append(P.format_line(None, "PRIVMSG", target, body))
+        except (ProtocolError, UnicodeError):
+            return False
+        return self._queue_bytes(b"".join(out))
+
+    def _queue_line(self, command: str, *params: str) -> bool:
+        try:
+            data = P.format_line(None, command, *params)
+        except (ProtocolError, UnicodeError):
+            return False
+        return self._queue_bytes(data)
+
+    def _queue_bytes(self, data: bytes) -> bool:
+        with self._lock:
+            if self._sock is None or self._state not in ("joining", "joined"):
+                return False
+            gen = self._gen
+        try:
+            self._out.put_nowait((gen, data))
+        except queue.Full:
+            return False
+        return True
+
+    def _send_loop(self) -> None:
+        while True:
+            item = self._out.get()
+            if item is None:
+                return
+            gen, data = item
+            with self._lock:
+                sock = self._sock if gen == self._gen else None
+            if sock is None:
+                continue
+            try:
+                with self._wlock:
+                    sock.sendall(data)
+            except OSError:
+                shutdown(sock)  # the network thread sees it and reconnects
+
+    def _stop_sender(self) -> None:
+        while True:
+            try:
+                self._out.put_nowait(None)
+                return
+            except queue.Full:
+                try:
+                    self._out.get_nowait()
+                except queue.Empty:
+                    pass
+
+    def _write_now(self, conn: _Conn, data: bytes) -> None:
+        """Write from the network thread (registration, PONG, PING)."""
+        try:
+            with self._wlock:
+                conn.sock.sendall(data)
+        except OSError:
+            shutdown(conn.sock)
+
+    def _shutdown_socket(self) -> None:
+        with self._lock:
+            sock = self._sock
+        if sock is not None:
+            shutdown(sock)
+
+    # --- events ---------------------------------------------------------------------
+
+    def _emit(self, ev: Event) -> None:
+        """Queue an event; if the reader of the queue has stalled, wait, unless stopping."""
+        while True:
+            try:
+                self.events.put(ev, timeout=0.25)
+                return
+            except queue.Full:
+                if self._stop.is_set():
+                    return
+
+    def _set_state(self, state: str) -> None:
+        with self._lock:
+            self._state = state
+
+    def _fold(self, name: str) -> str:
+        return self._info.fold(name)
+
+    def _room(self, name: str) -> RoomState | None:
+        """The state of room ``name`` if we keep one.  Network thread (the only one that
+        replaces ``_rooms``)."""
+        return self._rooms.get(self._fold(name))
+
+    def _set_info(self, info: ServerInfo, keep_members: bool) -> None:
+        """Fold and order everything by ``info`` from now on.  Caller holds ``_lock``."""
+        self._info = info
+        for room in self._rooms.values():
+            room.members.replace(room.members.entries() if keep_members else (), info)
+        self._rooms = {info.fold(r.name): r for r in self._rooms.values()}
+
+    # --- the network thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        attempt = 0
+        reason = ""
+        name_in_use = False
+        try:
+            while not self._stop.is_set():
+                if attempt:
+                    delay = self.backoff.delay(attempt)
+                    self._set_state("reconnecting")
+                    self._emit(Reconnecting(attempt, delay, reason, name_in_use))
+                    if self._stop.wait(delay):
+                        break
+                outcome, reason = self._connect_once()
+                name_in_use = self._taken_tries > 0
+                if outcome is _Outcome.FATAL or not self.reconnect:
+                    break
+                attempt = 1 if outcome is _Outcome.DROPPED else attempt + 1
+        except Exception:  # a bug must not leave the window waiting for events forever
+            log.exception("chat session %s: network thread failed", self.host)
+        finally:
+            self._set_state("closed")
+            self._stop.set()
+            self._stop_sender()
+            self._emit_final(Closed())
+
+    def _emit_final(self, ev: Event) -> None:
+        try:
+            self.events.put_nowait(ev)
+        except queue.Full:
+            pass
+
+    def _connect_once(self) -> tuple[_Outcome, str]:
+        first = not self._ever_registered
+        self._set_state("connecting")
+        try:
+            sock = self._open()
+        except OSError as exc:
+            if self._stop.is_set():
+                return _Outcome.FATAL, "cancelled"
+            kind, text = describe_connect_error(exc, self.host, self.port)
+            if first:
+                self._emit(LoginFailed(kind, text))
+                return _Outcome.FATAL, text
+            return _Outcome.RETRY, text
+        conn = _Conn(sock, first)
+        with self._lock:
+            self._state = "registering"
+            self._set_info(ServerInfo(), keep_members=False)  # this server's 005 will say
+            self._userhost = None
+            for room in self._rooms.values():
+                room.user_join = False
+        try:
+            return self._serve(conn)
+        finally:
+            with self._lock:
+                self._sock = None
+                for room in self._rooms.values():
+                    room.joined = False
+                    room.topic = ""
+                    room.members.replace(())
+            shutdown(sock)
+            sock.close()
+
+    def _resolve(self) -> list[tuple[Any, ...]]:
+        """getaddrinfo, bounded by ``connect_timeout`` and cut short by quit()."""
+        try:  # an address needs no lookup (and no thread)
+            return socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
+                                      flags=socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            pass
+        result: list[Any] = []
+        done = threading.Event()
+        host, port = self.host, self.port
+
+        def lookup() -> None:
+            try:
+                result.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            except OSError as exc:
+                result.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=lookup, name=f"chat-dns-{host}", daemon=True).start()
+        deadline = time.monotonic() + self.connect_timeout
+        while not done.wait(0.1):
+            if self._stop.is_set():
+                raise _Cancelled("cancelled")
+            if time.monotonic() > deadline:
+                raise socket.gaierror(socket.EAI_AGAIN, "name lookup timed out")
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return list(result[0])
+
+    def _open(self) -> socket.socket:
+        """Connect to the server; quit() aborts it at any point (the socket is in ``_sock``)."""
+        if self._stop.is_set():
+            raise _Cancelled("cancelled")
+        error: OSError = OSError("no address")
+        for family, kind, proto, _name, address in self._resolve():
+            sock = socket.socket(family, kind, proto)
+            with self._lock:  # quit() sets _stop, then looks at _sock under this lock
+                if self._stop.is_set():
+                    sock.close()
+                    raise _Cancelled("cancelled")
+                self._gen += 1
+                self._sock = sock
+            try:
+                sock.settimeout(self.connect_timeout)
+                sock.connect(address)
+                if self._stop.is_set():
+                    raise _Cancelled("cancelled")
+            except OSError as exc:
+                with self._lock:
+                    self._sock = None
+                sock.close()
+                if self._stop.is_set():
+                    raise _Cancelled("cancelled") from None
+                error = exc
+                continue
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            return sock
+        raise error
+
+    def _serve(self, conn: _Conn) -> tuple[_Outcome, str]:
+        """Register, join and read until the connection ends."""
+        sock = conn.sock
+        hello = []
+        if self.password:
+            hello.append(P.format_line(None, "PASS", self.password))
+        hello.append(P.format_line(None, "NICK", self.nick))
+        hello.append(P.format_line(None, "USER", self.username, "0", "*", self.realname))
+        self._write_now(conn, b"".join(hello))
+        splitter = P.LineSplitter(_MAX_INCOMING)
+        register_by = time.monotonic() + self.register_timeout
+        heard = time.monotonic()  # when the server last sent anything
+        ping_sent: float | None = None
+        reason = ""
+        while conn.failure is None:
+            now = time.monotonic()
+            if not conn.registered:
+                due = register_by
+            else:
+                due = (ping_sent if ping_sent is not None else heard) + self.keepalive
+                if conn.join_deadline is not None:
+                    due = min(due, conn.join_deadline)
+            data: bytes | None = None
+            if due > now:
+                sock.settimeout(due - now)
+                try:
+                    data = sock.recv(65536)
+                except TimeoutError:
+                    data = None
+                except OSError as exc:
+                    reason = conn.error or os_reason(exc)
+                    break
+            if data is None:  # a deadline passed
+                now = time.monotonic()
+                if not conn.registered:
+                    conn.failure = _Failure(LoginKind.UNREACHABLE, (
+                        f"{self.host}:{self.port} accepted the connection but did not answer "
+                        f"as a chat server. Check the port."))
+                elif conn.join_deadline is not None and now >= conn.join_deadline:
+                    conn.failure = _Failure(LoginKind.JOIN_REFUSED, (
+                        f"The server did not answer when asked to join {self.room}. "
+                        f"Try again later."), retry=True)
+                elif ping_sent is not None and now >= ping_sent + self.keepalive:
+                    reason = f"No answer from the server for {int(2 * self.keepalive)} seconds"
+                    break
+                elif ping_sent is None and now >= heard + self.keepalive:
+                    ping_sent = now
+                    self._write_now(conn, P.format_line(None, "PING", "keepalive"))
+                continue
+            if not data:
+                reason = conn.error or "The server closed the connection"
+                break
+            heard = time.monotonic()
+            ping_sent = None
+            for raw in splitter.feed(data):
+                if raw is P.TOO_LONG:
+                    continue
+                assert isinstance(raw, bytes)
+                msg = parse_incoming(raw)
+                if msg is not None:
+                    self._dispatch(conn, msg)
+                if conn.failure is not None:
+                    break
+        return self._finish(conn, reason)
+
+    def _finish(self, conn: _Conn, reason: str) -> tuple[_Outcome, str]:
+        stopping = self._stop.is_set()
+        if not conn.registered:
+            failure = conn.failure
+            if failure is None:
+                text = conn.error or reason or "The server closed the connection"
+                failure = _Failure(LoginKind.REFUSED, f"The server turned us away: {text}.")
+            retryable = failure.kind in (LoginKind.NICK_TAKEN, LoginKind.REFUSED,
+                                         LoginKind.UNREACHABLE)
+            if stopping:
+                return _Outcome.FATAL, failure.message
+            if conn.first or not retryable:
+                self._emit(LoginFailed(failure.kind, failure.message))
+                return _Outcome.FATAL, failure.message
+            if failure.kind is LoginKind.NICK_TAKEN:
+                return self._name_taken_again()
+            return _Outcome.RETRY, failure.message
+        failure = conn.failure
+        if failure is not None:  # registered, but the room did not let us in
+            self._write_now(conn, P.format_line(None, "QUIT", "Could not join"))
+            if failure.retry and not conn.first and self.reconnect and not stopping:
+                self._emit(Disconnected(failure.message, will_retry=True))
+                return _Outcome.RETRY, failure.message
+            if not stopping:
+                self._emit(LoginFailed(failure.kind, failure.message))
+            return _Outcome.FATAL, failure.message
+        self._emit(Disconnected(reason, will_retry=self.reconnect and not stopping))
+        # Start the backoff afresh only after a connection that stayed up a while; a server
+        # that drops us right after the join must not be hammered at the shortest delay.
+        stable = (conn.joined_at is not None
+                  and time.monotonic() - conn.joined_at >= self.STABLE_AFTER)
+        return (_Outcome.DROPPED if stable else _Outcome.RETRY), reason
+
+    def _name_taken_again(self) -> tuple[_Outcome, str]:
+        """Reconnecting, the server says our name is taken: say so; retry a few times."""
+        nick = self.nick
+        self._taken_tries += 1
+        if self._taken_tries >= self.NAME_TRIES:
+            text = (f"Your name “{nick}” is still in use on the server, so you could not get "
+                    f"back into {self.room}. Press Back to Login and pick another name, or "
+                    f"try again later.")
+            self._emit(LoginFailed(LoginKind.NICK_TAKEN, text))
+            return _Outcome.FATAL, text
+        left = self.NAME_TRIES - self._taken_tries
+        self._emit(ServerError(P.ERR_NICKNAMEINUSE, (
+            f"Your name “{nick}” is in use on the server (perhaps by your old connection, "
+            f"which the server has not dropped yet). Trying again ({left} more "
+            f"{'try' if left == 1 else 'tries'}); or press Back to Login and pick another "
+            f"name.")))
+        return _Outcome.RETRY, f"Your name “{nick}” is in use on the server"
+
+    # --- turning lines into events ----------------------------------------------------
+
+    def _dispatch(self, conn: _Conn, msg: P.Message) -> None:
+        cmd = msg.command
+        p = msg.params
+        if cmd == "PING":
+            self._write_now(conn, P.format_line(None, "PONG", p[0] if p else "ping"))
+            return
+        if cmd == "ERROR":
+            conn.error = p[0] if p else "Closing link"
+            if not conn.registered and conn.failure is None:
+                conn.failure = _Failure(LoginKind.REFUSED, (
+                    f"The server closed the connection: {conn.error}. Try again later."))
+            return
+        if not conn.registered:
+            self._dispatch_registering(conn, msg)
+            return
+        handler = self._HANDLERS.get(cmd)
+        if handler is not None:
+            handler(self, conn, msg)
+        elif cmd.isdigit() and cmd[0] in "45" and len(p) >= 1:
+            self._error_numeric(conn, msg)
+
+    def _dispatch_registering(self, conn: _Conn, msg: P.Message) -> None:
+        cmd, p = msg.command, msg.params
+        nick = self.nick
+        if cmd == P.RPL_WELCOME:
+            conn.registered = True
+            self._ever_registered = True
+            self._taken_tries = 0
+            given = p[0] if p else nick
+            last_word = p[-1].rsplit(" ", 1)[-1] if len(p) > 1 else ""
+            with self._lock:
+                stopping = self._stop.is_set()
+                self._nick = given
+                self._state = "joining"
+                if _nick_of(last_word) == given:
+                    self._userhost = _userhost_of(last_word)
+            if stopping:  # quit() came while we registered: do not stay on the server
+                self._write_now(conn, P.format_line(None, "QUIT", QUIT_REASON))
+                return
+            self._emit(Registered(given, _nick_of(msg.source)))
+        elif cmd in (P.ERR_NICKNAMEINUSE, ERR_UNAVAILRESOURCE):
+            conn.failure = _Failure(LoginKind.NICK_TAKEN, (
+                f"The name “{nick}” is already taken. Choose another name and join again."))
+        elif cmd in (P.ERR_ERRONEUSNICKNAME, P.ERR_NONICKNAMEGIVEN):
+            conn.failure = _Failure(LoginKind.BAD_NICK, (
+                f"The server does not accept the name “{nick}”. Choose another name "
+                f"(letters, digits and -[]\\`_^{{|}}, not starting with a digit)."))
+        elif cmd == P.ERR_PASSWDMISMATCH:
+            if self.password:
+                text = "The server refused the password. Check it and join again."
+            else:
+                text = "This server needs a password. Enter it and join again."
+            conn.failure = _Failure(LoginKind.BAD_PASSWORD, text)
+
+    def _is_me(self, nick: str) -> bool:
+        return self._fold(nick) == self._fold(self.nick)
+
+    def _on_isupport(self, conn: _Conn, msg: P.Message) -> None:
+        tokens = list(msg.params[1:])
+        if tokens and " " in tokens[-1]:
+            tokens.pop()  # "are supported by this server"
+        info = self._info.updated(tokens)
+        with self._lock:
+            self._set_info(info, keep_members=True)
+
+    def _on_visible_host(self, conn: _Conn, msg: P.Message) -> None:
+        """396: the server shows us under another host from now on."""
+        if len(msg.params) >= 2:
+            with self._lock:
+                if self._userhost:
+                    user = self._userhost.split("@", 1)[0]
+                    self._userhost = f"{user}@{msg.params[1]}"
+
+    def _on_motd_end(self, conn: _Conn, msg: P.Message) -> None:
+        """376/422 end the welcome: now join (once per connection)."""
+        if conn.join_sent or self._stop.is_set():
+            return
+        conn.join_sent = True
+        conn.join_deadline = time.monotonic() + self.join_timeout
+        self._motd_shown = True
+        self._write_now(conn, P.format_line(None, "JOIN", self.room))
+
+    def _on_motd(self, conn: _Conn, msg: P.Message) -> None:
+        if not self._motd_shown and msg.params:
+            self._emit(Notice(msg.params[-1].removeprefix("- "), _nick_of(msg.source)))
+
+    def _on_join(self, conn: _Conn, msg: P.Message) -> None:
+        room = self._room(msg.params[0]) if msg.params else None
+        if room is None:
+            return
+        nick = _nick_of(msg.source)
+        if self._is_me(nick):
+            with self._lock:
+                room.joined = True
+                self._state = "joined"
+                room.members.replace([(nick, "")])
+                self._userhost = _userhost_of(msg.source) or self._userhost
+                room.user_join = False
+            conn.names.pop(self._fold(room.name), None)
+            conn.join_deadline = None
+            rejoined = self._ever_joined
+            self._ever_joined = True
+            conn.joined_at = time.monotonic()
+            self._emit(Joined(msg.params[0], nick, rejoined))
+            return
+        with self._lock:
+            room.members.put(nick, "")
+            snap = room.members.snapshot()
+        self._emit(UserJoined(msg.params[0], nick, snap))
+
+    def _on_part(self, conn: _Conn, msg: P.Message) -> None:
+        room = self._room(msg.params[0]) if msg.params else None
+        if room is None:
+            return
+        nick = _nick_of(msg.source)
+        reason = msg.params[1] if len(msg.params) > 1 else ""
+        self._remove(room, msg.params[0], nick, reason, None)
+
+    def _on_kick(self, conn: _Conn, msg: P.Message) -> None:
+        room = self._room(msg.params[0]) if len(msg.params) >= 2 else None
+        if room is None:
+            return
+        reason = msg.params[2] if len(msg.params) > 2 else ""
+        self._remove(room, msg.params[0], msg.params[1], reason, _nick_of(msg.source))
+
+    def _remove(self, room: RoomState, shown: str, nick: str, reason: str,
+                by: str | None) -> None:
+        """``nick`` left ``room`` (``shown``: its name as the server wrote it)."""
+        if self._is_me(nick):
+            with self._lock:
+                room.joined = False
+                room.members.replace(())
+            self._emit(Left(shown, reason, by))
+            return
+        with self._lock:
+            if room.members.pop(nick) is None:
+                return
+            snap = room.members.snapshot()
+        self._emit(UserLeft(shown, nick, reason, snap, by))
+
+    def _on_quit(self, conn: _Conn, msg: P.Message) -> None:
+        """One UserQuit per room we shared with them; none if we shared none."""
+        nick = _nick_of(msg.source)
+        reason = msg.params[0] if msg.params else ""
+        hits: list[tuple[str, tuple[str, ...]]] = []
+        with self._lock:
+            for room in self._rooms.values():
+                if room.members.pop(nick) is not None:
+                    hits.append((room.name, room.members.snapshot()))
+        for name, snap in hits:
+            self._emit(UserQuit(nick, reason, snap, name))
+
+    def _on_nick(self, conn: _Conn, msg: P.Message) -> None:
+        """One UserRenamed per room we share with them (per room we keep, when it is us)."""
+        if not msg.params:
+            return
+        old, new = _nick_of(msg.source), msg.params[0]
+        hits: list[tuple[str, tuple[str, ...]]] = []
+        with self._lock:
+            is_self = self._fold(old) == self._fold(self._nick)
+            if is_self:
+                self._nick = new
+            for room in self._rooms.values():
+                entry = room.members.pop(old)
+                if entry is not None:
+                    room.members.put(new, entry[1])
+                elif not is_self:
+                    continue  # not someone we share this room with
+                hits.append((room.name, room.members.snapshot()))
+        for name, snap in hits:
+            self._emit(UserRenamed(old, new, is_self, snap, name))
+
+    def _on_privmsg(self, conn: _Conn, msg: P.Message) -> None:
+        if len(msg.params) < 2:
+            return
+        notice = msg.command == "NOTICE"
+        target, text = msg.params[0], msg.params[1]
+        source = msg.source or ""
+        sender = _nick_of(source)
+        if "!" not in source and ("." in source or not source):
+            self._emit(Notice(text, sender or None))  # from the server itself
+            return
+        action = False
+        if text.startswith("\x01"):
+            ctcp = text.strip("\x01")
+            word, _, arg = ctcp.partition(" ")
+            word = word.upper()
+            if word == "ACTION":
+                action, text = True, arg
+            else:
+                if not notice:
+                    self._answer_ctcp(conn, sender, word, arg)
+                return
+        bare = target.lstrip(self._info.prefix_symbols)
+        room_name: str | None = None
+        if P.is_channel(bare):
+            room = self._room(bare)
+            if room is None:
+                return
+            room_name = room.name
+        self._emit(Message(sender, target, text, room_name is None, action, notice,
+                           _msg_time(msg), room_name))
+
+    def _answer_ctcp(self, conn: _Conn, sender: str, word: str, arg: str) -> None:
+        answers = {"VERSION": "chatroom desktop client 0.1", "PING": arg,
+                   "TIME": time.strftime("%a %b %d %H:%M:%S %Y"),
+                   "CLIENTINFO": "ACTION CLIENTINFO PING TIME VERSION"}
+        if word in answers and P.valid_nick(sender, 64) and self._ctcp.try_take(time.monotonic()):
+            body = f"\x01{word} {answers[word]}\x01".replace(" \x01", "\x01")
+            try:
+                self._write_now(conn, P.format_line(None, "NOTICE", sender, body))
+            except (ProtocolError, UnicodeError):
+                pass
+
+    def _on_topic(self, conn: _Conn, msg: P.Message) -> None:
+        room = self._room(msg.params[0]) if msg.params else None
+        if room is not None:
+            text = msg.params[1] if len(msg.params) > 1 else ""
+            with self._lock:
+                room.topic = text
+            self._emit(Topic(msg.params[0], text, _nick_of(msg.source)))
+
+    def _on_rpl_topic(self, conn: _Conn, msg: P.Message) -> None:
+        """332/331, also for a room we are not in (a TOPIC query about it)."""
+        p = msg.params
+        if len(p) >= 2:
+            text = p[2] if msg.command == P.RPL_TOPIC and len(p) > 2 else ""
+            room = self._room(p[1])
+            if room is not None:
+                with self._lock:
+                    room.topic = text
+            self._emit(Topic(p[1], text, None))
+
+    def _on_namreply(self, conn: _Conn, msg: P.Message) -> None:
+        p = msg.params
+        if len(p) < 3:
+            return
+        room, entries = p[-2], p[-1]
+        bucket = conn.names.setdefault(self._fold(room), {})
+        info = self._info
+        for entry in entries.split():
+            nick, prefixes = info.split_member(entry)
+            if nick:
+                bucket[info.fold(nick)] = (nick, info.ordered(prefixes))
+
+    def _on_endofnames(self, conn: _Conn, msg: P.Message) -> None:
+        if len(msg.params) < 2:
+            return
+        name = msg.params[1]
+        bucket = conn.names.pop(self._fold(name), {})
+        room = self._room(name)
+        if room is not None:
+            with self._lock:
+                if not room.joined:
+                    return
+                room.members.replace(bucket.values())
+                snap = room.members.snapshot()
+            self._emit(Names(room.name, snap))
+        else:
+            other = Members(self._info)  # another room's list, ordered the same way
+            other.replace(bucket.values())
+            self._emit(Names(name, other.snapshot()))
+
+    def _on_mode(self, conn: _Conn, msg: P.Message) -> None:
+        p = msg.params
+        room = self._room(p[0]) if len(p) >= 2 else None
+        if room is None:
+            return
+        args = list(p[2:])
+        sign = "+"
+        changed = False
+        info = self._info
+        list_modes, always, when_set, _never = info.chanmodes
+        with self._lock:
+            for ch in p[1]:
+                if ch in "+-":
+                    sign = ch
+                elif ch in info.prefix_modes:
+                    if not args:
+                        continue
+                    who = args.pop(0)
+                    entry = room.members.get(who)
+                    if entry is None:
+                        continue
+                    mark = info.prefix_symbols[info.prefix_modes.index(ch)]
+                    have = set(entry[1])
+                    if sign == "+":
+                        have.add(mark)
+                    else:
+                        have.discard(mark)
+                    room.members.put(entry[0], info.ordered(have))
+                    changed = True
+                elif args and (ch in list_modes or ch in always
+                               or (ch in when_set and sign == "+")):
+                    args.pop(0)
+            snap = room.members.snapshot()
+        what = " ".join(p[1:])
+        self._emit(Notice(f"{_nick_of(msg.source)} sets mode {what}", _nick_of(msg.source),
+                          room.name))
+        if changed:
+            self._emit(Names(room.name, snap))
+
+    def _error_numeric(self, conn: _Conn, msg: P.Message) -> None:
+        code = msg.command
+        params = msg.params[1:]  # drop our nick
+        room = self._room(params[0]) if len(params) >= 2 else None
+        with self._lock:
+            refused_join = room is not None and not room.joined
+        if code.startswith("4") and room is not None and refused_join:
+            text = params[-1] or "refused"
+            if conn.join_deadline is not None:  # our own JOIN after (re)connecting
+                conn.join_deadline = None
+                if self._ever_joined:
+                    message = (f"You are connected again, but the server would not let you "
+                               f"back into {room.name}: {text}.")
+                else:
+                    message = f"The server would not let you into {room.name}: {text}."
+                conn.failure = _Failure(LoginKind.JOIN_REFUSED, message)
+                return
+            with self._lock:
+                user_join, room.user_join = room.user_join, False
+            if user_join:
+                self._emit(ServerError(code, f"You could not join {room.name} again: {text}."))
+                return
+        self._emit(ServerError(code, _friendly_error(code, params)))
+
+    _HANDLERS: ClassVar[dict[str, Callable[[ChatSession, _Conn, P.Message], None]]] = {
+        "JOIN": _on_join, "PART": _on_part, "KICK": _on_kick, "QUIT": _on_quit,
+        "NICK": _on_nick, "PRIVMSG": _on_privmsg, "NOTICE": _on_privmsg, "TOPIC": _on_topic,
+        "MODE": _on_mode, P.RPL_TOPIC: _on_rpl_topic, P.RPL_NOTOPIC: _on_rpl_topic,
+        P.RPL_NAMREPLY: _on_namreply, P.RPL_ENDOFNAMES: _on_endofnames,
+        P.RPL_ENDOFMOTD: _on_motd_end, P.ERR_NOMOTD: _on_motd_end, P.RPL_MOTD: _on_motd,
+        P.RPL_ISUPPORT: _on_isupport, RPL_VISIBLEHOST: _on_visible_host,
+    }
+
+
+def close_sessions(sessions: Iterable[ChatSession], timeout: float = 2.0) -> None:
+    """Quit every session at once, then wait for all of them within one shared deadline.
+
+    Any thread but the sessions' own; it blocks for up to ``timeout`` seconds (the app
+    calls it from the Tk thread after hiding the window).
+
+    Each gets the first part of ``timeout`` to say goodbye (QUIT, and the server closing
+    the connection); what is still running then has its socket shut down.
+    """
+    sessions = list(sessions)
+    started = [s for s in sessions if s._started]
+    for s in sessions:
+        s.quit()
+    if not started:
+        return
+    now = time.monotonic()
+    deadline = now + timeout
+    polite = now + timeout * 0.6
+    for s in started:
+        s._net.join(max(0.0, polite - time.monotonic()))
+    for s in started:
+        if s._net.is_alive():
+            s._shutdown_socket()
+    for s in started:
+        s._net.join(max(0.0, deadline - time.monotonic()))
+    for s in started:
+        s._stop_sender()
+    for s in started:
+        s._sender.join(max(0.05, deadline - time.monotonic()))
+
+
+
+
+def _msg_time(msg: P.Message) -> float:
+    """When the server says ``msg`` happened (its ``time`` tag), else now."""
+    stamp = msg.tags.get("time")
+    if stamp:
+        try:
+            return datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            pass
+    return time.time()
+

@@ -1,0 +1,66 @@
+"""The slash commands: one table (name, usage, help, handler), the text it parses, no Tk.
+
+Each command is declared once, in :data:`COMMANDS`; ``/help`` (:data:`HELP`) is derived
+from it, and the app runs a command by the handler name the table gives it, a method of
+the controller (``ChatApp``) called as ``handler(rest, line) -> bool``: True when the
+text was taken, False when it was refused (the message field keeps it).  The controller
+checks ``needs_room`` in one place before any handler runs.
+
+Pure data and functions: any thread may use them (the app does, on the Tk thread).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    """One slash command as the user sees it and as the controller runs it."""
+
+    name: str  # what follows the slash, lower case
+    usage: str  # shown by /help
+    help: str  # shown by /help
+    handler: str  # the controller's method: handler(rest, line) -> bool
+    needs_room: bool = True  # refused unless we are in the room (checked before handler)
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("me", "/me <action>", "say what you are doing (shown in italics)", "slash_me"),
+    Command("msg", "/msg <name> <text>", "send a private message", "slash_msg"),
+    Command("nick", "/nick <name>", "change your name", "slash_nick"),
+    Command("topic", "/topic [text]", "show the room topic, or set it", "slash_topic"),
+    Command("names", "/names", "list who is in the room", "slash_names"),
+    Command("join", "/join", "join the room again (after being removed from it)",
+            "slash_join", needs_room=False),
+    Command("quit", "/quit [reason]", "leave and close the program", "slash_quit",
+            needs_room=False),
+    Command("help", "/help", "this list", "slash_help", needs_room=False),
+)
+BY_NAME = {c.name: c for c in COMMANDS}
+ESCAPE = ("//text", "send a message that starts with /")
+HELP: tuple[tuple[str, str], ...] = tuple((c.usage, c.help) for c in COMMANDS) + (ESCAPE,)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """A slash command as typed: ``command`` is None when no command has that name."""
+
+    line: str  # the whole text, as typed
+    word: str  # the name typed, lower case
+    rest: str  # the arguments, stripped
+    command: Command | None
+
+
+def parse(text: str) -> Invocation | None:
+    """``/word rest`` as an invocation; None for text to say (including ``//text``)."""
+    if not text.startswith("/") or text.startswith("//"):
+        return None
+    word, _, rest = text[1:].partition(" ")
+    word = word.lower()
+    return Invocation(text, word, rest.strip(), BY_NAME.get(word))
+
+
+def message_text(text: str) -> str:
+    """What to say for text that is not a command: ``//text`` says ``/text``."""
+    return text[1:] if text.startswith("//") else text

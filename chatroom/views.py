@@ -1,0 +1,498 @@
+"""The Tk widgets: the login view, the chat view, and the window they share.
+
+The only client module that imports :mod:`tkinter`.  Views take plain data and callbacks,
+never a session; :class:`Window` wraps what the app does to its toplevel (title, timers,
+focus, closing), so the app needs no Tk of its own.  Everything here runs on the Tk
+thread only (the thread that made the root); no other thread may call any of it.  Text
+goes into the log with its tags at insert time (Tk 8.6 counts a character above U+FFFF as
+two index positions, so no index is computed from a Python string offset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeAlias
+
+from chatroom.lines import Parts, help_row, strip_formatting
+from chatroom.session import clean_text
+from chatroom.slash import HELP
+
+try:
+    import tkinter as tk
+    from tkinter import font as tkfont
+    from tkinter import ttk
+    from tkinter.scrolledtext import ScrolledText
+except ImportError:  # the session works without Tk; only the window needs it
+    tk = None  # type: ignore[assignment]
+
+
+AVAILABLE = tk is not None  # False: no tkinter here (the session works, the window not)
+Toplevel: TypeAlias = "tk.Tk | tk.Toplevel"  # what a ChatApp lives in
+
+
+class NoWindow(Exception):
+    """No window can be opened (no tkinter, no display); the message says why."""
+
+
+def open_root(geometry: str = "860x560") -> tk.Tk:
+    """The program's Tk root (class ``Chat``), sized; :class:`NoWindow` if there is none."""
+    if tk is None:
+        raise NoWindow("tkinter is not installed (on Debian/Ubuntu: apt install python3-tk)")
+    try:
+        root = tk.Tk(className="Chat")
+    except tk.TclError as exc:
+        raise NoWindow(f"cannot open a window: {exc}") from None
+    root.geometry(geometry)
+    return root
+
+
+class Window:
+    """What the app does to its toplevel (a Tk or a Toplevel), with Tk's errors handled.
+
+    Once the window is destroyed the calls that would fail do nothing.
+    """
+
+    def __init__(self, master: Toplevel) -> None:
+        self.master = master
+
+    def setup(self, title: str, minsize: tuple[int, int], on_close: Callable[[], None],
+              on_focus: Callable[[], None]) -> None:
+        self.master.title(title)
+        self.master.minsize(*minsize)
+        self.master.protocol("WM_DELETE_WINDOW", on_close)
+        self.master.bind("<FocusIn>", lambda e: on_focus(), add="+")
+
+    def set_title(self, title: str) -> None:
+        self.master.title(title)
+
+    def after(self, ms: int, callback: Callable[[], None]) -> str | None:
+        """Run ``callback`` on the Tk thread in ``ms`` ms; None if the window is gone."""
+        try:
+            return self.master.after(ms, callback)
+        except tk.TclError:
+            return None
+
+    def cancel(self, after_id: str) -> None:
+        try:
+            self.master.after_cancel(after_id)
+        except tk.TclError:
+            pass
+
+    def focused(self) -> bool:
+        """Does the keyboard focus lie in this window?"""
+        try:
+            w = self.master.focus_get()
+        except (KeyError, tk.TclError):
+            return False
+        return w is not None and str(w.winfo_toplevel()) == str(self.master)
+
+    def hide(self) -> None:
+        """Take the window off the screen at once (closing may take a moment more)."""
+        try:
+            self.master.withdraw()
+            self.master.update_idletasks()
+        except tk.TclError:
+            pass
+
+    def destroy(self) -> None:
+        try:
+            self.master.destroy()
+        except tk.TclError:
+            pass
+
+    def mainloop(self) -> None:
+        self.master.mainloop()
+
+
+def style(root: tk.Misc) -> None:
+    """Colours and fonts shared by both views (a ttk style is per Tk interpreter)."""
+    style = ttk.Style(root)
+    if "clam" in style.theme_names():
+        style.theme_use("clam")
+    base = tkfont.nametofont("TkDefaultFont")
+    family, size = base.actual("family"), abs(int(base.actual("size"))) or 10
+    style.configure("Heading.TLabel", font=(family, size + 6, "bold"))
+    style.configure("Sub.TLabel", foreground="#555555")
+    style.configure("Error.TLabel", foreground="#b00020")
+    style.configure("Status.TLabel", foreground="#3b5b7a")
+    style.configure("Topic.TLabel", background="#fff8e1", foreground="#3d3300",
+                    padding=(8, 5))
+    style.configure("Banner.TFrame", background="#b3261e")
+    style.configure("Banner.TLabel", background="#b3261e", foreground="#ffffff",
+                    padding=(8, 4))
+    style.configure("Offline.TLabel", foreground="#8a8f98", font=(family, size, "bold"))
+    style.configure("Side.TLabel", font=(family, size, "bold"))
+    style.configure("Count.TLabel", foreground="#1d6b2f", font=(family, size, "bold"))
+
+
+class LoginView:
+    """Name (focused, Enter joins), host, port, optional password, Join Chat; errors below.
+
+    ``on_join`` is the button (Join Chat, or Cancel while busy); ``on_enter`` is Enter in
+    any field.
+    """
+
+    MESSAGE_LINES = 4  # room kept for the message, so the form does not move when it changes
+    WRAP = 420
+
+    def __init__(self, master: tk.Misc, room: str, host: str, port: int, name: str,
+                 on_join: Callable[[], None], on_enter: Callable[[], None]) -> None:
+        self.frame = ttk.Frame(master, padding=24)
+        self.frame.columnconfigure(0, weight=1)
+        self.frame.columnconfigure(2, weight=1)
+        self.frame.rowconfigure(0, weight=1)
+        self.frame.rowconfigure(2, weight=2)
+        form = ttk.Frame(self.frame)
+        form.grid(row=1, column=1)
+        self.name_var = tk.StringVar(value=name)
+        self.host_var = tk.StringVar(value=host)
+        self.port_var = tk.StringVar(value=str(port))
+        self.password_var = tk.StringVar()
+        self.message_var = tk.StringVar()  # an error (red)
+        self.status_var = tk.StringVar()  # progress (blue); one of the two shows at a time
+
+        ttk.Label(form, text="Join the chat", style="Heading.TLabel").grid(
+            row=0, column=0, columnspan=3, sticky="w")
+        self.room_label = ttk.Label(form, text=f"Room {room}", style="Sub.TLabel")
+        self.room_label.grid(row=1, column=0, columnspan=3, sticky="w", pady=(0, 14))
+
+        def row(r: int, label: str, widget: tk.Widget, hint: str = "") -> None:
+            ttk.Label(form, text=label).grid(row=r, column=0, sticky="w", padx=(0, 10), pady=4)
+            widget.grid(row=r, column=1, sticky="ew", pady=4)
+            if hint:
+                ttk.Label(form, text=hint, style="Sub.TLabel").grid(
+                    row=r, column=2, sticky="w", padx=(8, 0))
+
+        self.name_entry = ttk.Entry(form, textvariable=self.name_var, width=28,
+                                    exportselection=False)
+        self.host_entry = ttk.Entry(form, textvariable=self.host_var, width=28)
+        self.port_entry = ttk.Entry(form, textvariable=self.port_var, width=8)
+        self.password_entry = ttk.Entry(form, textvariable=self.password_var, width=28,
+                                        show="*")
+        row(2, "Name", self.name_entry)
+        row(3, "Server", self.host_entry)
+        ttk.Label(form, text="Port").grid(row=4, column=0, sticky="w", padx=(0, 10), pady=4)
+        self.port_entry.grid(row=4, column=1, sticky="w", pady=4)
+        row(5, "Password", self.password_entry, "(if the server has one)")
+        self.join_button = ttk.Button(form, text="Join Chat", command=on_join)
+        self.join_button.grid(row=6, column=1, sticky="w", pady=(12, 6))
+        # One label for both, in a row of fixed height and a column of fixed width.
+        self.message_label = ttk.Label(form, textvariable=self.status_var,
+                                       style="Status.TLabel", wraplength=self.WRAP,
+                                       justify="left", anchor="nw")
+        self.message_label.grid(row=7, column=0, columnspan=3, sticky="nw")
+        font = tkfont.nametofont("TkDefaultFont")
+        form.rowconfigure(7, minsize=self.MESSAGE_LINES * font.metrics("linespace") + 4)
+        for entry in (self.name_entry, self.host_entry, self.port_entry, self.password_entry):
+            entry.bind("<Return>", lambda e: on_enter())
+            entry.bind("<KP_Enter>", lambda e: on_enter())
+
+    def show(self) -> None:
+        self.frame.pack(fill="both", expand=True)
+
+    def hide(self) -> None:
+        self.frame.pack_forget()
+
+    def set_name(self, name: str) -> None:
+        self.name_var.set(name)
+
+    def focus_host(self) -> None:
+        self.host_entry.focus_set()
+
+    def focus_port(self) -> None:
+        self.port_entry.focus_set()
+
+    def values(self) -> tuple[str, str, str, str]:
+        """Name, host, port and password as typed (text made safe, spaces trimmed)."""
+        return (clean_text(self.name_var.get()).strip(), clean_text(self.host_var.get()).strip(),
+                self.port_var.get().strip(), clean_text(self.password_var.get()))
+
+    def show_error(self, text: str) -> None:
+        self.status_var.set("")
+        self.message_var.set(text)
+        self.message_label.configure(textvariable=self.message_var, style="Error.TLabel")
+
+    def show_status(self, text: str) -> None:
+        self.message_var.set("")
+        self.status_var.set(text)
+        self.message_label.configure(textvariable=self.status_var, style="Status.TLabel")
+
+    def set_busy(self, busy: bool) -> None:
+        self.join_button.configure(text="Cancel" if busy else "Join Chat")
+
+    def focus_name(self, select: bool = False) -> None:
+        self.name_entry.focus_set()
+        self.name_entry.icursor("end")
+        if select:
+            self.name_entry.selection_range(0, "end")
+
+
+class ChatView:
+    """Topic, the scrollback, who is here with the count, the message field, the buttons.
+
+    The scrollback follows new lines while the user has not scrolled up.  Whether it
+    follows is decided when the *user* scrolls (wheel, scrollbar, keys, dragging), never
+    from the view after a size change: when the topic wraps to more lines or the banner
+    appears, the log gets shorter and the newest line must stay in view.
+    """
+
+    def __init__(self, master: tk.Misc, scrollback: int, on_send: Callable[[str], bool],
+                 on_leave: Callable[[], None], on_exit: Callable[[], None],
+                 on_refresh: Callable[[], None]) -> None:
+        self.scrollback = scrollback
+        self._pending: list[str | tuple[str, ...]] = []
+        self.follow = True  # keep the newest line in view
+        self.frame = ttk.Frame(master, padding=8)
+        f = self.frame
+        f.columnconfigure(0, weight=1)
+        f.rowconfigure(1, weight=1)
+        self.topic_var = tk.StringVar(value="No topic is set")
+        self.topic_label = ttk.Label(f, textvariable=self.topic_var, style="Topic.TLabel",
+                                     anchor="w")
+        self.topic_label.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 6))
+        self.topic_label.bind("<Configure>", lambda e: self.topic_label.configure(
+            wraplength=max(100, e.width - 20)))
+
+        base = tkfont.nametofont("TkTextFont")
+        family, size = base.actual("family"), abs(int(base.actual("size"))) or 10
+        self.fonts = {
+            "text": tkfont.Font(family=family, size=size + 1),
+            "bold": tkfont.Font(family=family, size=size + 1, weight="bold"),
+            "italic": tkfont.Font(family=family, size=size + 1, slant="italic"),
+            "small": tkfont.Font(family=family, size=size, slant="italic"),
+        }
+        self.text = ScrolledText(f, wrap="word", width=60, height=20, state="disabled",
+                                 font=self.fonts["text"], background="#ffffff",
+                                 foreground="#1f2328", padx=8, pady=6, relief="flat",
+                                 borderwidth=1, highlightthickness=1,
+                                 highlightbackground="#c8ccd2", highlightcolor="#c8ccd2",
+                                 spacing1=1, spacing3=1, cursor="arrow")
+        self.text.grid(row=1, column=0, sticky="nsew")
+        t = self.text
+        t.tag_configure("time", foreground="#8a8f98")
+        t.tag_configure("nick", foreground="#1d6b2f", font=self.fonts["bold"])
+        t.tag_configure("own_nick", foreground="#1c4fa0", font=self.fonts["bold"])
+        t.tag_configure("own", background="#eef3fb")
+        t.tag_configure("event", foreground="#7a7f87", font=self.fonts["small"])
+        t.tag_configure("action", foreground="#6a3d9a", font=self.fonts["italic"])
+        t.tag_configure("private", background="#fff4d6", foreground="#6b4200")
+        t.tag_configure("private_label", foreground="#a35200", font=self.fonts["bold"])
+        t.tag_configure("notice", foreground="#8a5a00")
+        t.tag_configure("error", foreground="#b00020")
+        t.tag_configure("info", foreground="#3b5b7a")
+        # /help: the descriptions start at one tab stop past the longest command.
+        indent = 16
+        column = indent + max(self.fonts["text"].measure(c) for c, _ in HELP) + 24
+        t.tag_configure("help", foreground="#3b5b7a", lmargin1=indent, lmargin2=column,
+                        tabs=(column,))
+        t.tag_raise("sel")
+        # The user's own scrolling decides whether the view follows new lines.
+        vbar = getattr(t, "vbar", None)
+        if vbar is not None:
+            vbar.configure(command=self._scrollbar)
+        for seq in ("<Button-4>", "<Button-5>", "<MouseWheel>", "<KeyRelease>",
+                    "<B1-Motion>", "<ButtonRelease-1>"):
+            t.bind(seq, lambda e: self._user_scrolled(), add="+")
+        t.bind("<Configure>", lambda e: self._resized(), add="+")
+
+        side = ttk.Frame(f, padding=(8, 0, 0, 0))
+        side.grid(row=1, column=1, sticky="ns")
+        side.rowconfigure(1, weight=1)
+        self.room_var = tk.StringVar(value="In the room")
+        ttk.Label(side, textvariable=self.room_var, style="Side.TLabel").grid(
+            row=0, column=0, columnspan=2, sticky="w", pady=(0, 4))
+        self.listbox = tk.Listbox(side, width=18, activestyle="none", exportselection=False,
+                                  background="#ffffff", foreground="#1f2328",
+                                  selectbackground="#dbe6f6", selectforeground="#1f2328",
+                                  relief="flat", borderwidth=1, highlightthickness=1,
+                                  highlightbackground="#c8ccd2", highlightcolor="#c8ccd2",
+                                  font=self.fonts["text"])
+        self.listbox.grid(row=1, column=0, sticky="ns")
+        bar = ttk.Scrollbar(side, orient="vertical", command=self.listbox.yview)
+        bar.grid(row=1, column=1, sticky="ns")
+        self.listbox.configure(yscrollcommand=bar.set)
+        countrow = ttk.Frame(side)
+        countrow.grid(row=2, column=0, columnspan=2, sticky="ew", pady=(6, 0))
+        self.count_var = tk.StringVar(value="0 online")
+        self.count_label = ttk.Label(countrow, textvariable=self.count_var, style="Count.TLabel")
+        self.count_label.pack(side="left")
+        self.refresh_button = ttk.Button(countrow, text="Refresh", command=on_refresh, width=8)
+        self.refresh_button.pack(side="right")
+
+        self.banner = ttk.Frame(f, style="Banner.TFrame")
+        self.conn_var = tk.StringVar()
+        self.back_button = ttk.Button(self.banner, text="Back to Login", command=on_leave)
+        self.back_button.pack(side="right", padx=4, pady=3)
+        self.conn_label = ttk.Label(self.banner, textvariable=self.conn_var,
+                                    style="Banner.TLabel", anchor="w", justify="left")
+        self.conn_label.pack(side="left", fill="x", expand=True)
+        self.conn_label.bind("<Configure>", lambda e: self.conn_label.configure(
+            wraplength=max(100, e.width - 16)))
+        self.banner.grid(row=2, column=0, columnspan=2, sticky="ew", pady=(6, 0))
+        self.banner.grid_remove()
+
+        inrow = ttk.Frame(f)
+        inrow.grid(row=3, column=0, columnspan=2, sticky="ew", pady=(8, 0))
+        inrow.columnconfigure(0, weight=1)
+        self.entry_var = tk.StringVar()
+        # exportselection=False: the "type over it" selection of refused text must not be the
+        # shared X selection, which any other window (or app) selecting text would take away.
+        self.entry = ttk.Entry(inrow, textvariable=self.entry_var, font=self.fonts["text"],
+                               exportselection=False)
+        self.entry.grid(row=0, column=0, sticky="ew", ipady=2)
+
+        def send(_: object = None) -> str:
+            # Accepted text leaves the field; refused text stays, selected, so the user can
+            # correct it or just type over it.
+            if on_send(self.entry_var.get()):
+                try:
+                    self.entry_var.set("")
+                except tk.TclError:  # /quit closed the window
+                    pass
+            else:
+                self.select_entry()
+            return "break"
+
+        self.entry.bind("<Return>", send)
+        self.entry.bind("<KP_Enter>", send)
+        self.send_button = ttk.Button(inrow, text="Send", command=send)
+        self.send_button.grid(row=0, column=1, padx=(6, 0))
+
+        buttons = ttk.Frame(f)
+        buttons.grid(row=4, column=0, columnspan=2, sticky="ew", pady=(8, 0))
+        self.hint_label = ttk.Label(buttons, text="Type /help for commands", style="Sub.TLabel")
+        self.hint_label.pack(side="left")
+        self.exit_button = ttk.Button(buttons, text="Exit Program", command=on_exit)
+        self.exit_button.pack(side="right")
+        self.leave_button = ttk.Button(buttons, text="Leave Chat", command=on_leave)
+        self.leave_button.pack(side="right", padx=(0, 6))
+
+    def show(self) -> None:
+        self.frame.pack(fill="both", expand=True)
+
+    def hide(self) -> None:
+        self.frame.pack_forget()
+
+    # --- the message field ------------------------------------------------------------
+
+    def focus_entry(self) -> None:
+        self.entry.focus_set()
+
+    def select_entry(self) -> None:
+        """Select all of the message field: typing replaces it, arrows keep it."""
+        try:
+            self.entry.selection_range(0, "end")
+            self.entry.icursor("end")
+        except tk.TclError:
+            pass
+
+    def restore_entry(self, text: str) -> None:
+        """Put refused ``text`` back in the message field (if the user has not typed since)."""
+        if not self.entry_var.get():
+            self.entry_var.set(text)
+            self.select_entry()
+
+    # --- scrolling ----------------------------------------------------------------------
+
+    def at_bottom(self) -> bool:
+        """Is the newest line in view?"""
+        t = self.text
+        if t.yview()[1] >= 0.999:
+            return True
+        info = t.dlineinfo("end-1c")
+        return info is not None and info[1] + info[3] <= t.winfo_height()
+
+    def _scrollbar(self, *args: str) -> None:
+        self.text.yview(*args)
+        self.follow = self.at_bottom()
+
+    def _user_scrolled(self) -> None:
+        # Widget bindings run before the class binding that scrolls: look afterwards.
+        self.text.after_idle(self._recheck)
+
+    def _recheck(self) -> None:
+        try:
+            self.follow = self.at_bottom()
+        except tk.TclError:
+            pass
+
+    def _resized(self) -> None:
+        if self.follow:
+            self.text.see("end")
+
+    # --- content ----------------------------------------------------------------------
+
+    def reset(self, room: str) -> None:
+        self._pending.clear()
+        self.text.configure(state="normal")
+        self.text.delete("1.0", "end")
+        self.text.configure(state="disabled")
+        self.follow = True
+        self.room_var.set(f"In {room}")
+        self.topic_var.set("No topic is set")
+        self.set_members(())
+        self.set_connection(None)
+        self.entry_var.set("")
+
+    def add(self, parts: Parts, line_tags: tuple[str, ...] = ()) -> None:
+        """Queue one line; :meth:`flush` inserts all queued lines with their tags."""
+        for text, tags in parts:
+            self._pending.append(strip_formatting(text))
+            self._pending.append(tags + line_tags)
+        self._pending.append("\n")
+        self._pending.append(line_tags)
+
+    def add_help(self, rows: Iterable[tuple[str, str]]) -> None:
+        for command, what in rows:
+            self.add(help_row(command, what))
+
+    def flush(self) -> None:
+        """Insert the queued lines (one ``Text.insert``), trim the scrollback, follow."""
+        if not self._pending:
+            return
+        args, self._pending = self._pending, []
+        t = self.text
+        t.configure(state="normal")
+        t.insert("end", *args)  # type: ignore[arg-type]  # (text, tags) pairs
+        lines = self.line_count()
+        if lines > self.scrollback:
+            t.delete("1.0", f"{lines - self.scrollback + 1}.0")
+        t.configure(state="disabled")
+        if self.follow:
+            t.see("end")
+
+    def line_count(self) -> int:
+        return int(self.text.index("end-1c").split(".")[0]) - 1
+
+    def contents(self) -> str:
+        return self.text.get("1.0", "end-1c")
+
+    def set_members(self, members: Iterable[str]) -> None:
+        names = list(members)
+        self.listbox.delete(0, "end")
+        if names:
+            self.listbox.insert("end", *names)
+        self.count_var.set(f"{len(names)} online")
+        self.count_label.configure(style="Count.TLabel")
+
+    def set_offline(self) -> None:
+        self.set_members(())
+        self.count_var.set("offline")
+        self.count_label.configure(style="Offline.TLabel")
+
+    def set_topic(self, text: str) -> None:
+        text = strip_formatting(text)
+        self.topic_var.set(f"Topic: {text}" if text else "No topic is set")
+
+    def showing_connection(self, text: str) -> bool:
+        """Is the banner up, saying ``text``?"""
+        return self.conn_var.get() == text and bool(self.banner.winfo_ismapped())
+
+    def set_connection(self, text: str | None) -> None:
+        """Show ``text`` in the red banner (with Back to Login); None takes it down."""
+        if text is None:
+            self.banner.grid_remove()
+        else:
+            self.conn_var.set(text)
+            self.banner.grid()
+
