@@ -10,10 +10,12 @@ in the shared part (``tests/test_layout.py`` reads every import and enforces thi
 shared
     ``protocol``     IRC/IRCv3 grammar, numerics, name rules, casemappings, the token
                      bucket.  Pure: no sockets, no threads, imports no project module.
-    ``transport``    socket concerns both sides have (OSError reasons, quiet shutdown).
+    ``transport``    socket concerns both sides have: OSError reasons, quiet shutdown, TLS
+                     over memory BIOs (one lock per session), fingerprints.
 
 server side
     ``config``       :class:`Config` and the command line that fills it.
+    ``certs``        the TLS certificate: load, describe, make a self-signed one.
     ``registry``     Client, Channel, Ban, Registry (the one lock) and its lookups.
     ``writer``       the writer thread: every send, shutdown and close.
     ``hub``          the facade handlers talk to: lock-queue-wake, replies, goodbyes,
@@ -27,6 +29,7 @@ server side
 client side
     ``events``       the typed events a session puts on its queue.
     ``serverinfo``   what a server's ISUPPORT says, and a room's ordered member list.
+    ``pins``         the certificate fingerprints the user trusts, per host:port, on disk.
     ``session``      :class:`ChatSession`: network and sender threads, no Tk.
     ``slash``        the slash-command table and the text it parses (no Tk).
     ``lines``        how events look as lines of the log (no Tk).

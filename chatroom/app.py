@@ -15,6 +15,14 @@ only queue.  IRC does not echo your own PRIVMSG back, so the app shows your line
 locally.  Slash commands come from the table in :mod:`chatroom.slash`; how lines look,
 from :mod:`chatroom.lines`.
 
+Encryption: the login view's "Use TLS" box (on by default for port 6697, ``--tls``) makes
+the session connect with TLS.  When a certificate cannot be checked, or differs from the one
+pinned for that server, the session ends the attempt with a LoginFailed that carries the
+fingerprint; the app shows the question in the login view and, when the user says yes,
+pins that fingerprint (:class:`~chatroom.pins.PinStore`, the user's config directory) and
+connects again with a new session.  The chat view says quietly whether the connection is
+encrypted.
+
 ``python client.py --help`` lists the options.
 """
 
@@ -39,6 +47,7 @@ from chatroom.events import (
     Joined,
     Left,
     LoginFailed,
+    LoginKind,
     Message,
     Names,
     Notice,
@@ -51,6 +60,7 @@ from chatroom.events import (
     UserQuit,
     UserRenamed,
 )
+from chatroom.pins import PinStore
 from chatroom.serverinfo import ServerInfo
 from chatroom.session import (
     DEFAULT_HOST,
@@ -58,12 +68,15 @@ from chatroom.session import (
     DEFAULT_ROOM,
     NICK_ERRORS,
     QUIT_REASON,
+    TLS_PORT,
     ChatSession,
     clean_text,
     close_sessions,
 )
 
 log = logging.getLogger(__name__)
+
+CERT_KINDS = (LoginKind.UNTRUSTED_CERT, LoginKind.CERT_CHANGED)
 
 
 class ChatApp:
@@ -79,7 +92,8 @@ class ChatApp:
     def __init__(self, master: views.Toplevel, host: str = DEFAULT_HOST,
                  port: int = DEFAULT_PORT, name: str = "", room: str = DEFAULT_ROOM, *,
                  poll_ms: int = 50, batch: int = 300, scrollback: int = 5000,
-                 session_options: dict[str, object] | None = None) -> None:
+                 session_options: dict[str, object] | None = None, tls: bool | None = None,
+                 cafile: str | None = None, pins: PinStore | None = None) -> None:
         if not views.AVAILABLE:
             raise RuntimeError("the chat window needs tkinter (python3-tk)")
         self.master = master
@@ -88,6 +102,11 @@ class ChatApp:
         self.poll_ms = poll_ms
         self.batch = batch
         self.session_options = dict(session_options or {})
+        self.cafile = cafile
+        self.pins = pins if pins is not None else PinStore()  # reads nothing until used
+        self._question: LoginFailed | None = None  # a certificate the user is asked about
+        self._tls: str | None = None  # this connection's TLS version; None in clear
+        self._tls_offer: int | None = None  # the server says it has TLS on this port
         self.session: ChatSession | None = None
         self.retired: list[ChatSession] = []
         self.phase = "login"  # login, connecting, chat, closed
@@ -106,7 +125,8 @@ class ChatApp:
         views.style(master)
         self.window.setup("Chat", (560, 380), self.exit_program, self._on_focus)
         self.login = views.LoginView(master, room, host, port, name, self.join_clicked,
-                                     self._enter_pressed)
+                                     self._enter_pressed, tls, self.trust_clicked,
+                                     self.distrust_clicked)
         self.chat = views.ChatView(master, scrollback, self.send_text, self.leave_chat,
                                    self.exit_program, self.refresh_names)
         self.login.show()
@@ -152,12 +172,59 @@ class ChatApp:
             return
         self._early.clear()
         self._retry = None
-        self.session = ChatSession(host, port, name, self.room, password or None,
-                                   **self.session_options)  # type: ignore[arg-type]
+        self._question = None
+        self._tls = self._tls_offer = None
+        self.login.hide_trust()
+        tls = self.login.use_tls()
+        options: dict[str, object] = {"pins": self.pins, "cafile": self.cafile}
+        options.update(self.session_options)
+        self.session = ChatSession(host, port, name, self.room, password or None, tls=tls,
+                                   **options)  # type: ignore[arg-type]
         self.session.start()
         self.phase = "connecting"
         self.login.set_busy(True)
-        self.login.show_status(f"Connecting to {host}:{port}…")
+        how = " (encrypted)" if tls else ""
+        self.login.show_status(f"Connecting to {host}:{port}{how}…")
+
+    # --- the certificate question -------------------------------------------------------
+
+    def _ask_about_certificate(self, ev: LoginFailed) -> None:
+        """Show ``ev``'s certificate in the login view; the answer comes as a click."""
+        self._question = ev
+        self.login.show_error(ev.message)
+        self.login.show_trust(ev.fingerprint, ev.pinned)
+
+    def trust_clicked(self) -> None:
+        """Trust and Join / Accept the New Certificate: pin what was shown, connect again.
+
+        Only the fingerprint the user saw is pinned, for the host and port it came from; if
+        the server shows another one on the new connection, that is asked about afresh.
+        """
+        q = self._question
+        if q is None or self.phase != "login":
+            self.login.hide_trust()
+            return
+        self._question = None
+        self.login.hide_trust()
+        try:
+            self.pins.set(q.host, q.port, q.fingerprint)
+        except OSError as exc:
+            self.login.show_error(f"Could not save the trusted certificate in "
+                                  f"{self.pins.path}: {exc.strerror or exc}.")
+            return
+        log.info("pinned certificate %s for %s:%d", q.fingerprint, q.host, q.port)
+        self.join_clicked()
+
+    def distrust_clicked(self) -> None:
+        """Cancel in the certificate panel: nothing is pinned, nothing is sent."""
+        if self._question is None:
+            self.login.hide_trust()
+            return
+        self._question = None
+        self.login.hide_trust()
+        self.login.show_status("Not connected: the certificate was not trusted, and nothing "
+                               "was sent to the server.")
+        self.login.focus_name()
 
     def _retire(self, leave: bool = False) -> None:
         s = self.session
@@ -192,6 +259,7 @@ class ChatApp:
         self._lost = self._final = False
         self._expect = None
         self.chat.focus_entry()
+        self._show_security()
         for text in self._early:
             self.chat.add(lines.plain(text, "notice"))
         self._early.clear()
@@ -348,6 +416,15 @@ class ChatApp:
         if time.monotonic() - expect[2] <= self.REPLY_WINDOW:
             self.chat.restore_entry(expect[0])
 
+    def _show_security(self) -> None:
+        if self._tls:
+            self.chat.set_security(f"Encrypted ({self._tls})", True)
+        elif self._tls_offer:
+            self.chat.set_security(f"Not encrypted: the server offers TLS on port "
+                                   f"{self._tls_offer}", False)
+        else:
+            self.chat.set_security("Not encrypted", False)
+
     def refresh_names(self) -> None:
         if self.session is not None:
             self.session.request_names()
@@ -365,10 +442,13 @@ class ChatApp:
         else:
             status = (f"You were disconnected from {self.room} (the connection had been "
                       f"lost). Press Join Chat to connect again, under this name or another.")
+        question = self._question
         self._retire(leave=True)
         if nick:
             self.login.set_name(nick)
         self._show_login(status=status)
+        if question is not None:  # a reconnect met a certificate we must ask about
+            self._ask_about_certificate(question)
 
     def request_exit(self) -> None:
         """Ask for Exit Program from a signal handler: the next tick of the event loop runs
@@ -485,14 +565,18 @@ class ChatApp:
 
     def _handle_login(self, ev: Event) -> None:
         match ev:
-            case LoginFailed(message=message):
+            case LoginFailed(kind=kind, message=message):
                 self._retire()
                 self._show_login(error=message)
-            case Registered(nick=nick):
+                if kind in CERT_KINDS and ev.fingerprint:
+                    self._ask_about_certificate(ev)
+            case Registered(nick=nick, tls=tls):
                 self._retry = None
+                self._tls = tls
                 self.login.show_status(f"Connected as {nick}. Joining {self.room}…")
-            case Notice(text=text):
+            case Notice(text=text, tls_port=offer):
                 self._early.append(text)
+                self._tls_offer = offer or self._tls_offer
             case Reconnecting(attempt=n, delay=delay, name_in_use=name_in_use):
                 self._retry = (time.monotonic() + delay, n, name_in_use)
             case Joined(nick=nick):
@@ -534,8 +618,14 @@ class ChatApp:
                 elif self._show_topic:
                     self._show_topic = False
                     self.info(f"Topic: {text}" if text else "No topic is set.")
-            case Notice(text=text):
+            case Notice(text=text, tls_port=offer):
                 chat.add(lines.plain(text, "notice"))
+                if offer:
+                    self._tls_offer = offer
+                    self._show_security()
+            case Registered(tls=tls):  # connected again (the same way: the session's choice)
+                self._tls = tls
+                self._show_security()
             case ServerError(code=code, text=text):
                 chat.add(lines.plain(text, "error"))
                 self._refused(code)
@@ -564,8 +654,12 @@ class ChatApp:
                                     else "Connection lost.")
             case Reconnecting(attempt=n, delay=delay, name_in_use=name_in_use):
                 self._retry = (time.monotonic() + delay, n, name_in_use)
-            case LoginFailed(message=message):
-                # Reconnecting, the server turned us away for good: say why, offer the login.
+            case LoginFailed(kind=kind, message=message):
+                # Reconnecting, the server turned us away for good: say why, offer the login
+                # (which asks about a certificate that changed).
+                if kind in CERT_KINDS and ev.fingerprint:
+                    self._question = ev
+                    message += " Press Back to Login to see it."
                 self._members = None
                 self._retry = None
                 self._final = True
@@ -610,10 +704,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Desktop chat client (speaks IRC).",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--host", default=DEFAULT_HOST, help="server host name or address")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="server TCP port")
+    p.add_argument("--port", type=int, default=argparse.SUPPRESS,
+                   help=f"server TCP port (default: {DEFAULT_PORT}, or {TLS_PORT} with --tls)")
+    p.add_argument("--tls", action="store_true",
+                   help="connect with TLS (encrypted); ticks Use TLS on the login view")
+    p.add_argument("--cafile", metavar="FILE", default=None,
+                   help="also trust the CA certificates in FILE (PEM), e.g. your own CA")
     p.add_argument("--name", default="", help="your name, filled in on the login view")
     p.add_argument("--room", default=DEFAULT_ROOM, help="the room to join")
     a = p.parse_args(argv)
+    if not hasattr(a, "port"):
+        a.port = TLS_PORT if a.tls else DEFAULT_PORT
     if not a.room.startswith("#"):
         a.room = "#" + a.room
     if not P.valid_channel(a.room):
@@ -631,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
     except views.NoWindow as exc:
         print(f"client.py: {exc}", file=sys.stderr)
         return 1
-    app = ChatApp(root, args.host, args.port, args.name, args.room)
+    app = ChatApp(root, args.host, args.port, args.name, args.room,
+                  tls=True if args.tls else None, cafile=args.cafile)
 
     def on_signal(signum: int, frame: object) -> None:
         # Runs in the main thread between bytecodes, so within some Tk callback: only set

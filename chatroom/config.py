@@ -19,7 +19,7 @@ class Config:
     """Everything an operator can set.  Defaults are what ``python server.py`` uses."""
 
     host: str = "127.0.0.1"
-    port: int = 1027
+    port: int | None = 1027  # plaintext; None for none (0 picks a free port, as tests do)
     name: str = "chat.local"
     network: str = "ChatRoom"
     motd: list[str] | None = None
@@ -38,15 +38,29 @@ class Config:
     flood_rate: float = 2.0
     flood_kill: int = 60  # lines waiting beyond the burst before "Excess Flood"
     recvq: int = 8192  # unread bytes a throttled client may have waiting before "Excess Flood"
+    data_dir: str = "chat-data"
+    # TLS is on when a certificate and key are given (or made: tls_self_signed).
+    tls_port: int = 6697  # 0 picks a free port, as tests do
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_self_signed: bool = False
+    tls_handshake_timeout: float = 10.0
+    sts_duration: int = 0  # seconds of the STS policy; 0 offers no sts cap
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
+    """The config and the log level from the command line; a bad value exits with usage."""
     d = Config()
     p = argparse.ArgumentParser(
         description="Threaded chat server speaking a subset of the IRC client protocol.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--host", default=d.host, help="address to listen on (0.0.0.0 for the LAN)")
-    p.add_argument("--port", type=int, default=d.port, help="TCP port to listen on")
+    p.add_argument("--port", type=int, default=d.port,
+                   help="plaintext TCP port to listen on (0: none, with TLS on)")
     p.add_argument("--name", default=d.name, help="server name shown in replies")
     p.add_argument("--network", default=d.network, help="network name shown on welcome")
     p.add_argument("--motd", metavar="FILE", help="message-of-the-day text file")
@@ -79,6 +93,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
                    help="unread bytes a throttled client may have waiting before 'Excess Flood'")
     p.add_argument("--no-flood-control", action="store_true",
                    help="turn flood control off (benchmarks, conformance runs)")
+    p.add_argument("--data-dir", default=d.data_dir, metavar="DIR",
+                   help="where the server keeps its data (created when first needed)")
+    tls = p.add_argument_group("TLS (encrypted connections)")
+    tls.add_argument("--tls-port", type=int, default=d.tls_port,
+                     help="TLS port, on when a certificate is given or made")
+    tls.add_argument("--tls-cert", metavar="FILE",
+                     help="certificate chain (PEM); with --tls-key, turns TLS on")
+    tls.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert (PEM)")
+    tls.add_argument("--tls-self-signed", action="store_true",
+                     help="make a self-signed certificate in the data directory on first "
+                          "start (needs the openssl command) and use it")
+    tls.add_argument("--tls-handshake-timeout", type=float, default=d.tls_handshake_timeout,
+                     help="seconds a TLS client has to finish its handshake")
+    tls.add_argument("--sts-duration", type=int, default=d.sts_duration, metavar="SECONDS",
+                     help="offer the IRCv3 sts policy for this long (only with a CA-signed "
+                          "certificate: clients then refuse plaintext; 0: off)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging threshold")
     a = p.parse_args(argv)
@@ -98,14 +128,34 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
             p.error(f"--{opt.replace('_', '-')} must be positive")
     if not 0 <= a.port <= 65535:
         p.error("--port must be 0-65535")
+    if not 1 <= a.tls_port <= 65535:
+        p.error("--tls-port must be 1-65535")
+    if (a.tls_cert is None) != (a.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
+    if a.tls_self_signed and a.tls_cert:
+        p.error("--tls-self-signed makes its own certificate: leave out --tls-cert/--tls-key")
+    tls_on = a.tls_self_signed or a.tls_cert is not None
+    if a.port == 0 and not tls_on:
+        p.error("--port 0 turns the plaintext port off; give a TLS certificate (--tls-cert "
+                "and --tls-key, or --tls-self-signed) so there is something to listen on")
+    if a.tls_port == a.port:
+        p.error("--tls-port and --port must differ")
+    if a.tls_handshake_timeout <= 0:
+        p.error("--tls-handshake-timeout must be positive")
+    if a.sts_duration < 0:
+        p.error("--sts-duration must be 0 or more")
+    if a.sts_duration and not tls_on:
+        p.error("--sts-duration needs TLS (--tls-cert and --tls-key)")
     if " " in a.name or not a.name:
         p.error("--name must be one word")
     return Config(
-        host=a.host, port=a.port, name=a.name, network=a.network, motd=motd,
+        host=a.host, port=a.port or None, name=a.name, network=a.network, motd=motd,
         password=a.password, max_clients=a.max_clients, max_per_ip=a.max_per_ip,
         sendq=a.sendq, register_timeout=a.register_timeout, ping_interval=a.ping_interval,
         ping_timeout=a.ping_timeout, line_timeout=a.line_timeout, max_channels=a.max_channels,
         max_members=a.max_members, flood_control=not a.no_flood_control,
         flood_burst=a.flood_burst, flood_rate=a.flood_rate, flood_kill=a.flood_kill,
-        recvq=a.recvq,
+        recvq=a.recvq, data_dir=a.data_dir, tls_port=a.tls_port, tls_cert=a.tls_cert,
+        tls_key=a.tls_key, tls_self_signed=a.tls_self_signed,
+        tls_handshake_timeout=a.tls_handshake_timeout, sts_duration=a.sts_duration,
     ), a.log_level

@@ -24,7 +24,7 @@ from chatroom.handlers import COMMANDS
 from chatroom.hub import Hub
 from chatroom.protocol import ProtocolError
 from chatroom.registry import Client
-from chatroom.transport import os_reason
+from chatroom.transport import TLSClosed, handshake, os_reason
 from chatroom.writer import BACKLOG_HIGH
 
 log = logging.getLogger(__name__)
@@ -62,24 +62,52 @@ class Connection:
             self.finish()
 
     def setup(self) -> None:
-        sock = self.client.sock
+        c = self.client
+        sock = c.sock
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SNDBUF)
+        if c.tls is not None:
+            # On this thread, with a deadline: a peer that never sends its ClientHello
+            # holds up nobody but itself, and only until the deadline.
+            try:
+                handshake(sock, c.tls, self.hub.config.tls_handshake_timeout)
+            except OSError as exc:
+                c.quit_reason = c.quit_reason or f"TLS handshake failed: {os_reason(exc)}"
+                log.info("TLS handshake with %s:%d failed: %s", c.host, c.addr[1],
+                         os_reason(exc))
+                raise
+            log.info("tls %s:%d %s", c.host, c.addr[1], c.tls.describe())
 
     def handle(self) -> None:
         c, splitter, bucket = self.client, self.splitter, self.bucket
         sock = c.sock
+        # A client may send its first lines in the same packet as the end of its TLS
+        # handshake (GnuTLS clients such as WeeChat do): those are in the TLS buffer
+        # already, and the socket may have nothing more until we answer them.
+        buffered = c.tls is not None
         while c.quit_reason is None:
-            # Wait with a 1-byte peek, then take everything there is: an idle reader
-            # holds no receive buffer, which is most of the memory of 10,000 of them.
-            sock.recv(1, socket.MSG_PEEK)
-            try:
-                data = sock.recv(16384, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                continue
-            if not data:
-                c.quit_reason = c.quit_reason or c.doomed or "Connection closed"
-                break
+            if buffered:
+                buffered, data = False, b""
+            else:
+                # Wait with a 1-byte peek, then take everything there is: an idle reader
+                # holds no receive buffer, which is most of the memory of 10,000 of them.
+                sock.recv(1, socket.MSG_PEEK)
+                try:
+                    data = sock.recv(16384, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    c.quit_reason = c.quit_reason or c.doomed or "Connection closed"
+                    break
+            if c.tls is not None:
+                try:
+                    data = c.tls.feed(data)  # may be b"": a record is not complete yet
+                except TLSClosed:
+                    c.quit_reason = c.quit_reason or "Connection closed"
+                    break
+                if c.tls.has_output:  # e.g. a key update to answer; only the writer sends
+                    with self.hub.delivering():
+                        self.hub.writer.poke(c)
             now = time.monotonic()
             lines = splitter.feed(data)
             if lines:

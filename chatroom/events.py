@@ -21,10 +21,15 @@ class Event:
 
 @dataclass(frozen=True)
 class Registered(Event):
-    """The server accepted us (001).  ``nick`` is the name it gave us."""
+    """The server accepted us (001).  ``nick`` is the name it gave us.
+
+    ``tls`` is the TLS version the connection is encrypted with (``TLSv1.3``), None when
+    it is not encrypted.
+    """
 
     nick: str
     server: str
+    tls: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,11 +135,14 @@ class Notice(Event):
     """Something from the server worth showing (MOTD, server notices, mode changes).
 
     ``room`` names the room a mode change was made in; None for the server's own notices.
+    ``tls_port`` is set on the server's notice that this connection is not encrypted and
+    that TLS is offered on that port.
     """
 
     text: str
     source: str | None = None
     room: str | None = None
+    tls_port: int | None = None  # the server says it offers TLS on this port (we are in clear)
 
 
 @dataclass(frozen=True)
@@ -154,14 +162,27 @@ class LoginKind(str, enum.Enum):
     REFUSED = "refused"  # nothing listening, or the server turned us away (ERROR)
     UNREACHABLE = "unreachable"  # unknown host, no route, no answer
     JOIN_REFUSED = "join_refused"
+    TLS_FAILED = "tls_failed"  # no TLS answer, or the TLS handshake failed
+    UNTRUSTED_CERT = "untrusted_cert"  # could not be verified and is not pinned: ask the user
+    CERT_CHANGED = "cert_changed"  # not the certificate pinned for this server: refused
 
 
 @dataclass(frozen=True)
 class LoginFailed(Event):
-    """We could not get (back) into the room; ``message`` says why and what to do.  Final."""
+    """We could not get (back) into the room; ``message`` says why and what to do.  Final.
+
+    For the certificate kinds, ``host`` and ``port`` say which server, ``fingerprint`` is the
+    SHA-256 fingerprint of the certificate it showed and ``pinned`` the one we had pinned
+    (CERT_CHANGED); the app asks the user and, on a yes, pins ``fingerprint`` and connects
+    with a new session.
+    """
 
     kind: LoginKind
     message: str
+    fingerprint: str = ""
+    pinned: str = ""
+    host: str = ""
+    port: int = 0
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from chatroom.hub import Hub
 from chatroom.modes import channel_mode, user_mode
 from chatroom.protocol import Message
 from chatroom.registry import Channel, Client
+from chatroom.transport import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,13 @@ def cmd_cap(hub: Hub, c: Client, msg: Message) -> None:
     if sub == "LS":
         if not c.registered:
             c.cap_negotiating = True
-        hub.send(c, P.format_line(hub.config.name, "CAP", target, "LS", " ".join(CAPABILITIES)))
+        if len(msg.params) > 1 and msg.params[1].isdigit() and int(msg.params[1]) >= 302:
+            c.cap_version = 302
+        offered = list(CAPABILITIES)
+        sts = sts_policy(hub, c)
+        if sts and c.cap_version >= 302:  # a cap with a value exists only for CAP 302
+            offered.append("sts=" + sts)
+        hub.send(c, P.format_line(hub.config.name, "CAP", target, "LS", " ".join(offered)))
     elif sub == "LIST":
         hub.send(c, P.format_line(hub.config.name, "CAP", target, "LIST",
                                   " ".join(sorted(c.caps))))
@@ -88,10 +95,26 @@ def cmd_cap(hub: Hub, c: Client, msg: Message) -> None:
         hub.reply(c, P.ERR_INVALIDCAPCMD, P.echo_param(sub, 20), "Invalid CAP command")
 
 
+def sts_policy(hub: Hub, c: Client) -> str | None:
+    """The IRCv3 sts value for ``c``: where TLS is (plaintext), or for how long to insist
+    on it (TLS); None when the operator has not asked for STS."""
+    if not hub.config.sts_duration or hub.tls_port is None:
+        return None
+    if c.tls is None:
+        return f"port={hub.tls_port}"
+    return f"duration={hub.config.sts_duration}"
+
+
 @command("PASS", 1, before_registration=True)
 def cmd_pass(hub: Hub, c: Client, msg: Message) -> None:
     if c.registered:
         hub.reply_error(c, P.ERR_ALREADYREGISTERED)
+        return
+    if hub.tls_port is not None and c.tls is None and not is_loopback(c.host):
+        # With TLS on offer, a password is not taken in clear from across the network.
+        hub.send(c, P.format_line(
+            hub.config.name, "FAIL", "PASS", "INSECURE_CONNECTION",
+            f"Passwords are only accepted over TLS: connect to port {hub.tls_port}"))
         return
     c.password = msg.params[0]
 

@@ -43,6 +43,7 @@ class Hub:
         self.stopping = threading.Event()  # set once: the server is shutting down
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.isupport = self._isupport_tokens()
+        self.tls_port: int | None = None  # the TLS listener's port, once it is open
 
     # --- leaving ------------------------------------------------------------------------
 
@@ -168,6 +169,11 @@ class Hub:
             lines += self.isupport_lines(c)
             lines += self.lusers_lines(c)
             lines += self.motd_lines(c)
+            if self.tls_port is not None and c.tls is None:
+                lines.append(P.format_line(
+                    cfg.name, "NOTICE", c.nick,
+                    f"This connection is not encrypted. Connect with TLS to port "
+                    f"{self.tls_port} to keep your messages private."))
             self.to_client(c, lines)
         log.info("registered %s as %s", f"{c.host}:{c.addr[1]}", c.prefix)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatroom import protocol as P
+from chatroom.transport import TLSStream
 
 MAX_BANS = 100
 WHOWAS_SIZE = 1000
@@ -33,10 +34,15 @@ class Client:
                  "registered", "cap_negotiating", "caps", "modes", "away", "channels", "prefix",
                  "signon", "last_active", "last_message", "ping_sent", "partial_since",
                  "connected_at", "out", "outlen", "doomed", "closing", "wbuf", "blocked",
-                 "quit_reason", "released", "closing_since", "invites")
+                 "quit_reason", "released", "closing_since", "invites", "tls",
+                 "cap_version")
 
-    def __init__(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+    def __init__(self, sock: socket.socket, addr: tuple[str, int],
+                 tls: TLSStream | None = None) -> None:
         self.sock = sock
+        # The TLS session over ``sock`` (None for plaintext): its reader feeds it, the
+        # writer encrypts through it; it serialises the two itself.
+        self.tls = tls
         self.fd = sock.fileno()
         self.addr = addr
         self.host = addr[0]
@@ -46,6 +52,7 @@ class Client:
         self.password: str | None = None
         self.registered = False
         self.cap_negotiating = False
+        self.cap_version = 0  # 302 once it sent CAP LS 302 (cap values, multi-line LS)
         self.caps: set[str] = set()
         self.modes: set[str] = set()
         self.away: str | None = None

@@ -23,14 +23,17 @@ import logging
 import selectors
 import signal
 import socket
+import ssl
 import threading
 import time
 
+from chatroom import certs
 from chatroom.config import Config, parse_args
 from chatroom.connection import Connection
 from chatroom.housekeeper import Housekeeper
 from chatroom.hub import Hub
 from chatroom.registry import Client, Registry
+from chatroom.transport import TLSStream
 from chatroom.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -48,9 +51,14 @@ class Server:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.hub = Hub(config)
-        self.listener: socket.socket | None = None
-        self.address: tuple[str, int] = (config.host, config.port)
+        self.listener: socket.socket | None = None  # plaintext
+        self.tls_listener: socket.socket | None = None
+        self.tls_context: ssl.SSLContext | None = None  # swapped whole by reload_tls()
+        self.address: tuple[str, int] = (config.host, config.port or 0)
+        self.tls_address: tuple[str, int] | None = None
         self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._reload = threading.Event()
         self.readers: set[threading.Thread] = set()
         self._readers_lock = threading.Lock()
         self._housekeeper = Housekeeper(self.hub)
@@ -68,51 +76,118 @@ class Server:
         self.hub.kill(c, reason)
 
     def bind(self) -> tuple[str, int]:
-        """Open the listening socket; returns the address actually bound (port 0 picks one)."""
-        infos = socket.getaddrinfo(self.config.host, self.config.port, type=socket.SOCK_STREAM,
+        """Open the listening sockets (and load the certificate); the address of the
+        plaintext one, or of the TLS one if there is no plaintext port.  Port 0 picks one.
+        Raises :class:`OSError` if a port can't be had, :class:`CertificateError` if the
+        certificate can't be used."""
+        cfg = self.config
+        if cfg.tls_self_signed and not cfg.tls:
+            names = [cfg.name, "localhost", "127.0.0.1"]
+            if cfg.host not in ("0.0.0.0", "::", ""):
+                names.insert(1, cfg.host)
+            cfg.tls_cert, cfg.tls_key = certs.ensure_self_signed(cfg.data_dir, names)
+        if cfg.tls:
+            assert cfg.tls_cert is not None and cfg.tls_key is not None
+            self.tls_context, info = certs.load_context(cfg.tls_cert, cfg.tls_key)
+            certs.log_certificate(info)
+            self.tls_listener = self._listen(cfg.tls_port)
+            self.tls_address = self.tls_listener.getsockname()[:2]
+            self.hub.tls_port = self.tls_address[1]
+        if cfg.port is not None:
+            self.listener = self._listen(cfg.port)
+            self.address = self.listener.getsockname()[:2]
+        elif self.tls_address is not None:
+            self.address = self.tls_address
+        return self.address
+
+    def _listen(self, port: int) -> socket.socket:
+        infos = socket.getaddrinfo(self.config.host, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
         family, _, _, _, sockaddr = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(sockaddr)
-        sock.listen(1024)
-        self.listener = sock
-        self.address = sock.getsockname()[:2]
-        return self.address
+        try:
+            sock.bind(sockaddr)
+            sock.listen(1024)
+        except OSError as exc:
+            sock.close()
+            # Name the address: with two listeners, "address in use" alone is ambiguous.
+            raise OSError(exc.errno, exc.strerror or str(exc),
+                          f"{self.config.host}:{port}") from None
+        return sock
 
     def serve_forever(self) -> None:
         """Accept connections until :meth:`shutdown`; then close everything and return."""
-        if self.listener is None:
+        if self.listener is None and self.tls_listener is None:
             self.bind()
-        assert self.listener is not None
         threading.stack_size(THREAD_STACK)
         self.writer.start()
         self._housekeeper.start()
-        log.info("listening on %s:%d", *self.address)
         sel = selectors.DefaultSelector()
-        sel.register(self.listener, selectors.EVENT_READ)
-        sel.register(self._wake_r, selectors.EVENT_READ)
+        for listener, what in ((self.listener, "plaintext"), (self.tls_listener, "TLS")):
+            if listener is not None:
+                sel.register(listener, selectors.EVENT_READ, listener is self.tls_listener)
+                log.info("listening on %s:%d (%s)", *listener.getsockname()[:2], what)
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
         try:
             while not self.hub.stopping.is_set():
                 for key, _ in sel.select():
-                    if key.fileobj is self.listener:
-                        self._accept()
+                    if key.data is None:
+                        self._woken()
+                    else:
+                        assert isinstance(key.fileobj, socket.socket)
+                        self._accept(key.fileobj, tls=key.data)
         finally:
             sel.close()
             self._close_all()
 
-    def shutdown(self) -> None:
-        """Ask :meth:`serve_forever` to stop; safe from any thread or a signal handler."""
-        self.hub.stopping.set()
+    def request_reload(self) -> None:
+        """Reload the TLS certificate soon, on the accepting thread (safe from a signal
+        handler: it only sets a flag and wakes the loop)."""
+        self._reload.set()
+        self._wake()
+
+    def reload_tls(self) -> bool:
+        """Load the certificate and key again (a renewal); keep the old pair if the new one
+        is broken.  Connections already open keep their session.  True if swapped."""
+        cfg = self.config
+        if not cfg.tls:
+            log.info("SIGHUP: TLS is off, nothing to reload")
+            return False
+        assert cfg.tls_cert is not None and cfg.tls_key is not None
+        try:
+            context, info = certs.load_context(cfg.tls_cert, cfg.tls_key)
+        except (certs.CertificateError, OSError) as exc:
+            log.error("TLS reload refused, keeping the certificate in use: %s", exc)
+            return False
+        self.tls_context = context
+        certs.log_certificate(info, "reloaded")
+        return True
+
+    def _woken(self) -> None:
+        try:
+            while self._wake_r.recv(64):
+                pass
+        except BlockingIOError:
+            pass
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload_tls()
+
+    def _wake(self) -> None:
         try:
             self._wake_w.send(b"\0")
         except OSError:
             pass
 
-    def _accept(self) -> None:
-        assert self.listener is not None
+    def shutdown(self) -> None:
+        """Ask :meth:`serve_forever` to stop; safe from any thread or a signal handler."""
+        self.hub.stopping.set()
+        self._wake()
+
+    def _accept(self, listener: socket.socket, tls: bool) -> None:
         try:
-            sock, addr = self.listener.accept()
+            sock, addr = listener.accept()
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 log.error("cannot accept: out of file descriptors (%s)", exc)
@@ -120,23 +195,30 @@ class Server:
             return
         cfg = self.config
         host = addr[0]
+        # Making the TLS session is CPU only, and done outside the lock; its handshake runs
+        # on the reader's thread.
+        stream = None
+        if tls:
+            assert self.tls_context is not None
+            stream = TLSStream(self.tls_context, server_side=True)
         with self.reg.lock:
             full = len(self.reg.clients) >= cfg.max_clients
             too_many = cfg.max_per_ip > 0 and self.reg.per_ip.get(host, 0) >= cfg.max_per_ip
             if not (full or too_many):
-                client = Client(sock, addr)
+                client = Client(sock, addr, stream)
                 self.reg.clients.add(client)
                 self.reg.per_ip[host] = self.reg.per_ip.get(host, 0) + 1
         if full or too_many:
             reason = "Server full" if full else "Too many connections from your address"
             log.warning("refused %s:%d: %s", host, addr[1], reason)
-            try:
-                sock.send(f"ERROR :{reason}\r\n".encode(), socket.MSG_DONTWAIT)
+            try:  # in clear only: a TLS peer could not read it before a handshake
+                if not tls:
+                    sock.send(f"ERROR :{reason}\r\n".encode(), socket.MSG_DONTWAIT)
             except OSError:
                 pass
             sock.close()
             return
-        log.info("connect %s:%d", host, addr[1])
+        log.info("connect %s:%d%s", host, addr[1], " (TLS)" if tls else "")
         t = threading.Thread(target=self._serve, args=(client,), daemon=True,
                              name=f"reader-{host}:{addr[1]}")
         with self._readers_lock:
@@ -154,8 +236,9 @@ class Server:
     def _close_all(self) -> None:
         """Tell every client the server is going down, then close every socket."""
         log.info("shutting down")
-        assert self.listener is not None
-        self.listener.close()
+        for listener in (self.listener, self.tls_listener):
+            if listener is not None:
+                listener.close()
         with self.hub.delivering():
             clients = list(self.reg.clients)
             for c in clients:
@@ -210,15 +293,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.bind()
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+        log.error("cannot listen on %s: %s", exc.filename or config.host, exc.strerror or exc)
+        return 1
+    except certs.CertificateError as exc:
+        log.error("cannot start TLS: %s", exc)
         return 1
 
     def on_signal(signum: int, frame: object) -> None:
         log.info("received %s", signal.Signals(signum).name)
-        server.shutdown()
+        if signum == signal.SIGHUP:
+            server.request_reload()
+        else:
+            server.shutdown()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     server.serve_forever()
     log.info("stopped")
     return 0

@@ -14,10 +14,18 @@ Threads and who owns what:
   :class:`~chatroom.serverinfo.ServerInfo`, with the spec's defaults for what it leaves out.
   The line handlers (``_on_*``, the ``_HANDLERS`` table) run only on this thread, and so
   does everything in ``_Conn``.
+* With ``tls`` the network thread also does the TLS handshake (within ``connect_timeout``)
+  and decides whether to trust the certificate before anything is sent: verified against
+  the system's CAs, or matching the pin the user saved for this host:port (see
+  :meth:`ChatSession._secure`).  The TLS session is a :class:`~chatroom.transport.TLSStream`
+  over memory BIOs, not an ``ssl.SSLSocket``, because two threads use the connection and
+  must never be inside one OpenSSL object at once: the stream serialises its calls, and
+  every ``encrypt`` + ``sendall`` (and every send of what reading produced) happens under
+  ``_wlock``, so records leave in the order they were made.
 * Its *sender* thread does the writes the caller asks for.  The public ``send_*`` methods
   only format a line and put it on a bounded outgoing queue, so the caller (the Tk thread)
   never waits for the network; a full queue is refused, not waited on.  ``_wlock`` keeps
-  the two threads' writes to the socket whole.
+  the two threads' writes to the socket whole (and, over TLS, in record order).
 * State is kept per room, in a :class:`RoomState` (its name, its members, its topic,
   whether we are in it) held by folded room name; today the session joins one room, the
   one it was made for (``room``), and its public API speaks of that room.  Room states,
@@ -38,7 +46,9 @@ import errno
 import logging
 import queue
 import random
+import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -67,14 +77,23 @@ from chatroom.events import (
     UserQuit,
     UserRenamed,
 )
+from chatroom.pins import PinStore, normalize
 from chatroom.protocol import ProtocolError
 from chatroom.serverinfo import Members, ServerInfo
-from chatroom.transport import os_reason, shutdown
+from chatroom.transport import (
+    TLSClosed,
+    TLSStream,
+    fingerprint,
+    handshake,
+    os_reason,
+    shutdown,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 1027
+TLS_PORT = 6697  # IRC's port for TLS (RFC 7194)
 DEFAULT_ROOM = "#chat"
 QUIT_REASON = "Goodbye"
 LEAVE_REASON = "Left the chat"
@@ -89,6 +108,9 @@ _MAX_INCOMING = 64 * 1024
 NICK_ERRORS = frozenset({"400", "432", "433", "436", "437", "484"})
 ERR_UNAVAILRESOURCE = "437"  # nick (or room) temporarily unavailable
 RPL_VISIBLEHOST = "396"  # "<nick> <host> :is now your displayed host"
+# Our server's notice to a plaintext connection when it also listens for TLS:
+# "This connection is not encrypted. Connect with TLS to port 6697 to keep ...".
+_TLS_OFFER = re.compile(r"\bnot encrypted\b.*\bTLS\b.*\bport (\d{1,5})\b", re.IGNORECASE)
 
 def clean_text(text: str) -> str:
     """Text from Tk made safe to encode: surrogate pairs joined, lone surrogates to U+FFFD."""
@@ -137,11 +159,14 @@ class _Outcome(enum.Enum):
 class _Failure(Exception):
     """Why this connection could not get (or stay) in: raised into ``_Conn.failure``."""
 
-    def __init__(self, kind: LoginKind, message: str, retry: bool = False) -> None:
+    def __init__(self, kind: LoginKind, message: str, retry: bool = False, *,
+                 fingerprint: str = "", pinned: str = "") -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retry = retry  # worth another connection (a timeout, not a refusal)
+        self.fingerprint = fingerprint  # the certificate the server showed (TLS kinds)
+        self.pinned = pinned  # the certificate we had pinned (CERT_CHANGED)
 
 
 class _Cancelled(OSError):
@@ -151,9 +176,10 @@ class _Cancelled(OSError):
 class _Conn:
     """What one connection has seen so far (the network thread's private state)."""
 
-    def __init__(self, sock: socket.socket, first: bool) -> None:
+    def __init__(self, sock: socket.socket, first: bool, stream: TLSStream | None) -> None:
         self.sock = sock
         self.first = first
+        self.stream = stream  # the TLS session over ``sock``; None in clear
         self.registered = False
         self.join_sent = False
         self.join_deadline: float | None = None  # set while our automatic JOIN is pending
@@ -256,6 +282,14 @@ class ChatSession:
     (not in the room, or too much already waiting); they never block.  :meth:`quit`
     says goodbye; :meth:`close` also waits for the threads to end (:func:`close_sessions`
     does that for several sessions at once).
+
+    With ``tls`` the connection is encrypted: the certificate is checked against the
+    system's certificate authorities (and those in ``cafile``), unless ``pins`` holds a
+    fingerprint for this ``host:port``, in which case that certificate and no other is
+    accepted, on every connection including reconnects.  A certificate that cannot be
+    checked and is not pinned, or that differs from the pin, ends the attempt with a
+    :class:`~chatroom.events.LoginFailed` that carries its fingerprint (UNTRUSTED_CERT,
+    CERT_CHANGED); the session never waits for the user's answer.
     """
 
     STABLE_AFTER = 30.0  # seconds in the room after which a drop restarts the backoff
@@ -269,9 +303,14 @@ class ChatSession:
                  register_timeout: float = 20.0, join_timeout: float = 20.0,
                  keepalive: float = 60.0, username: str | None = None,
                  realname: str = "Chat desktop client",
-                 max_events: int = 20000, max_outgoing: int = 1000) -> None:
+                 max_events: int = 20000, max_outgoing: int = 1000, tls: bool = False,
+                 cafile: str | None = None, pins: PinStore | None = None) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
+        self.cafile = cafile
+        self.pins = pins  # None: nothing is pinned, and nothing can be
+        self._contexts: tuple[ssl.SSLContext, ssl.SSLContext] | None = None  # network thread
         self.room = room
         self.password = password or None
         self.reconnect = reconnect
@@ -288,6 +327,7 @@ class ChatSession:
         self._nick = nick
         self._state = "idle"
         self._sock: socket.socket | None = None
+        self._stream: TLSStream | None = None  # the TLS session over _sock, if any
         self._gen = 0  # connection number; queued lines of an older connection are dropped
         self._info = ServerInfo()  # replaced (never changed) as 005 lines arrive
         self._home = RoomState(room, Members(self._info))  # the room we were made for
@@ -502,12 +542,15 @@ class ChatSession:
             gen, data = item
             with self._lock:
                 sock = self._sock if gen == self._gen else None
+                stream = self._stream
             if sock is None:
                 continue
             try:
+                # Encrypting and sending under one lock keeps TLS records in the order of
+                # their sequence numbers, whichever thread writes.
                 with self._wlock:
-                    sock.sendall(data)
-            except OSError:
+                    sock.sendall(stream.encrypt(data) if stream is not None else data)
+            except OSError:  # ssl.SSLError too
                 shutdown(sock)  # the network thread sees it and reconnects
 
     def _stop_sender(self) -> None:
@@ -523,9 +566,23 @@ class ChatSession:
 
     def _write_now(self, conn: _Conn, data: bytes) -> None:
         """Write from the network thread (registration, PONG, PING)."""
+        stream = conn.stream
         try:
             with self._wlock:
-                conn.sock.sendall(data)
+                conn.sock.sendall(stream.encrypt(data) if stream is not None else data)
+        except OSError:
+            shutdown(conn.sock)
+
+    def _write_tls_output(self, conn: _Conn) -> None:
+        """Send what reading made OpenSSL want to send (a key update answer, an alert)."""
+        stream = conn.stream
+        if stream is None or not stream.has_output:
+            return
+        try:
+            with self._wlock:
+                out = stream.take_output()  # under _wlock: after anything encrypted before
+                if out:
+                    conn.sock.sendall(out)
         except OSError:
             shutdown(conn.sock)
 
@@ -612,8 +669,21 @@ class ChatSession:
                 self._emit(LoginFailed(kind, text))
                 return _Outcome.FATAL, text
             return _Outcome.RETRY, text
-        conn = _Conn(sock, first)
+        stream: TLSStream | None = None
+        if self.tls:
+            try:
+                sock, stream = self._secure(sock)
+            except _Failure as failure:
+                if self._stop.is_set():
+                    return _Outcome.FATAL, "cancelled"
+                if failure.retry and not first:
+                    return _Outcome.RETRY, failure.message
+                self._emit(LoginFailed(failure.kind, failure.message, failure.fingerprint,
+                                       failure.pinned, self.host, self.port))
+                return _Outcome.FATAL, failure.message
+        conn = _Conn(sock, first, stream)
         with self._lock:
+            self._stream = stream
             self._state = "registering"
             self._set_info(ServerInfo(), keep_members=False)  # this server's 005 will say
             self._userhost = None
@@ -624,12 +694,152 @@ class ChatSession:
         finally:
             with self._lock:
                 self._sock = None
+                self._stream = None
                 for room in self._rooms.values():
                     room.joined = False
                     room.topic = ""
                     room.members.replace(())
+            self._close_tls(conn)
             shutdown(sock)
             sock.close()
+
+    # --- TLS (network thread) -----------------------------------------------------------
+
+    def _tls_contexts(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        """(checking, not checking): made once, here, because loading the system's CA
+        certificates takes a moment that the Tk thread (which made us) must not wait."""
+        if self._contexts is None:
+            check = ssl.create_default_context()  # system CAs, host name checked
+            check.minimum_version = ssl.TLSVersion.TLSv1_2
+            if self.cafile:
+                try:
+                    check.load_verify_locations(cafile=self.cafile)  # in addition to them
+                except (OSError, ValueError) as exc:
+                    raise _Failure(LoginKind.TLS_FAILED, (
+                        f"Cannot use the CA certificates in {self.cafile}: "
+                        f"{getattr(exc, 'strerror', None) or exc}.")) from None
+            # For a pinned server (the pin is the trust) and for a look at a certificate
+            # the first context refused.  OpenSSL still checks that the server holds the
+            # certificate's key; only the chain to a CA and the name go unchecked.
+            look = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            look.check_hostname = False
+            look.verify_mode = ssl.CERT_NONE
+            look.minimum_version = ssl.TLSVersion.TLSv1_2
+            self._contexts = (check, look)
+        return self._contexts
+
+    def _secure(self, sock: socket.socket) -> tuple[socket.socket, TLSStream]:
+        """The TLS handshake on the fresh ``sock``, and the decision whether to trust it.
+
+        Returns the socket to go on with (a second one when the first certificate needed a
+        look) and its TLS session.  Raises :class:`_Failure` (having closed its sockets)
+        when the certificate is not trusted or TLS fails.  Nothing has been sent in clear.
+        """
+        where = f"{self.host}:{self.port}"
+        try:
+            check, look = self._tls_contexts()
+        except _Failure:
+            self._drop(sock)
+            raise
+        pin = self.pins.get(self.host, self.port) if self.pins is not None else None
+        if pin is not None:
+            # Pinned: that certificate and no other, checked on every connection.
+            stream = self._handshake(sock, look)
+            seen = self._fingerprint(sock, stream)
+            if seen == pin:
+                log.info("TLS to %s: %s, pinned certificate %s", where, stream.describe(),
+                         seen)
+                return sock, stream
+            self._drop(sock, stream)
+            log.warning("TLS to %s: certificate %s is not the pinned %s", where, seen, pin)
+            raise _Failure(LoginKind.CERT_CHANGED, (
+                f"The server's certificate has changed since you last connected to {where}, "
+                f"so the connection was refused and nothing was sent. Someone may be "
+                f"intercepting the connection, or the operator installed a new "
+                f"certificate."), fingerprint=seen, pinned=pin)
+        try:
+            stream = self._handshake(sock, check)
+        except ssl.SSLCertVerificationError as exc:
+            why = str(exc.verify_message or exc.reason or "not trusted").rstrip(".")
+        else:
+            log.info("TLS to %s: %s, certificate verified", where, stream.describe())
+            return sock, stream
+        # The certificate failed the check, and OpenSSL does not hand it over after a
+        # failed handshake: connect once more, without checking, only to read it.
+        try:
+            sock = self._open()
+        except OSError as exc:
+            raise _Failure(*describe_connect_error(exc, self.host, self.port),
+                           retry=True) from None
+        stream = self._handshake(sock, look)
+        seen = self._fingerprint(sock, stream)
+        self._drop(sock, stream)
+        log.info("TLS to %s: certificate %s could not be verified (%s)", where, seen, why)
+        raise _Failure(LoginKind.UNTRUSTED_CERT, (
+            f"The server's certificate could not be checked ({why}), so nothing was sent to "
+            f"{where}."), fingerprint=seen)
+
+    def _handshake(self, sock: socket.socket, context: ssl.SSLContext) -> TLSStream:
+        """Run the handshake within ``connect_timeout``; lets a failed certificate check
+        through (ssl.SSLCertVerificationError), turns anything else into a _Failure."""
+        where, port = f"{self.host}:{self.port}", self.port
+        stream = TLSStream(context, server_side=False, server_hostname=self.host)
+        try:
+            handshake(sock, stream, self.connect_timeout)
+            return stream
+        except ssl.SSLCertVerificationError:
+            self._drop(sock)
+            raise
+        except TimeoutError:
+            failure = _Failure(LoginKind.TLS_FAILED, (
+                f"{where} did not answer the encrypted (TLS) greeting. Is {port} the "
+                f"server's TLS port (often {TLS_PORT})? For a plaintext port, turn off "
+                f"“Use TLS”."), retry=True)
+        except ssl.SSLError as exc:
+            failure = _Failure(LoginKind.TLS_FAILED, (
+                f"Could not set up an encrypted connection with {where} "
+                f"({exc.reason or exc}). Is {port} the server's TLS port (often {TLS_PORT})? "
+                f"For a plaintext port, turn off “Use TLS”."))
+        except OSError as exc:
+            failure = _Failure(LoginKind.TLS_FAILED, (
+                f"{where} closed the connection during the encrypted (TLS) greeting "
+                f"({os_reason(exc)}). Is {port} the server's TLS port (often {TLS_PORT})? "
+                f"For a plaintext port, turn off “Use TLS”."), retry=True)
+        self._drop(sock)
+        raise failure
+
+    def _fingerprint(self, sock: socket.socket, stream: TLSStream) -> str:
+        der = stream.peer_certificate()
+        if not der:
+            self._drop(sock, stream)
+            raise _Failure(LoginKind.TLS_FAILED, (
+                f"{self.host}:{self.port} sent no certificate, so it cannot be trusted."))
+        return normalize(fingerprint(der))
+
+    def _drop(self, sock: socket.socket, stream: TLSStream | None = None) -> None:
+        """Close a socket the session gives up before using it (no other thread has it)."""
+        with self._lock:
+            if self._sock is sock:
+                self._sock = None
+        if stream is not None:
+            try:
+                sock.sendall(stream.close_notify())
+            except OSError:
+                pass
+        shutdown(sock)
+        sock.close()
+
+    def _close_tls(self, conn: _Conn) -> None:
+        """Say close_notify last, if the sender is not stuck in a send of its own."""
+        if conn.stream is None or not self._wlock.acquire(timeout=0.5):
+            return
+        try:
+            conn.sock.settimeout(0.5)
+            conn.sock.sendall(conn.stream.close_notify())
+        except OSError:
+            pass
+        finally:
+            self._wlock.release()
 
     def _resolve(self) -> list[tuple[Any, ...]]:
         """getaddrinfo, bounded by ``connect_timeout`` and cut short by quit()."""
@@ -708,6 +918,14 @@ class ChatSession:
         heard = time.monotonic()  # when the server last sent anything
         ping_sent: float | None = None
         reason = ""
+        if conn.stream is not None:
+            # Records that came in with the handshake's last flight are in the stream
+            # already; no recv() would bring them out until the server sent more.
+            try:
+                self._take_lines(conn, splitter, conn.stream.feed(b""))
+            except (TLSClosed, ssl.SSLError) as exc:
+                reason = conn.error or os_reason(exc)
+                return self._finish(conn, reason)
         while conn.failure is None:
             now = time.monotonic()
             if not conn.registered:
@@ -748,16 +966,29 @@ class ChatSession:
                 break
             heard = time.monotonic()
             ping_sent = None
-            for raw in splitter.feed(data):
-                if raw is P.TOO_LONG:
-                    continue
-                assert isinstance(raw, bytes)
-                msg = parse_incoming(raw)
-                if msg is not None:
-                    self._dispatch(conn, msg)
-                if conn.failure is not None:
+            if conn.stream is not None:
+                try:
+                    data = conn.stream.feed(data)  # may be b"": half a TLS record so far
+                except TLSClosed:
+                    reason = conn.error or "The server closed the connection"
                     break
+                except ssl.SSLError as exc:
+                    reason = conn.error or os_reason(exc)
+                    break
+                self._write_tls_output(conn)
+            self._take_lines(conn, splitter, data)
         return self._finish(conn, reason)
+
+    def _take_lines(self, conn: _Conn, splitter: P.LineSplitter, data: bytes) -> None:
+        for raw in splitter.feed(data):
+            if raw is P.TOO_LONG:
+                continue
+            assert isinstance(raw, bytes)
+            msg = parse_incoming(raw)
+            if msg is not None:
+                self._dispatch(conn, msg)
+            if conn.failure is not None:
+                break
 
     def _finish(self, conn: _Conn, reason: str) -> tuple[_Outcome, str]:
         stopping = self._stop.is_set()
@@ -851,7 +1082,8 @@ class ChatSession:
             if stopping:  # quit() came while we registered: do not stay on the server
                 self._write_now(conn, P.format_line(None, "QUIT", QUIT_REASON))
                 return
-            self._emit(Registered(given, _nick_of(msg.source)))
+            tls = conn.stream.describe().split(" ", 1)[0] if conn.stream is not None else None
+            self._emit(Registered(given, _nick_of(msg.source), tls))
         elif cmd in (P.ERR_NICKNAMEINUSE, ERR_UNAVAILRESOURCE):
             conn.failure = _Failure(LoginKind.NICK_TAKEN, (
                 f"The name “{nick}” is already taken. Choose another name and join again."))
@@ -991,8 +1223,10 @@ class ChatSession:
         target, text = msg.params[0], msg.params[1]
         source = msg.source or ""
         sender = _nick_of(source)
-        if "!" not in source and ("." in source or not source):
-            self._emit(Notice(text, sender or None))  # from the server itself
+        if "!" not in source and ("." in source or not source):  # from the server itself
+            offer = _TLS_OFFER.search(text) if conn.stream is None else None
+            self._emit(Notice(text, sender or None,
+                              tls_port=int(offer.group(1)) if offer else None))
             return
         action = False
         if text.startswith("\x01"):

@@ -123,20 +123,40 @@ def style(root: tk.Misc) -> None:
     style.configure("Offline.TLabel", foreground="#8a8f98", font=(family, size, "bold"))
     style.configure("Side.TLabel", font=(family, size, "bold"))
     style.configure("Count.TLabel", foreground="#1d6b2f", font=(family, size, "bold"))
+    style.configure("Secure.TLabel", foreground="#1d6b2f")
+    style.configure("Insecure.TLabel", foreground="#8a5a00")
+    style.configure("Trust.TFrame", background="#fff8e1")
+    style.configure("Trust.TLabel", background="#fff8e1", foreground="#3d3300")
+    style.configure("TrustHead.TLabel", background="#fff8e1", foreground="#3d3300",
+                    font=(family, size, "bold"))
+    style.configure("Print.TLabel", background="#fff8e1", foreground="#1f2328",
+                    font=("TkFixedFont", size))
+
+
+def _enter_invokes(button: ttk.Button) -> None:
+    """Enter on a focused button presses it (Tk's buttons answer only the space bar)."""
+    button.bind("<Return>", lambda e: button.invoke())
+    button.bind("<KP_Enter>", lambda e: button.invoke())
 
 
 class LoginView:
-    """Name (focused, Enter joins), host, port, optional password, Join Chat; errors below.
+    """Name (focused, Enter joins), host, port, Use TLS, optional password, Join Chat; errors
+    below, and under them the certificate panel when a certificate needs the user's word.
 
     ``on_join`` is the button (Join Chat, or Cancel while busy); ``on_enter`` is Enter in
-    any field.
+    any field.  ``on_trust`` is the panel's Trust (or Accept the New Certificate) button,
+    ``on_distrust`` its Cancel (also Escape).  "Use TLS" follows the port (on for 6697)
+    until the user sets it.
     """
 
     MESSAGE_LINES = 4  # room kept for the message, so the form does not move when it changes
     WRAP = 420
+    TLS_PORT = "6697"
 
     def __init__(self, master: tk.Misc, room: str, host: str, port: int, name: str,
-                 on_join: Callable[[], None], on_enter: Callable[[], None]) -> None:
+                 on_join: Callable[[], None], on_enter: Callable[[], None],
+                 tls: bool | None = None, on_trust: Callable[[], None] = lambda: None,
+                 on_distrust: Callable[[], None] = lambda: None) -> None:
         self.frame = ttk.Frame(master, padding=24)
         self.frame.columnconfigure(0, weight=1)
         self.frame.columnconfigure(2, weight=1)
@@ -148,6 +168,8 @@ class LoginView:
         self.host_var = tk.StringVar(value=host)
         self.port_var = tk.StringVar(value=str(port))
         self.password_var = tk.StringVar()
+        self.tls_var = tk.BooleanVar(value=str(port) == self.TLS_PORT if tls is None else tls)
+        self.tls_touched = tls is not None  # the user (or --tls) chose: the port won't change it
         self.message_var = tk.StringVar()  # an error (red)
         self.status_var = tk.StringVar()  # progress (blue); one of the two shows at a time
 
@@ -166,13 +188,21 @@ class LoginView:
         self.name_entry = ttk.Entry(form, textvariable=self.name_var, width=28,
                                     exportselection=False)
         self.host_entry = ttk.Entry(form, textvariable=self.host_var, width=28)
-        self.port_entry = ttk.Entry(form, textvariable=self.port_var, width=8)
         self.password_entry = ttk.Entry(form, textvariable=self.password_var, width=28,
                                         show="*")
         row(2, "Name", self.name_entry)
         row(3, "Server", self.host_entry)
         ttk.Label(form, text="Port").grid(row=4, column=0, sticky="w", padx=(0, 10), pady=4)
-        self.port_entry.grid(row=4, column=1, sticky="w", pady=4)
+        portrow = ttk.Frame(form)
+        portrow.grid(row=4, column=1, columnspan=2, sticky="w", pady=4)
+        self.port_entry = ttk.Entry(portrow, textvariable=self.port_var, width=8)
+        self.port_entry.pack(side="left")
+        self.tls_check = ttk.Checkbutton(portrow, text="Use TLS (encrypted)", underline=9,
+                                         variable=self.tls_var, command=self._tls_touched)
+        self.tls_check.pack(side="left", padx=(14, 0))
+        self._last_port = self.port_var.get().strip()
+        self.port_var.trace_add("write", lambda *a: self._port_changed())
+        self.host_var.trace_add("write", lambda *a: self.hide_trust())
         row(5, "Password", self.password_entry, "(if the server has one)")
         self.join_button = ttk.Button(form, text="Join Chat", command=on_join)
         self.join_button.grid(row=6, column=1, sticky="w", pady=(12, 6))
@@ -186,6 +216,127 @@ class LoginView:
         for entry in (self.name_entry, self.host_entry, self.port_entry, self.password_entry):
             entry.bind("<Return>", lambda e: on_enter())
             entry.bind("<KP_Enter>", lambda e: on_enter())
+        self._build_trust(form, on_trust, on_distrust)
+        # Keys for the panel's buttons (the toplevel's bindings see keys in every widget).
+        toplevel = self.frame.winfo_toplevel()
+        toplevel.bind("<Alt-t>", lambda e: self._panel_key(self.trust_button, False), add="+")
+        toplevel.bind("<Alt-a>", lambda e: self._panel_key(self.trust_button, True), add="+")
+        toplevel.bind("<Escape>", lambda e: self._panel_key(self.distrust_button), add="+")
+        toplevel.bind("<Alt-e>", lambda e: self._toggle_tls(), add="+")
+
+    def _build_trust(self, form: ttk.Frame, on_trust: Callable[[], None],
+                     on_distrust: Callable[[], None]) -> None:
+        """The certificate panel (hidden until :meth:`show_trust`)."""
+        panel = self.trust_panel = ttk.Frame(form, style="Trust.TFrame", padding=(10, 6))
+        panel.grid(row=8, column=0, columnspan=3, sticky="ew", pady=(2, 0))
+        self.trust_title = ttk.Label(panel, style="TrustHead.TLabel")
+        self.trust_title.grid(row=0, column=0, columnspan=2, sticky="w", pady=(0, 4))
+        # The fingerprints, to compare with what the operator says: "Saved" and "Now" for a
+        # changed certificate, only "SHA-256" for a new one.
+        self.print_vars = (tk.StringVar(), tk.StringVar())
+        self.print_names = (tk.StringVar(), tk.StringVar())
+        self.print_rows: list[tuple[ttk.Label, ttk.Label]] = []
+        for i, (name_var, print_var) in enumerate(zip(self.print_names, self.print_vars)):
+            name = ttk.Label(panel, textvariable=name_var, style="Trust.TLabel")
+            name.grid(row=1 + i, column=0, sticky="nw", padx=(0, 10), pady=(0, 2))
+            value = ttk.Label(panel, textvariable=print_var, style="Print.TLabel",
+                              justify="left")
+            value.grid(row=1 + i, column=1, sticky="w", pady=(0, 2))
+            self.print_rows.append((name, value))
+        self.trust_hint = ttk.Label(panel, style="Trust.TLabel", wraplength=self.WRAP + 60,
+                                    justify="left")
+        self.trust_hint.grid(row=3, column=0, columnspan=2, sticky="w", pady=(4, 6))
+        buttons = ttk.Frame(panel, style="Trust.TFrame")
+        buttons.grid(row=4, column=0, columnspan=2, sticky="w")
+        self.trust_button = ttk.Button(buttons, command=on_trust, underline=0)
+        self.trust_button.pack(side="left")
+        self.distrust_button = ttk.Button(buttons, text="Cancel", command=on_distrust)
+        self.distrust_button.pack(side="left", padx=(8, 0))
+        for button in (self.trust_button, self.distrust_button):
+            _enter_invokes(button)
+        self.trust_panel.grid_remove()
+        self._trust_up = False
+        self._trust_changed = False
+
+    def _panel_key(self, button: ttk.Button, changed: bool | None = None) -> None:
+        if self.trust_showing() and changed in (None, self._trust_changed):
+            button.invoke()
+
+    def _tls_touched(self) -> None:
+        self.tls_touched = True
+
+    def _toggle_tls(self) -> None:
+        if self.frame.winfo_ismapped():
+            self.tls_check.invoke()  # counts as the user's choice, like a click
+
+    def _port_changed(self) -> None:
+        """The port field changed: follow it with "Use TLS" (6697 on, others off), unless
+        the user has set the box; and a certificate question about the old port is moot."""
+        port = self.port_var.get().strip()
+        was, self._last_port = self._last_port, port
+        self.hide_trust()
+        if self.tls_touched or (port == self.TLS_PORT) == (was == self.TLS_PORT):
+            return
+        self.tls_var.set(port == self.TLS_PORT)
+
+    # --- the certificate question -------------------------------------------------------
+
+    @staticmethod
+    def _grouped(fingerprint: str) -> str:
+        """The 32 bytes of a fingerprint on two lines of 16, easier to compare by eye."""
+        parts = fingerprint.split(":")
+        return "\n".join(":".join(parts[i:i + 16]) for i in range(0, len(parts), 16))
+
+    def show_trust(self, fingerprint: str, pinned: str = "") -> None:
+        """Ask about a certificate: untrusted (no ``pinned``) or changed from ``pinned``.
+
+        For a changed certificate the accept button is a separate, plainly named action and
+        does not take the focus: Enter in the form still means Join Chat.
+        """
+        if pinned:
+            self.trust_title.configure(text="The certificate has changed (SHA-256 fingerprints)")
+            rows = [("Saved", pinned), ("Now", fingerprint)]
+            self.trust_hint.configure(text="Ask the server's operator. Accept the new "
+                                           "certificate only if they confirm the change and "
+                                           "the new fingerprint.")
+            self.trust_button.configure(text="Accept the New Certificate")
+        else:
+            self.trust_title.configure(text="Trust this certificate?")
+            rows = [("SHA-256", fingerprint)]
+            self.trust_hint.configure(text="If you know this server (one on your own network "
+                                           "with its own certificate, say), trust it only if "
+                                           "this fingerprint matches the one its operator "
+                                           "gave you. You will not be asked again for it.")
+            self.trust_button.configure(text="Trust and Join")
+        for i, (name, value) in enumerate(self.print_rows):
+            if i < len(rows):
+                self.print_names[i].set(rows[i][0])
+                self.print_vars[i].set(self._grouped(rows[i][1]))
+                name.grid()
+                value.grid()
+            else:
+                self.print_names[i].set("")
+                self.print_vars[i].set("")
+                name.grid_remove()
+                value.grid_remove()
+        self.trust_panel.grid()
+        self._trust_up = True
+        self._trust_changed = bool(pinned)
+        if not pinned:
+            self.trust_button.focus_set()
+
+    def hide_trust(self) -> None:
+        if getattr(self, "_trust_up", False):  # (the traces fire before the panel exists)
+            self.trust_panel.grid_remove()
+            self._trust_up = False
+
+    def trust_showing(self) -> bool:
+        return self._trust_up
+
+    def shown_fingerprint(self) -> str:
+        """The fingerprints shown, one ``name: AB:CD:...`` per line."""
+        return "\n".join(f"{n.get()}: {v.get().replace(chr(10), ':')}"
+                         for n, v in zip(self.print_names, self.print_vars) if v.get())
 
     def show(self) -> None:
         self.frame.pack(fill="both", expand=True)
@@ -201,6 +352,12 @@ class LoginView:
 
     def focus_port(self) -> None:
         self.port_entry.focus_set()
+
+    def use_tls(self) -> bool:
+        return bool(self.tls_var.get())
+
+    def set_port(self, port: int) -> None:
+        self.port_var.set(str(port))
 
     def values(self) -> tuple[str, str, str, str]:
         """Name, host, port and password as typed (text made safe, spaces trimmed)."""
@@ -362,6 +519,10 @@ class ChatView:
         buttons.grid(row=4, column=0, columnspan=2, sticky="ew", pady=(8, 0))
         self.hint_label = ttk.Label(buttons, text="Type /help for commands", style="Sub.TLabel")
         self.hint_label.pack(side="left")
+        self.security_var = tk.StringVar()  # "Not encrypted" or "Encrypted (TLSv1.3)"
+        self.security_label = ttk.Label(buttons, textvariable=self.security_var,
+                                        style="Insecure.TLabel")
+        self.security_label.pack(side="left", padx=(16, 0))
         self.exit_button = ttk.Button(buttons, text="Exit Program", command=on_exit)
         self.exit_button.pack(side="right")
         self.leave_button = ttk.Button(buttons, text="Leave Chat", command=on_leave)
@@ -474,6 +635,11 @@ class ChatView:
             self.listbox.insert("end", *names)
         self.count_var.set(f"{len(names)} online")
         self.count_label.configure(style="Count.TLabel")
+
+    def set_security(self, text: str, secure: bool) -> None:
+        """The quiet line under the log that says whether the connection is encrypted."""
+        self.security_var.set(text)
+        self.security_label.configure(style="Secure.TLabel" if secure else "Insecure.TLabel")
 
     def set_offline(self) -> None:
         self.set_members(())

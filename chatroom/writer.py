@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -92,6 +93,12 @@ class Writer:
             client.doomed = reason
             client.out = []
             client.outlen = 0
+            self.dirty.append(client)
+
+    # Called with the registry lock held.
+    def poke(self, client: Client) -> None:
+        """Have the writer send what TLS produced on its own (answers made while reading)."""
+        if client.outlen == 0 and not client.blocked:
             self.dirty.append(client)
 
     # Called with the registry lock held.
@@ -196,12 +203,35 @@ class Writer:
             return
         if c.blocked:
             return  # a duplicate entry: the writability path owns the rest, closing included
-        if chunks:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            if not self._send(c, memoryview(data)):
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if c.tls is not None:
+            encrypted = self._encrypt(c, data, closing)
+            if encrypted is None:
                 return
+            data = encrypted
+        if data and not self._send(c, memoryview(data)):
+            return
         if closing:
             self._shutdown(c)
+
+    def _encrypt(self, c: Client, data: bytes, closing: bool) -> bytes | None:
+        """``data`` as TLS records (and close_notify when closing); None if nothing can go."""
+        assert c.tls is not None
+        if not c.tls.established:
+            # Still in the handshake, whose socket I/O is the reader's: nothing can be sent
+            # yet.  Last words meant for it are dropped and the socket shut, which ends the
+            # handshake (and so the reader) at once.
+            if closing:
+                self._shutdown(c)
+            return None
+        try:
+            out = c.tls.encrypt(data)
+            return out + c.tls.close_notify() if closing else out
+        except ssl.SSLError as exc:
+            with self.reg.lock:
+                self.doom(c, os_reason(exc))
+            self._shutdown(c)
+            return None
 
     def _send(self, c: Client, data: memoryview) -> bool:
         """Write what the socket takes now; True if all of it went."""
@@ -254,8 +284,12 @@ class Writer:
         elif chunks and c.doomed is None:
             # Best effort: the last words (ERROR, say) go if the socket takes them now.
             try:
-                c.sock.send(b"".join(chunks), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
-            except OSError:
+                data = b"".join(chunks)
+                if c.tls is not None:
+                    data = c.tls.encrypt(data) if c.tls.established else b""
+                if data:
+                    c.sock.send(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            except OSError:  # ssl.SSLError included
                 pass
         self._shutdown(c)
         c.released = True

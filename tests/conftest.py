@@ -4,13 +4,18 @@ for the client's tests a scripted fake server and an address where connect() han
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import queue
+import shutil
 import socket
+import ssl
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from chatroom.config import Config  # noqa: E402
 from chatroom.server import Server  # noqa: E402
+from chatroom.transport import TLSClosed, TLSStream, handshake
 
 TIMEOUT = 5.0
 
@@ -27,8 +33,11 @@ TIMEOUT = 5.0
 class LineClient:
     """A test peer: sends raw lines, reads CRLF lines with a timeout, never guesses framing."""
 
-    def __init__(self, address: tuple[str, int], timeout: float = TIMEOUT) -> None:
-        self.sock = socket.create_connection(address, timeout=timeout)
+    def __init__(self, address: tuple[str, int], timeout: float = TIMEOUT,
+                 tls: ssl.SSLContext | None = None) -> None:
+        sock = socket.create_connection(address, timeout=timeout)
+        # A test client has one thread, so an SSLSocket is fine here.
+        self.sock = tls.wrap_socket(sock, server_hostname="localhost") if tls else sock
         self.buf = b""
         self.nick = "*"
 
@@ -116,13 +125,19 @@ class RunningServer:
             setattr(cfg, k, v)
         self.server = Server(cfg)
         self.address = self.server.bind()
+        self.tls_address = self.server.tls_address
         self.thread = threading.Thread(target=self.server.serve_forever, name="test-server",
                                        daemon=True)
         self.clients: list[LineClient] = []
         self.thread.start()
 
-    def client(self, nick: str | None = None, room: str | None = None) -> LineClient:
-        c = LineClient(self.address)
+    def client(self, nick: str | None = None, room: str | None = None,
+               tls: ssl.SSLContext | None = None) -> LineClient:
+        """A line client, registered as ``nick`` and in ``room`` if given; over TLS (to the
+        TLS port) with a client context."""
+        if tls is not None:
+            assert self.tls_address is not None, "this server has no TLS port"
+        c = LineClient(self.tls_address if tls is not None else self.address, tls=tls)
         self.clients.append(c)
         if nick:
             c.register(nick)
@@ -154,11 +169,15 @@ class FakePeer:
     """One connection to a :class:`FakeServer`: the test writes raw lines, reads what came.
 
     A reader thread queues each line it receives; a QUIT is answered as a server would
-    (ERROR, then close), so sessions end promptly.
+    (ERROR, then close), so sessions end promptly.  With ``stream`` (an established
+    server-side TLS session) the bytes are TLS; reader and test thread never enter it at
+    once (the stream locks itself; ``_wlock`` keeps records in order).
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, stream: TLSStream | None = None) -> None:
         self.sock = sock
+        self.stream = stream
+        self._wlock = threading.Lock()
         self.lines: queue.Queue[str] = queue.Queue()
         self.received: list[bytes] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -166,11 +185,21 @@ class FakePeer:
 
     def _read(self) -> None:
         buf = b""
+        first = self.stream is not None  # lines that came with the handshake's last flight
         try:
             while True:
-                data = self.sock.recv(65536)
-                if not data:
+                data = b"" if first else self.sock.recv(65536)
+                if first:
+                    first = False
+                elif not data:
                     return
+                if self.stream is not None:
+                    try:
+                        data = self.stream.feed(data)
+                    except (TLSClosed, ssl.SSLError):
+                        return
+                    if self.stream.has_output:
+                        self._write(b"")
                 buf += data
                 while b"\n" in buf:
                     raw, buf = buf.split(b"\n", 1)
@@ -186,8 +215,12 @@ class FakePeer:
             return
 
     def send(self, *lines: str | bytes) -> None:
-        self.sock.sendall(b"".join((ln.encode() if isinstance(ln, str) else ln) + b"\r\n"
-                                   for ln in lines))
+        self._write(b"".join((ln.encode() if isinstance(ln, str) else ln) + b"\r\n"
+                             for ln in lines))
+
+    def _write(self, data: bytes) -> None:
+        with self._wlock:
+            self.sock.sendall(self.stream.encrypt(data) if self.stream is not None else data)
 
     def expect(self, start: str, timeout: float = 5.0) -> str:
         """The next line that starts with ``start`` (earlier ones are skipped)."""
@@ -232,10 +265,18 @@ class FakePeer:
 
 
 class FakeServer:
-    """A scripted server on 127.0.0.1, for lines our own server never sends."""
+    """A scripted server on 127.0.0.1, for lines our own server never sends.
 
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
+    With ``tls`` (a server-side context; tests may swap it to change the certificate) every
+    connection first does a TLS handshake on its own thread; only established ones become
+    peers, and ``handshakes`` counts the attempts (``failed`` keeps why the others failed).
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
+        self.tls = tls
+        self.handshakes = 0
+        self.failed: list[BaseException] = []
+        self.listener = socket.create_server((host, 0))
         self.address: tuple[str, int] = self.listener.getsockname()[:2]
         self.peers: queue.Queue[FakePeer] = queue.Queue()
         self._all: list[FakePeer] = []
@@ -248,9 +289,26 @@ class FakeServer:
                 sock, _ = self.listener.accept()
             except OSError:
                 return
-            peer = FakePeer(sock)
-            self._all.append(peer)
-            self.peers.put(peer)
+            if self.tls is None:
+                self._add(FakePeer(sock))
+            else:
+                self.handshakes += 1
+                threading.Thread(target=self._secure, args=(sock, self.tls),
+                                 daemon=True).start()
+
+    def _secure(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        stream = TLSStream(context, server_side=True)
+        try:
+            handshake(sock, stream, TIMEOUT)
+        except (OSError, ssl.SSLError) as exc:
+            self.failed.append(exc)
+            sock.close()
+            return
+        self._add(FakePeer(sock, stream))
+
+    def _add(self, peer: FakePeer) -> None:
+        self._all.append(peer)
+        self.peers.put(peer)
 
     def peer(self, timeout: float = 5.0) -> FakePeer:
         """The next connection (waits for it)."""
@@ -327,3 +385,46 @@ def free_port() -> int:
 
 def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+# --- TLS: certificates made with the openssl command, as an operator would -----------------
+
+@dataclass(frozen=True)
+class Cert:
+    cert: Path
+    key: Path
+    fingerprint: str  # SHA-256, "AB:CD:..."
+
+
+def make_cert(directory: Path, name: str = "server", cn: str = "localhost",
+              days: int = 30) -> Cert:
+    """A self-signed certificate for ``localhost`` and 127.0.0.1 (EC P-256, fast to make)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", str(days),
+         "-subj", f"/CN={cn}", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30)
+    der = ssl.PEM_cert_to_DER_cert(cert.read_text())
+    return Cert(cert, key, ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest()))
+
+
+def server_context(cert: Cert) -> ssl.SSLContext:
+    """A server-side context for ``cert``, with the ssl module's defaults for servers."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert.cert, cert.key)
+    return context
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> Cert:
+    """One certificate for the whole run (tests that change it make their own)."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the TLS tests need the openssl command (Debian package openssl)")
+    return make_cert(tmp_path_factory.mktemp("tls"))
+
+
+def tls_client_context(cert: Cert) -> ssl.SSLContext:
+    """What a careful client uses: verification on, trusting just this certificate."""
+    return ssl.create_default_context(cafile=str(cert.cert))

@@ -18,13 +18,24 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
-from conftest import ROOT, FakeServer, RunningServer, blackhole, free_port
+from conftest import (
+    ROOT,
+    Cert,
+    FakeServer,
+    RunningServer,
+    blackhole,
+    free_port,
+    make_cert,
+    server_context,
+)
 
 from chatroom import app as A
 from chatroom import session as S
 from chatroom import slash
+from chatroom.pins import PinStore
 
 try:
     import tkinter as tk
@@ -910,3 +921,118 @@ def test_signal_closes_the_program(display: str, root: tk.Tk, srv: RunningServer
     assert proc.returncode == 0, err
     assert out.strip() == "exited 0" and "Traceback" not in err
     assert "QUIT" in watcher.expect(lambda ln: ln.startswith(":sig!") and "QUIT" in ln)[-1]
+
+
+# --- TLS: the login view's box, the certificate question, the "encrypted" line --------------
+
+
+def test_tls_box_follows_the_port_until_the_user_sets_it(root: tk.Tk, make_app: Factory,
+                                                         tmp_path: Path) -> None:
+    store = PinStore(tmp_path / "pins.json")
+    app = make_app(pins=store)  # port 1027
+    box = app.login
+    assert box.tls_check.cget("text") == "Use TLS (encrypted)" and not box.use_tls()
+    box.port_var.set("6697")
+    assert box.use_tls()
+    box.port_var.set("66970")
+    assert not box.use_tls()
+    box.port_var.set("6697")
+    box.tls_check.invoke()  # the user turns it off on 6697: now the port leaves it alone
+    assert not box.use_tls()
+    box.port_var.set("1027")
+    box.port_var.set("6697")
+    assert not box.use_tls()
+    tls_default = make_app(pins=store, tls=None)
+    tls_default.login.port_var.set("6697")
+    assert tls_default.login.use_tls()
+    on_6697 = A.ChatApp(tk.Toplevel(root), "127.0.0.1", 6697, pins=store)
+    try:
+        assert on_6697.login.use_tls()
+    finally:
+        on_6697.exit_program()
+    forced = make_app(pins=store, tls=True)  # --tls
+    forced.login.port_var.set("1027")
+    assert forced.login.use_tls()
+    assert A.parse_args(["--tls"]).port == 6697 and A.parse_args([]).port == 1027
+    assert A.parse_args(["--tls", "--port", "7000"]).port == 7000
+
+
+def test_trust_prompt_then_changed_certificate_end_to_end(
+        root: tk.Tk, make_app: Factory, tls_cert: Cert, tmp_path: Path) -> None:
+    store = PinStore(tmp_path / "pins.json")
+    fake = FakeServer(tls=server_context(tls_cert))
+    try:
+        app = make_app(fake, pins=store)
+        login = app.login
+        login.tls_check.invoke()
+        assert login.use_tls()
+        login.name_var.set("alice")
+        login.join_button.invoke()
+        pump(root, login.trust_showing, what="the trust question")
+        assert app.phase == "login" and app.session is None
+        assert "could not be checked" in login.message_var.get()
+        assert login.shown_fingerprint().replace("\n", ":").endswith(tls_cert.fingerprint)
+        assert login.trust_button.cget("text") == "Trust and Join"
+        assert not store.path.exists()
+        fake.peer()  # the connection that only looked at the certificate
+        login.distrust_button.invoke()  # Cancel: nothing pinned, nothing sent
+        assert not login.trust_showing() and "not trusted" in login.status_var.get()
+        assert not store.path.exists()
+
+        login.join_button.invoke()
+        pump(root, login.trust_showing, what="the question again")
+        fake.peer()
+        press_return(root, login.trust_button)  # Enter on the focused Trust and Join
+        assert store.get("127.0.0.1", fake.address[1]) == tls_cert.fingerprint
+        assert app.phase == "connecting"
+        peer = fake.peer()
+        peer.welcome("alice")
+        peer.join("alice")
+        pump(root, lambda: app.phase == "chat", what="the chat")
+        pump(root, lambda: app.chat.security_var.get().startswith("Encrypted (TLSv1."),
+             what="the encrypted line")
+        assert app.chat.security_label.cget("style") == "Secure.TLabel"
+
+        # The server's certificate changes; the next join is refused with both prints.
+        other = make_cert(tmp_path / "other", "other")
+        fake.tls = server_context(other)
+        app.leave_chat()
+        login.join_button.invoke()
+        pump(root, login.trust_showing, what="the changed certificate")
+        text = login.message_var.get()
+        assert "has changed since you last connected" in text
+        shown = login.shown_fingerprint()
+        assert other.fingerprint[:47] in shown and tls_cert.fingerprint[:47] in shown
+        assert login.trust_button.cget("text") == "Accept the New Certificate"
+        assert root.focus_get() is not login.trust_button  # not the default
+        fake.peer()
+        # Enter in the form means Join Chat, which is refused again: no accepting by accident.
+        press_return(root, login.name_entry)
+        pump(root, lambda: app.phase == "login" and login.trust_showing(),
+             what="refused again")
+        fake.peer()
+        assert store.get("127.0.0.1", fake.address[1]) == tls_cert.fingerprint
+        login.trust_button.invoke()  # the deliberate accept
+        assert store.get("127.0.0.1", fake.address[1]) == other.fingerprint
+        peer = fake.peer()
+        peer.welcome("alice")
+        peer.join("alice")
+        pump(root, lambda: app.phase == "chat", what="the chat with the new certificate")
+    finally:
+        fake.close()
+
+
+def test_plaintext_chat_says_it_is_not_encrypted(root: tk.Tk, make_app: Factory,
+                                                  fake: FakeServer) -> None:
+    app = make_app(fake)
+    app.login.name_var.set("alice")
+    app.login.join_button.invoke()
+    peer = fake.peer()
+    peer.welcome("alice")
+    peer.send(":fake.server NOTICE alice :This connection is not encrypted. Connect with TLS "
+              "to port 6697 to keep your messages private.")
+    peer.join("alice")
+    pump(root, lambda: app.phase == "chat", what="the chat")
+    assert app.chat.security_var.get() == ("Not encrypted: the server offers TLS on port "
+                                           "6697")
+    assert "This connection is not encrypted" in app.chat.contents()

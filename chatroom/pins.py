@@ -1,0 +1,147 @@
+"""Certificate pins: the fingerprints the user chose to trust, per ``host:port``, on disk.
+
+Trust on first use: when a server's certificate cannot be checked against the system's
+certificate authorities (a self-signed certificate on a LAN, say), the app shows its
+SHA-256 fingerprint and asks once; if the user trusts it, the fingerprint is kept here and
+from then on that certificate, and only that one, is accepted for that ``host:port``.
+
+The pins live in ``pins.json`` in the user's config directory (``$XDG_CONFIG_HOME/chatroom``
+or ``~/.config/chatroom``), readable by the user only (0600, the directory 0700).  A save
+replaces the file atomically (temporary file, fsync, ``os.replace``), so a crash or a full
+disk never leaves half a file; a file that cannot be read counts as no pins (logged), and
+is replaced by the next save.
+
+Threads: the session's network thread reads (:meth:`PinStore.get`) when it connects, the
+Tk thread writes when the user says yes.  Every call re-reads the file, so a pin saved by
+another window (or another process) counts at the next connection; a lock keeps one
+process's read-modify-write whole.  No Tk here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+APP_DIR = "chatroom"
+PINS_FILE = "pins.json"
+
+
+def config_dir() -> Path:
+    """The user's config directory for this app (created by whoever writes to it)."""
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    # The XDG spec says a relative value is to be ignored.
+    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".config"
+    return root / APP_DIR
+
+
+def pin_key(host: str, port: int) -> str:
+    """``host:port`` as pins are filed: host names in lower case, IPv6 in brackets."""
+    host = host.strip().lower().rstrip(".")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def normalize(fingerprint: str) -> str:
+    """``ab:cd...``, ``ABCD...`` or ``AB CD ...`` all as ``AB:CD:...`` (for a hand-edited file)."""
+    digits = "".join(ch for ch in fingerprint.upper() if ch in "0123456789ABCDEF")
+    return ":".join(digits[i:i + 2] for i in range(0, len(digits), 2))
+
+
+class PinStore:
+    """Pinned SHA-256 fingerprints by ``host:port``, kept in one JSON file.
+
+    ``path`` defaults to ``pins.json`` in :func:`config_dir` (read when the store is made,
+    so tests can point ``XDG_CONFIG_HOME`` at a temporary directory).  Any thread.
+    """
+
+    VERSION = 1
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else config_dir() / PINS_FILE
+        self._lock = threading.Lock()
+
+    def get(self, host: str, port: int) -> str | None:
+        """The pinned fingerprint for ``host:port`` (``AB:CD:...``), or None."""
+        with self._lock:
+            entry = self._load().get(pin_key(host, port))
+        return normalize(entry["sha256"]) if entry else None
+
+    def set(self, host: str, port: int, fingerprint: str) -> None:
+        """Pin ``fingerprint`` for ``host:port`` (replacing any pin it had).  Raises OSError."""
+        with self._lock:
+            pins = self._load()
+            pins[pin_key(host, port)] = {"sha256": normalize(fingerprint),
+                                         "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                time.gmtime())}
+            self._save(pins)
+
+    def remove(self, host: str, port: int) -> bool:
+        """Forget the pin for ``host:port``; False if there was none.  Raises OSError."""
+        with self._lock:
+            pins = self._load()
+            if pins.pop(pin_key(host, port), None) is None:
+                return False
+            self._save(pins)
+            return True
+
+    def all(self) -> dict[str, str]:
+        """Every pin, ``host:port`` -> fingerprint."""
+        with self._lock:
+            return {k: normalize(v["sha256"]) for k, v in self._load().items()}
+
+    # --- the file (caller holds _lock) ------------------------------------------------
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeError) as exc:
+            log.warning("cannot read the certificate pins in %s: %s", self.path, exc)
+            return {}
+        try:
+            data = json.loads(text)
+            pins = data["pins"]
+            return {str(k): {"sha256": str(v["sha256"]), "since": str(v.get("since", ""))}
+                    for k, v in pins.items() if normalize(str(v["sha256"]))}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("ignoring the certificate pins in %s: not a pin file (%s)",
+                        self.path, exc)
+            return {}
+
+    def _save(self, pins: dict[str, dict[str, str]]) -> None:
+        directory = self.path.parent
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        body = json.dumps({"version": self.VERSION, "pins": pins}, indent=2, sort_keys=True)
+        # mkstemp makes the file 0600 in the same directory, so os.replace is atomic and
+        # the pins are never readable by others, not even for a moment.
+        fd, tmp = tempfile.mkstemp(prefix=".pins-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                os.fchmod(f.fileno(), 0o600)
+                f.write(body + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        try:  # make the rename itself durable
+            dfd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
