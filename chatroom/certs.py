@@ -47,8 +47,15 @@ def load_context(cert: str, key: str) -> tuple[ssl.SSLContext, CertificateInfo]:
     """A server context (TLS 1.2 or newer, the ssl module's secure defaults) for the pair."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    def no_passphrase() -> bytes:
+        # Without this OpenSSL would ask on the terminal, blocking the accepting thread.
+        raise CertificateError(f"{key} is encrypted with a passphrase; the server needs "
+                               f"it unencrypted (openssl pkey -in {key} -out plain.key)")
+
     try:
-        ctx.load_cert_chain(cert, key)
+        ctx.load_cert_chain(cert, key, password=no_passphrase)
+    except CertificateError:
+        raise
     except FileNotFoundError as exc:
         raise CertificateError(f"cannot read {exc.filename}: no such file") from None
     except PermissionError as exc:

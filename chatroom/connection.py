@@ -77,6 +77,8 @@ class Connection:
                          os_reason(exc))
                 raise
             log.info("tls %s:%d %s", c.host, c.addr[1], c.tls.describe())
+            with self.hub.delivering():
+                self.hub.writer.poke(c)  # anything queued meanwhile can go now
 
     def handle(self) -> None:
         c, splitter, bucket = self.client, self.splitter, self.bucket

@@ -8,8 +8,9 @@ from then on that certificate, and only that one, is accepted for that ``host:po
 The pins live in ``pins.json`` in the user's config directory (``$XDG_CONFIG_HOME/chatroom``
 or ``~/.config/chatroom``), readable by the user only (0600, the directory 0700).  A save
 replaces the file atomically (temporary file, fsync, ``os.replace``), so a crash or a full
-disk never leaves half a file; a file that cannot be read counts as no pins (logged), and
-is replaced by the next save.
+disk never leaves half a file.  A file that exists but cannot be read or parsed fails
+closed: :class:`PinFileError` from every call, never "no pins" (which would turn a changed
+certificate into a first-use question, and let the next save drop every other pin).
 
 Threads: the session's network thread reads (:meth:`PinStore.get`) when it connects, the
 Tk thread writes when the user says yes.  Every call re-reads the file, so a pin saved by
@@ -55,6 +56,10 @@ def normalize(fingerprint: str) -> str:
     return ":".join(digits[i:i + 2] for i in range(0, len(digits), 2))
 
 
+class PinFileError(OSError):
+    """The pin file is there but unreadable or damaged: nothing can be trusted from it."""
+
+
 class PinStore:
     """Pinned SHA-256 fingerprints by ``host:port``, kept in one JSON file.
 
@@ -69,13 +74,18 @@ class PinStore:
         self._lock = threading.Lock()
 
     def get(self, host: str, port: int) -> str | None:
-        """The pinned fingerprint for ``host:port`` (``AB:CD:...``), or None."""
+        """The pinned fingerprint for ``host:port`` (``AB:CD:...``), or None.  Raises
+        :class:`PinFileError` if the file is damaged."""
         with self._lock:
             entry = self._load().get(pin_key(host, port))
         return normalize(entry["sha256"]) if entry else None
 
     def set(self, host: str, port: int, fingerprint: str) -> None:
-        """Pin ``fingerprint`` for ``host:port`` (replacing any pin it had).  Raises OSError."""
+        """Pin ``fingerprint`` for ``host:port`` (replacing any pin it had).  Raises OSError
+        (:class:`PinFileError` rather than overwrite a damaged file), ValueError for
+        anything but a SHA-256 fingerprint."""
+        if len(normalize(fingerprint)) != 95:
+            raise ValueError(f"not a SHA-256 fingerprint: {fingerprint!r}")
         with self._lock:
             pins = self._load()
             pins[pin_key(host, port)] = {"sha256": normalize(fingerprint),
@@ -105,17 +115,19 @@ class PinStore:
         except FileNotFoundError:
             return {}
         except (OSError, UnicodeError) as exc:
-            log.warning("cannot read the certificate pins in %s: %s", self.path, exc)
-            return {}
+            raise PinFileError(f"cannot read {self.path}: {exc}") from None
         try:
-            data = json.loads(text)
-            pins = data["pins"]
-            return {str(k): {"sha256": str(v["sha256"]), "since": str(v.get("since", ""))}
-                    for k, v in pins.items() if normalize(str(v["sha256"]))}
+            pins = json.loads(text)["pins"]
+            loaded = {str(k): {"sha256": str(v["sha256"]), "since": str(v.get("since", ""))}
+                      for k, v in pins.items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("ignoring the certificate pins in %s: not a pin file (%s)",
-                        self.path, exc)
-            return {}
+            raise PinFileError(f"{self.path} is damaged ({type(exc).__name__}: {exc})"
+                               ) from None
+        bad = [k for k, v in loaded.items() if len(normalize(v["sha256"])) != 95]
+        if bad:
+            raise PinFileError(f"{self.path} is damaged (the pin for {bad[0]} is not a "
+                               f"SHA-256 fingerprint)")
+        return loaded
 
     def _save(self, pins: dict[str, dict[str, str]]) -> None:
         directory = self.path.parent

@@ -26,6 +26,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 
 from chatroom import certs
 from chatroom.config import Config, parse_args
@@ -58,7 +59,8 @@ class Server:
         self.tls_address: tuple[str, int] | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
-        self._reload = threading.Event()
+        self._wake_w.setblocking(False)  # a full pipe already means "wake up"
+        self._signals: deque[int] = deque()
         self.readers: set[threading.Thread] = set()
         self._readers_lock = threading.Lock()
         self._housekeeper = Housekeeper(self.hub)
@@ -141,10 +143,14 @@ class Server:
             sel.close()
             self._close_all()
 
-    def request_reload(self) -> None:
-        """Reload the TLS certificate soon, on the accepting thread (safe from a signal
-        handler: it only sets a flag and wakes the loop)."""
-        self._reload.set()
+    def signal_received(self, signum: int) -> None:
+        """For a signal handler: SIGHUP reloads the certificate, any other signal stops.
+
+        It takes no lock and logs nothing: a handler runs between two bytecodes of whatever
+        the main thread was doing, possibly inside this very handler for an earlier signal,
+        and a lock taken there could be held already.  The accepting loop does the work.
+        """
+        self._signals.append(signum)  # deque.append: atomic, lock-free
         self._wake()
 
     def reload_tls(self) -> bool:
@@ -166,13 +172,17 @@ class Server:
 
     def _woken(self) -> None:
         try:
-            while self._wake_r.recv(64):
+            while self._wake_r.recv(4096):
                 pass
         except BlockingIOError:
             pass
-        if self._reload.is_set():
-            self._reload.clear()
-            self.reload_tls()
+        while self._signals:
+            signum = self._signals.popleft()
+            log.info("received %s", signal.Signals(signum).name)
+            if signum == signal.SIGHUP:
+                self.reload_tls()
+            else:
+                self.hub.stopping.set()
 
     def _wake(self) -> None:
         try:
@@ -181,7 +191,8 @@ class Server:
             pass
 
     def shutdown(self) -> None:
-        """Ask :meth:`serve_forever` to stop; safe from any thread or a signal handler."""
+        """Ask :meth:`serve_forever` to stop; from any thread (a signal handler uses
+        :meth:`signal_received`)."""
         self.hub.stopping.set()
         self._wake()
 
@@ -300,15 +311,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     def on_signal(signum: int, frame: object) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        if signum == signal.SIGHUP:
-            server.request_reload()
-        else:
-            server.shutdown()
+        server.signal_received(signum)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     server.serve_forever()
     log.info("stopped")
     return 0

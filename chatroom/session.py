@@ -77,7 +77,7 @@ from chatroom.events import (
     UserQuit,
     UserRenamed,
 )
-from chatroom.pins import PinStore, normalize
+from chatroom.pins import PinFileError, PinStore, normalize
 from chatroom.protocol import ProtocolError
 from chatroom.serverinfo import Members, ServerInfo
 from chatroom.transport import (
@@ -741,7 +741,13 @@ class ChatSession:
         except _Failure:
             self._drop(sock)
             raise
-        pin = self.pins.get(self.host, self.port) if self.pins is not None else None
+        try:
+            pin = self.pins.get(self.host, self.port) if self.pins is not None else None
+        except PinFileError as exc:
+            self._drop(sock)
+            raise _Failure(LoginKind.TLS_FAILED, (
+                f"The list of certificates you trust cannot be used: {exc}. Fix or remove "
+                f"that file, then try again; nothing was sent to {where}.")) from None
         if pin is not None:
             # Pinned: that certificate and no other, checked on every connection.
             stream = self._handshake(sock, look)

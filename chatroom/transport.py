@@ -76,6 +76,9 @@ class TLSStream:
 
     __slots__ = ("lock", "obj", "incoming", "outgoing", "established")
 
+    # ``established`` is written once, by the thread that ran the handshake, after its last
+    # flight went out; others read it without the lock (a bool, and it only ever turns on).
+
     def __init__(self, context: ssl.SSLContext, *, server_side: bool,
                  server_hostname: str | None = None) -> None:
         self.lock = threading.Lock()
@@ -86,16 +89,20 @@ class TLSStream:
         self.established = False
 
     def handshake_step(self, data: bytes) -> tuple[bool, bytes]:
-        """Feed handshake bytes; (done, bytes to send).  Raises :class:`ssl.SSLError`."""
+        """Feed handshake bytes; (done, bytes to send).  Raises :class:`ssl.SSLError`.
+
+        Done does not make the stream :attr:`established`: the caller sets that once it
+        has sent the bytes, so nothing can be encrypted and sent ahead of them.
+        """
         with self.lock:
             if data:
                 self.incoming.write(data)
             try:
                 self.obj.do_handshake()
-                self.established = True
+                done = True
             except ssl.SSLWantReadError:
-                pass
-            return self.established, self.outgoing.read()
+                done = False
+            return done, self.outgoing.read()
 
     def feed(self, data: bytes) -> bytes:
         """Ciphertext from the socket in, the plaintext it completes out (maybe b"").
@@ -119,11 +126,23 @@ class TLSStream:
         return b"".join(chunks)
 
     def encrypt(self, data: bytes) -> bytes:
-        """Plaintext in, the ciphertext to send out (with anything reading left pending)."""
+        """Plaintext in, the ciphertext to send out (with anything reading left pending).
+
+        Written a slice at a time, taking the output after each: a memory BIO keeps the
+        size of the most it ever held, so one 256 KiB burst written whole would stay with
+        an idle connection for good.
+        """
         with self.lock:
-            if data:
-                self.obj.write(data)
-            return self.outgoing.read()
+            if len(data) <= _CHUNK:
+                if data:
+                    self.obj.write(data)
+                return self.outgoing.read()
+            out = [self.outgoing.read()]
+            view = memoryview(data)
+            for i in range(0, len(data), _CHUNK):
+                self.obj.write(view[i:i + _CHUNK])
+                out.append(self.outgoing.read())
+            return b"".join(out)
 
     def take_output(self) -> bytes:
         """Ciphertext OpenSSL produced on its own (while reading), to send as it is."""
@@ -175,6 +194,7 @@ def handshake(sock: socket.socket, stream: TLSStream, timeout: float) -> None:
                 sock.settimeout(max(0.001, deadline - time.monotonic()))
                 sock.sendall(out)
             if done:
+                stream.established = True  # after the last flight: records follow it
                 return
             left = deadline - time.monotonic()
             if left <= 0:

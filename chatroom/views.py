@@ -290,8 +290,9 @@ class LoginView:
     def show_trust(self, fingerprint: str, pinned: str = "") -> None:
         """Ask about a certificate: untrusted (no ``pinned``) or changed from ``pinned``.
 
-        For a changed certificate the accept button is a separate, plainly named action and
-        does not take the focus: Enter in the form still means Join Chat.
+        The trust button never takes the focus, for a first use as for a changed
+        certificate: an Enter typed ahead while connecting must not trust a certificate
+        nobody has looked at.  Enter in the form still means Join Chat (which asks again).
         """
         if pinned:
             self.trust_title.configure(text="The certificate has changed (SHA-256 fingerprints)")
@@ -322,8 +323,6 @@ class LoginView:
         self.trust_panel.grid()
         self._trust_up = True
         self._trust_changed = bool(pinned)
-        if not pinned:
-            self.trust_button.focus_set()
 
     def hide_trust(self) -> None:
         if getattr(self, "_trust_up", False):  # (the traces fire before the panel exists)

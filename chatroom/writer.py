@@ -97,9 +97,10 @@ class Writer:
 
     # Called with the registry lock held.
     def poke(self, client: Client) -> None:
-        """Have the writer send what TLS produced on its own (answers made while reading)."""
-        if client.outlen == 0 and not client.blocked:
-            self.dirty.append(client)
+        """Have the writer look at ``client`` again: TLS produced output on its own (an
+        answer made while reading), or its handshake is done and lines may be waiting."""
+        if not client.blocked:
+            self.dirty.append(client)  # a duplicate entry costs one empty pass, no more
 
     # Called with the registry lock held.
     def close_after_flush(self, client: Client) -> None:
@@ -220,9 +221,14 @@ class Writer:
         if not c.tls.established:
             # Still in the handshake, whose socket I/O is the reader's: nothing can be sent
             # yet.  Last words meant for it are dropped and the socket shut, which ends the
-            # handshake (and so the reader) at once.
+            # handshake (and so the reader) at once; anything else waits in its buffer
+            # until the reader, done with the handshake, pokes us.
             if closing:
                 self._shutdown(c)
+            elif data:
+                with self.reg.lock:
+                    c.out.insert(0, data)
+                    c.outlen += len(data)
             return None
         try:
             out = c.tls.encrypt(data)

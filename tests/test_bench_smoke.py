@@ -8,6 +8,7 @@ in bench/ cannot rot between the (long) real benchmark runs.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,8 +41,9 @@ def ours() -> Iterator[servers.Running]:
 
 
 def run(srv: servers.Running, **kw: object) -> dict:
-    opts = Options(port=srv.port, server_pid=srv.pid, label="ours", timeout=10.0,
-                   deadline=60.0, **kw)  # type: ignore[arg-type]
+    kw = {"timeout": 10.0, **kw}
+    opts = Options(port=srv.port, server_pid=srv.pid, label=srv.name, deadline=60.0,
+                   **kw)  # type: ignore[arg-type]
     result = run_scenario(opts)
     assert set(result) >= COMMON_KEYS
     assert result["server_alive"], result
@@ -107,3 +109,46 @@ def test_cli_writes_json_and_table(ours: servers.Running, tmp_path: Path) -> Non
     result = json.loads(out.read_text())
     assert result["deliveries"] == 10
     assert "deliveries/s" in report.side_by_side([result, dict(result, label="other")])
+
+
+@pytest.fixture(scope="module")
+def ours_tls() -> Iterator[servers.Running]:
+    """Ours with a TLS port and a throwaway certificate (openssl, in the server's temporary
+    directory, removed by stop())."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    srv = servers.start("ours-tls")
+    assert srv.tls_ca is not None
+    cert_dir = Path(srv.tls_ca).parent
+    try:
+        yield srv
+    finally:
+        srv.stop()
+    assert not cert_dir.exists()
+
+
+def test_tls_fanout_and_handshakes(ours_tls: servers.Running) -> None:
+    r = run(ours_tls, scenario="fanout", clients=4, senders=2, messages=20, tls=True,
+            tls_ca=ours_tls.tls_ca)
+    assert r["tls"]["on"] and r["tls"]["verified"] and r["tls"]["version"], r["tls"]
+    assert r["deliveries"] == r["deliveries_expected"] == 2 * 20 * 3
+    assert r["ok"], r
+    r = run(ours_tls, scenario="handshakes", clients=10, parallel=3, tls=True,
+            tls_ca=ours_tls.tls_ca)
+    assert r["handshakes_done"] == 10 and r["failures"] == []
+    assert {"handshakes_per_s", "handshake_ms", "server_cpu_us_per_handshake"} <= set(r)
+    assert r["ok"], r
+    # The generator really speaks TLS: a plaintext client on the TLS port gets nowhere.
+    r = run(ours_tls, scenario="fanout", clients=2, senders=1, messages=1, timeout=2.0)
+    assert not r["ok"] and r["failures"]
+
+
+def test_tls_cli(ours_tls: servers.Running) -> None:
+    assert ours_tls.tls_ca is not None
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", "--port", str(ours_tls.port), "--server-pid",
+         str(ours_tls.pid), "--scenario", "handshakes", "--clients", "5", "--parallel", "2",
+         "--tls", "--tls-ca", ours_tls.tls_ca, "--label", "ours-tls", "--timeout", "10"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "handshakes/s" in proc.stdout and "TLSv1" in proc.stdout and "PASS" in proc.stdout

@@ -78,23 +78,29 @@ def welcome_and_join(fake: FakeServer, nick: str = "alice") -> FakePeer:
 # --- the pin store ----------------------------------------------------------------------
 
 
+FP1 = ":".join(["AB"] * 32)
+FP2 = ":".join(["01"] * 32)
+
+
 def test_pin_file_is_private_atomic_and_survives_a_new_store(tmp_path: Path) -> None:
     path = tmp_path / "cfg" / "chatroom" / "pins.json"
     store = PN.PinStore(path)
     assert store.get("chat.example", 6697) is None
-    store.set("Chat.Example.", 6697, "ab:cd:ef")
-    store.set("::1", 6697, "0102")
+    store.set("Chat.Example.", 6697, FP1.lower())
+    store.set("::1", 6697, FP2.replace(":", ""))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert sorted(os.listdir(path.parent)) == ["pins.json"]  # no temporary file left over
     again = PN.PinStore(path)
-    assert again.get("chat.example", 6697) == "AB:CD:EF"  # the host as filed: lower case
+    assert again.get("chat.example", 6697) == FP1  # the host as filed: lower case
     assert again.get("chat.example", 6698) is None  # per port
-    assert again.all() == {"chat.example:6697": "AB:CD:EF", "[::1]:6697": "01:02"}
+    assert again.all() == {"chat.example:6697": FP1, "[::1]:6697": FP2}
     data = json.loads(path.read_text())
-    assert data["pins"]["chat.example:6697"]["sha256"] == "AB:CD:EF"
+    assert data["pins"]["chat.example:6697"]["sha256"] == FP1
     assert again.remove("chat.example", 6697) and not again.remove("chat.example", 6697)
     assert PN.PinStore(path).get("chat.example", 6697) is None
+    with pytest.raises(ValueError):
+        again.set("h", 1, "AB:CD")  # not a SHA-256 fingerprint: never stored
 
 
 def test_pin_store_lives_in_the_users_config_dir(tmp_path: Path,
@@ -106,13 +112,22 @@ def test_pin_store_lives_in_the_users_config_dir(tmp_path: Path,
     assert PN.PinStore().path == tmp_path / "home" / ".config" / "chatroom" / "pins.json"
 
 
-def test_a_damaged_pin_file_counts_as_no_pins_and_is_replaced(tmp_path: Path) -> None:
+def test_a_damaged_pin_file_fails_closed_and_is_never_overwritten(tmp_path: Path) -> None:
+    """A hand-edit slip must not turn "changed" into "first use", nor lose other pins."""
     path = tmp_path / "pins.json"
-    path.write_text("{not json")
     store = PN.PinStore(path)
-    assert store.get("h", 1) is None and store.all() == {}
-    store.set("h", 1, "AA")
-    assert PN.PinStore(path).get("h", 1) == "AA"
+    store.set("h", 1, FP1)
+    store.set("other", 2, FP2)
+    damaged = path.read_text().replace("}", "},", 1)  # a stray comma
+    path.write_text(damaged)
+    with pytest.raises(PN.PinFileError, match="damaged"):
+        store.get("h", 1)
+    with pytest.raises(PN.PinFileError):
+        store.set("h", 1, FP2)
+    assert path.read_text() == damaged
+    path.write_text('{"version": 1, "pins": {"h:1": {"sha256": "AB"}}}')
+    with pytest.raises(PN.PinFileError, match="not a SHA-256"):
+        store.get("h", 1)
 
 
 # --- sessions ---------------------------------------------------------------------------
@@ -159,6 +174,20 @@ def test_unverifiable_certificate_is_refused_without_a_pin_then_trusted(
     welcome_and_join(tls_fake)
     w2.wait(EV.Joined)
     assert tls_fake.handshakes == 3  # a pinned server takes one handshake
+
+
+def test_a_damaged_pin_file_refuses_the_connection_in_words(
+        tls_fake: FakeServer, tls_cert: Cert, store: PN.PinStore, start: Connect) -> None:
+    store.set(*tls_fake.address, tls_cert.fingerprint)
+    damaged = store.path.read_text()[:-3]  # cut short
+    store.path.write_text(damaged)
+    _s, w = start(tls_fake.address, pins=store)
+    failed = w.wait(EV.LoginFailed)
+    assert failed.kind is EV.LoginKind.TLS_FAILED
+    assert "cannot be used" in failed.message and str(store.path) in failed.message
+    assert "nothing was sent" in failed.message
+    w.wait(EV.Closed)
+    assert store.path.read_text() == damaged  # left for the user to mend, not replaced
 
 
 def test_matching_pin_is_checked_again_on_every_reconnect(

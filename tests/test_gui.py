@@ -973,6 +973,8 @@ def test_trust_prompt_then_changed_certificate_end_to_end(
         assert "could not be checked" in login.message_var.get()
         assert login.shown_fingerprint().replace("\n", ":").endswith(tls_cert.fingerprint)
         assert login.trust_button.cget("text") == "Trust and Join"
+        root.update()
+        assert root.focus_get() is not login.trust_button  # a typed-ahead Enter can't trust
         assert not store.path.exists()
         fake.peer()  # the connection that only looked at the certificate
         login.distrust_button.invoke()  # Cancel: nothing pinned, nothing sent
@@ -982,7 +984,7 @@ def test_trust_prompt_then_changed_certificate_end_to_end(
         login.join_button.invoke()
         pump(root, login.trust_showing, what="the question again")
         fake.peer()
-        press_return(root, login.trust_button)  # Enter on the focused Trust and Join
+        press_return(root, login.trust_button)  # Tab to Trust and Join, then Enter
         assert store.get("127.0.0.1", fake.address[1]) == tls_cert.fingerprint
         assert app.phase == "connecting"
         peer = fake.peer()

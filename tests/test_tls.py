@@ -26,7 +26,7 @@ from conftest import (
     tls_client_context,
 )
 
-from chatroom import handlers
+from chatroom import certs, handlers
 from chatroom.transport import TLSStream, fingerprint, is_loopback
 
 Factory = Callable[..., RunningServer]
@@ -432,3 +432,38 @@ def test_lines_sent_with_the_last_handshake_flight_are_answered(tls_srv: Running
         got += stream.feed(sock.recv(16384))
     assert b":chat.test 001 eager :Welcome" in got
     sock.close()
+
+
+def test_a_storm_of_signals_neither_hangs_nor_kills_the_server(
+        run_server: Callable[..., Proc], tls_cert: Cert) -> None:
+    """A handler runs inside whatever the main thread was doing, even inside itself: it
+    must take no lock (a reload or a stop is done by the accepting loop instead)."""
+    p = run_server("--tls-cert", str(tls_cert.cert), "--tls-key", str(tls_cert.key))
+    p.wait_log("(TLS)")
+    for _ in range(2000):
+        os.kill(p.proc.pid, signal.SIGHUP)
+    c = LineClient(("127.0.0.1", p.port))
+    c.register("after-storm")
+    t = tls_line_client(p.tls_port, tls_cert.cert)
+    t.register("tls-after-storm")
+    started = time.monotonic()
+    for _ in range(200):
+        try:
+            os.kill(p.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            break
+    assert p.proc.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    assert c.expect("ERROR")[-1].endswith("(Server shutting down)")
+
+
+def test_an_encrypted_key_is_refused_in_words_not_by_a_prompt(tmp_path: Path,
+                                                              tls_cert: Cert) -> None:
+    """OpenSSL would ask for the passphrase on the terminal, blocking the accepting thread
+    (at start, or at a SIGHUP): the server refuses the key instead."""
+    locked = tmp_path / "locked.key"
+    subprocess.run(["openssl", "pkey", "-in", str(tls_cert.key), "-aes256", "-passout",
+                    "pass:secret", "-out", str(locked)], check=True, capture_output=True,
+                   timeout=30)
+    with pytest.raises(certs.CertificateError, match="encrypted with a passphrase"):
+        certs.load_context(str(tls_cert.cert), str(locked))
