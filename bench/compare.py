@@ -3,11 +3,14 @@
     python -m bench.compare                       # all servers, all scenarios (~10 min)
     python -m bench.compare --servers ours,ngircd --scenarios fanout-50,slow
     python -m bench.compare --stretch --json bench-results.json --markdown table.md
+    python -m bench.compare --servers ours,ours-tls --scenarios fanout-50,handshakes,many-2000
 
 Every (server, scenario) pair gets a fresh server process, pinned to core 0 with
 ``taskset -c 0``, and a fresh generator process pinned to core 1, so one scenario's
 leftovers (memory, half-closed sockets) cannot bias the next.  Only the processes
-started here are stopped, by pid, also on Ctrl+C.
+started here are stopped, by pid, also on Ctrl+C.  Repeated runs are interleaved across
+servers (A, B, A, B, ...), so a disturbance on the machine hits both columns alike.
+``ours-tls`` is our server with every client on TLS (see bench/servers.py).
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ SCENARIOS: dict[str, list[str]] = {
     "churn": ["--scenario", "churn", "--cycles", "1000", "--parallel", "10"],
 }
 STRETCH = {"many-10000": ["--scenario", "many", "--clients", "10000", "--deadline", "600"]}
+# Only when named in --scenarios: the TLS issue's numbers (docs/PERFORMANCE.md, "TLS").
+# The fan-outs send 10x the messages of the ones above, so that a run lasts seconds and
+# its CPU figures are not a handful of 10 ms ticks.
+EXTRA: dict[str, list[str]] = {
+    "fanout-50-x10": ["--scenario", "fanout", "--clients", "50", "--senders", "5",
+                      "--messages", "20000"],
+    "fanout-200-x10": ["--scenario", "fanout", "--clients", "200", "--senders", "10",
+                       "--messages", "5000"],
+    "handshakes": ["--scenario", "handshakes", "--clients", "2000", "--parallel", "10"],
+    "many-2000": ["--scenario", "many", "--clients", "2000"],
+}
 # Tiny versions, to check the harness end to end in a few seconds.
 QUICK: dict[str, list[str]] = {
     "fanout-50": ["--scenario", "fanout", "--clients", "10", "--senders", "2",
@@ -47,10 +61,15 @@ QUICK: dict[str, list[str]] = {
     "many-5000": ["--scenario", "many", "--clients", "100"],
     "slow": ["--scenario", "slow", "--duration", "4"],
     "churn": ["--scenario", "churn", "--cycles", "50", "--parallel", "5"],
+    "handshakes": ["--scenario", "handshakes", "--clients", "50", "--parallel", "5"],
 }
-SERVER_NAMES = ["ours", "miniircd", "ngircd"]
+SERVER_NAMES = ["ours", "miniircd", "ngircd"]  # and ours-tls, on request
 # Short scenarios worth repeating; the table shows the median run by this metric.
-MEDIAN_BY = {"fanout": "deliveries_per_s", "churn": "cycles_per_s"}
+MEDIAN_BY = {"fanout": "deliveries_per_s", "churn": "cycles_per_s",
+             "handshakes": "handshakes_per_s", "many": "rss_kb_per_connection"}
+# Per-run values kept next to the median run's, for medians of more than the headline.
+ALSO_KEPT = ("server_cpu_us_per_delivery", "server_cpu_us_per_handshake")
+REPEATED = {"fanout", "churn", "handshakes"}  # repeated by default; the rest with --repeat-all
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -60,7 +79,9 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     chosen = dict(ordered[len(ordered) // 2])
     if len(runs) > 1:
         chosen["runs"] = len(runs)
-        chosen[f"{key}_all_runs"] = [r.get(key) for r in runs]
+        for k in (key, *ALSO_KEPT):
+            if any(k in r for r in runs):
+                chosen[f"{k}_all_runs"] = [r.get(k) for r in runs]
     return chosen
 
 
@@ -121,6 +142,8 @@ def loadgen_command(srv: servers.Running, args: list[str], json_path: str) -> li
            "--connect-concurrency", str(srv.connect_concurrency), *args]
     for line in srv.sender_setup:
         cmd += ["--sender-setup", line]
+    if srv.tls_ca is not None:
+        cmd += ["--tls", "--tls-ca", srv.tls_ca]
     return cmd
 
 
@@ -128,7 +151,7 @@ def run_one(server: str, name: str, args: list[str], time_limit: float) -> dict[
     """Fresh server, one scenario, server stopped; always returns a result dict."""
     failed: dict[str, Any] = {"scenario": args[1], "label": server, "name": name, "ok": False,
                               "params": {}, "failures": [], "checks": {}}
-    revision = our_revision() if server == "ours" else None  # before it can change
+    revision = our_revision() if server.startswith("ours") else None  # before it changes
     try:
         srv = servers.start(server, core=SERVER_CORE)
     except RuntimeError as exc:
@@ -168,12 +191,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--servers", default=",".join(SERVER_NAMES),
-                   help="comma-separated: " + ", ".join(SERVER_NAMES))
+                   help="comma-separated: " + ", ".join(servers.STARTERS))
     p.add_argument("--scenarios", help="comma-separated names (default: all of the issue's)")
     p.add_argument("--stretch", action="store_true", help="also run many-10000")
     p.add_argument("--quick", action="store_true", help="tiny parameters: a harness check")
     p.add_argument("--repeat", type=int, default=3,
-                   help="runs of each fanout and churn scenario; the table shows the median")
+                   help="runs of each fanout, churn and handshakes scenario; the table "
+                        "shows the median")
+    p.add_argument("--repeat-all", action="store_true",
+                   help="repeat every scenario (many too), not only the short ones")
     p.add_argument("--time-limit", type=float, default=1200.0,
                    help="seconds one generator run may take before it is stopped")
     p.add_argument("--json", metavar="FILE", help="write every result and the machine here")
@@ -187,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.stretch and not a.quick:
         table.update(STRETCH)
     names = a.scenarios.split(",") if a.scenarios else list(table)
+    if not a.quick:
+        table.update({**STRETCH, **EXTRA})  # any of them by name
     unknown = [n for n in names if n not in table]
     if unknown:
         print(f"unknown scenarios: {unknown}; choose from {list(table)}", file=sys.stderr)
@@ -195,15 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         for name in names:
-            repeat = a.repeat if table[name][1] in MEDIAN_BY else 1
-            for server in a.servers.split(","):
-                runs = []
+            repeat = a.repeat if a.repeat_all or table[name][1] in REPEATED else 1
+            server_names = a.servers.split(",")
+            runs: dict[str, list[dict[str, Any]]] = {s: [] for s in server_names}
+            try:
                 for i in range(repeat):
-                    print(f"== {name} on {server} ({i + 1}/{repeat})", file=sys.stderr,
-                          flush=True)
-                    runs.append(run_one(server, name, table[name], a.time_limit))
-                    print(report.format_result(runs[-1]), file=sys.stderr, flush=True)
-                results.append(median_run(runs))
+                    for server in server_names:  # interleaved: A, B, A, B, ...
+                        print(f"== {name} on {server} ({i + 1}/{repeat})", file=sys.stderr,
+                              flush=True)
+                        runs[server].append(run_one(server, name, table[name],
+                                                    a.time_limit))
+                        print(report.format_result(runs[server][-1]), file=sys.stderr,
+                              flush=True)
+            finally:
+                results += [median_run(r) for r in runs.values() if r]
     except KeyboardInterrupt:
         print("interrupted: reporting what finished", file=sys.stderr)
     text = report.side_by_side(results)

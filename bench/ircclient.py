@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import time
 from collections.abc import Iterable
 
@@ -327,11 +328,28 @@ def _resolve(fut: asyncio.Future[bool]) -> None:
         fut.set_result(True)
 
 
-async def open_client(host: str, port: int, nick: str) -> BenchClient:
-    """Connect (no registration yet)."""
+def tls_context(cafile: str | None) -> ssl.SSLContext:
+    """A client context: verify against ``cafile`` (the server's own certificate, for a
+    self-signed one), or, without it, verify nothing (encryption only, no authentication)."""
+    if cafile:
+        return ssl.create_default_context(cafile=cafile)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def open_client(host: str, port: int, nick: str, tls: ssl.SSLContext | None = None,
+                      handshake_timeout: float = 30.0) -> BenchClient:
+    """Connect (no registration yet); with ``tls``, returns once the TLS handshake is done."""
     loop = asyncio.get_running_loop()
     client = BenchClient(nick, loop)
-    await loop.create_connection(lambda: client, host, port)
+    if tls is None:
+        await loop.create_connection(lambda: client, host, port)
+    else:
+        await loop.create_connection(lambda: client, host, port, ssl=tls,
+                                     server_hostname=host,
+                                     ssl_handshake_timeout=handshake_timeout)
     return client
 
 

@@ -70,12 +70,21 @@ def _stalled(result: Result) -> str:
     return f"disconnected{when} ({st.get('reason')})"
 
 
+def _transport(result: Result) -> str:
+    tls = result.get("tls") or {}
+    if not tls.get("on"):
+        return "plaintext"
+    what = " ".join(str(tls[k]) for k in ("version", "cipher") if tls.get(k)) or "TLS"
+    return what + ("" if tls.get("verified") else " (not verified)")
+
+
 def _mb(kb: Any) -> str:
     return "-" if kb is None else f"{kb / 1024:,.1f} MB"
 
 
 ROWS: dict[str, list[Row]] = {
     "fanout": [
+        ("transport", _transport),
         ("deliveries/s", lambda r: _num(r.get("deliveries_per_s"))),
         ("deliveries (got/expected)",
          lambda r: f"{_num(r.get('deliveries'))}/{_num(r.get('deliveries_expected'))}"),
@@ -91,6 +100,7 @@ ROWS: dict[str, list[Row]] = {
         ("verdict", _verdict),
     ],
     "many": [
+        ("transport", _transport),
         ("connected", lambda r: _num(r.get("connected"))),
         ("setup time s", lambda r: _num(r.get("setup_s"))),
         ("RSS per connection KB", lambda r: _num(r.get("rss_kb_per_connection"))),
@@ -125,6 +135,21 @@ ROWS: dict[str, list[Row]] = {
         ("generator CPU", _gen),
         ("verdict", _verdict),
     ],
+    "handshakes": [
+        ("transport", _transport),
+        ("connections ok / failed",
+         lambda r: f"{_num(r.get('handshakes_done'))} / {_num(r.get('handshakes_failed'))}"),
+        ("handshakes/s", lambda r: _num(r.get("handshakes_per_s"))),
+        ("connect+handshake p50 / p99 ms",
+         lambda r: f"{_num(_get(r, 'handshake_ms', 'p50'), 2)} / "
+                   f"{_num(_get(r, 'handshake_ms', 'p99'), 2)}"),
+        ("server CPU us/connection", lambda r: _num(r.get("server_cpu_us_per_handshake"))),
+        ("server CPU", _server_util),
+        ("threads before -> after", lambda r: _before_after(r, "threads")),
+        ("fds before -> after", lambda r: _before_after(r, "fds")),
+        ("generator CPU", _gen),
+        ("verdict", _verdict),
+    ],
 }
 
 
@@ -153,6 +178,9 @@ def scenario_title(result: Result) -> str:
                 f"x {p.get('size')} B for {p.get('duration'):g} s")
     if name == "churn":
         return f"churn: {p.get('cycles')} cycles from {p.get('parallel')} parallel clients"
+    if name == "handshakes":
+        return (f"handshakes: {p.get('clients')} connections, {p.get('parallel')} at once, "
+                "each closed after QUIT")
     return str(name)
 
 

@@ -1,25 +1,30 @@
-"""The four benchmark scenarios: fan-out, many connections, slow consumer, connection churn.
+"""The benchmark scenarios: fan-out, many connections, slow consumer, churn, handshakes.
 
 Each scenario is a coroutine that takes :class:`Options` and returns a plain dict (the
 JSON report).  Every wait is bounded: a step that takes longer than ``timeout`` is a
 failure that ends up in the report, and the whole scenario has a ``deadline``.  A failed
 scenario still returns what it measured, because a server that falls over under load is
 a result, not a crash of the benchmark.
+
+With ``tls``, every client of every scenario connects over TLS (asyncio's own, ``ssl=`` on
+the connection), verifying the server against ``tls_ca`` if given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
+import ssl
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench import procstat
 from bench.ircclient import (CHANNEL, BenchClient, IrcError, Tracker, format_message, now_us,
-                             open_client, register_and_join)
+                             open_client, register_and_join, tls_context)
 
 SATURATED = 0.9  # generator CPU, as a fraction of one core, at which it may be the bottleneck
 POLL = 0.1  # seconds between progress checks
@@ -53,12 +58,15 @@ class Options:
     deadline: float = 900.0  # the whole scenario at most
     sender_setup: list[str] = field(default_factory=list)  # raw lines after registration
     client_setup: list[str] = field(default_factory=list)
+    tls: bool = False  # every client over TLS
+    tls_ca: str | None = None  # verify the server against this PEM; None: verify nothing
 
 
 DEFAULTS: dict[str, dict[str, int]] = {
     "fanout": {"clients": 50, "senders": 5, "messages": 2000, "size": 40},
     "many": {"clients": 5000, "size": 40},
     "slow": {"clients": 20, "size": 450},
+    "handshakes": {"clients": 1000},
 }
 
 
@@ -165,6 +173,30 @@ def _finish(result: dict[str, Any], opts: Options) -> dict[str, Any]:
 # --- connecting -----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
+def _context(cafile: str | None) -> ssl.SSLContext:
+    return tls_context(cafile)
+
+
+async def connect(opts: Options, nick: str, timeout: float) -> BenchClient:
+    """One connection (TLS handshake included with ``opts.tls``), within ``timeout`` s."""
+    ctx = _context(opts.tls_ca) if opts.tls else None
+    return await asyncio.wait_for(open_client(opts.host, opts.port, nick, ctx, timeout),
+                                  timeout)
+
+
+def tls_summary(opts: Options, clients: Sequence[BenchClient]) -> dict[str, Any]:
+    """Whether TLS was on, verified, and what one connection negotiated."""
+    info: dict[str, Any] = {"on": opts.tls, "verified": bool(opts.tls and opts.tls_ca)}
+    for client in clients[:1]:
+        obj = client.transport.get_extra_info("ssl_object") if client.transport else None
+        if obj is not None:
+            cipher = obj.cipher()
+            info["version"] = obj.version()
+            info["cipher"] = cipher[0] if cipher else None
+    return info
+
+
 async def connect_many(opts: Options, nicks: Sequence[str],
                        setup: Callable[[int], list[bytes]] | None = None,
                        count_joins: bool = False, deadline: float | None = None
@@ -196,13 +228,12 @@ async def connect_many(opts: Options, nicks: Sequence[str],
                 stop.set()
                 return
             try:
-                client = await asyncio.wait_for(open_client(opts.host, opts.port, nicks[i]),
-                                                step)
+                client = await connect(opts, nicks[i], step)
                 clients[i] = client
                 client.count_joins = count_joins
                 extra = setup(i) if setup else []
                 await register_and_join(client, step, extra)
-            except (OSError, TimeoutError, IrcError) as exc:
+            except (OSError, TimeoutError, IrcError, ssl.SSLError) as exc:
                 if stop.is_set():
                     pass
                 elif time.monotonic() >= end:
@@ -312,6 +343,7 @@ async def fanout(opts: Options) -> dict[str, Any]:
                                            _setup_lines(opts, set(range(first_sender, n))))
     result["setup_s"] = round(time.monotonic() - t0, 3)
     result["failures"] += failures
+    result["tls"] = tls_summary(opts, clients)
     if failures:
         close_all(clients)
         return _finish(result, opts)
@@ -414,6 +446,7 @@ async def many(opts: Options) -> dict[str, Any]:
     result["setup_generator"] = setup["generator"]
     result["connected"] = sum(1 for c in clients if c.steady)  # joined, even if lost later
     result["failures"] += failures
+    result["tls"] = tls_summary(opts, clients)
     if failures:
         result["server_after"] = procstat.sample(opts.server_pid).as_dict()
         close_all(clients)
@@ -500,6 +533,7 @@ async def slow(opts: Options) -> dict[str, Any]:
     clients, failures = await connect_many(opts, [f"w{i}" for i in range(n)],
                                            _setup_lines(opts, set(range(1, n))))
     result["failures"] += failures
+    result["tls"] = tls_summary(opts, clients)
     if failures:
         close_all(clients)
         return _finish(result, opts)
@@ -582,14 +616,13 @@ async def churn_worker(opts: Options, worker: int, cycles: int, durations: list[
         t0 = time.monotonic()
         client: BenchClient | None = None
         try:
-            client = await asyncio.wait_for(open_client(opts.host, opts.port, nick),
-                                            opts.timeout)
+            client = await connect(opts, nick, opts.timeout)
             await register_and_join(client, opts.timeout,
                                     [line.encode() for line in opts.client_setup])
             client.send(b"QUIT :churn\r\n")
             await asyncio.wait_for(client.closed, opts.timeout)
             durations.append(time.monotonic() - t0)
-        except (TimeoutError, OSError, IrcError) as exc:
+        except (TimeoutError, OSError, IrcError, ssl.SSLError) as exc:
             failures.append(f"{nick}: {_describe(exc)}")
             if len(failures) >= 10:
                 return  # the server is broken; stop hammering it
@@ -616,6 +649,7 @@ async def churn(opts: Options) -> dict[str, Any]:
     result = _base_result(opts)
     observers, failures = await connect_many(opts, ["obs"], count_joins=True)
     result["failures"] += failures
+    result["tls"] = tls_summary(opts, observers)
     if failures:
         return _finish(result, opts)
     observer = observers[0]
@@ -666,11 +700,90 @@ def _not_above(after: int | None, before: int | None) -> bool:
     return after is None or before is None or after <= before
 
 
+# --- handshakes -----------------------------------------------------------------------
+
+
+async def handshake_worker(opts: Options, todo: Iterator[int], end: float,
+                           connect_s: list[float], failures: list[str],
+                           first: list[BenchClient]) -> None:
+    """Take connection numbers from ``todo`` (shared, so bounded by its length) until done:
+    connect (and handshake), send QUIT, wait for the server to close."""
+    for i in todo:
+        if len(failures) >= 10 or time.monotonic() > end:
+            return  # the server is broken, or out of time: stop hammering it
+        t0 = time.monotonic()
+        client: BenchClient | None = None
+        try:
+            client = await connect(opts, f"h{i}", opts.timeout)
+            connect_s.append(time.monotonic() - t0)
+            if not first:
+                first.append(client)
+            client.registered.cancel()  # never registers: nothing to report through it
+            # The server closes after QUIT: proof that it finished its side of the
+            # handshake and read the first record, and its cleanup runs inside the clock.
+            client.send(b"QUIT :handshake\r\n")
+            await asyncio.wait_for(asyncio.shield(client.closed), opts.timeout)
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            failures.append(f"connection {i}: {_describe(exc)}")
+        finally:
+            if client is not None:
+                client.close()
+
+
+async def handshakes(opts: Options) -> dict[str, Any]:
+    """N connections opened as fast as possible, ``parallel`` at once: each is connected
+    (and TLS-handshaken with ``tls``), sends QUIT and is closed by the server.  Reports
+    handshakes (connections) per second and the server's CPU per connection."""
+    result = _base_result(opts)
+    n = opts.clients or 0
+    before = procstat.sample(opts.server_pid)
+    connect_s: list[float] = []
+    failures: list[str] = []
+    first: list[BenchClient] = []
+    todo = iter(range(n))
+    meter = Meter(opts.server_pid)
+    start = time.monotonic()
+    work = asyncio.gather(*(handshake_worker(opts, todo, start + opts.deadline, connect_s,
+                                             failures, first)
+                            for _ in range(max(1, opts.parallel))))
+    try:
+        await asyncio.wait_for(work, opts.deadline + opts.timeout)
+    except TimeoutError:
+        failures.append("scenario deadline reached")
+    elapsed = time.monotonic() - start
+    # The server's share of the last connections (thread exit, close) belongs to the run.
+    after = await _settle(opts.server_pid, before, 10.0)
+    measured = meter.stop()
+    result["tls"] = tls_summary(opts, first)
+    result.update(measured)
+    result["failures"] += failures[:10]
+    done = len(connect_s)
+    result["handshakes_done"] = done
+    result["handshakes_failed"] = len(failures)
+    result["duration_s"] = round(elapsed, 3)
+    result["handshakes_per_s"] = round(done / elapsed, 1) if elapsed > 0 else None
+    ms = sorted(d * 1000 for d in connect_s)
+    result["handshake_ms"] = {"p50": _round(percentile(ms, 50), 2),
+                              "p99": _round(percentile(ms, 99), 2)}
+    cpu = measured["server"]["cpu_s"]
+    result["server_cpu_us_per_handshake"] = (round(cpu / done * 1e6, 1)
+                                             if cpu is not None and done else None)
+    result["server_before"] = before.as_dict()
+    result["server_after"] = after.as_dict()
+    result["checks"] = {
+        "all_handshakes_ok": done == n and not failures,
+        "no_thread_leak": _not_above(after.threads, before.threads),
+        "no_fd_leak": _not_above(after.fds, before.fds),
+    }
+    return _finish(result, opts)
+
+
 SCENARIOS: dict[str, Callable[[Options], Awaitable[dict[str, Any]]]] = {
     "fanout": fanout,
     "many": many,
     "slow": slow,
     "churn": churn,
+    "handshakes": handshakes,
 }
 
 

@@ -1,5 +1,9 @@
 """Start and stop the servers under test: ours, miniircd and ngIRCd, on loopback ports.
 
+``ours-tls`` is our server with TLS on, a throwaway self-signed certificate (made with the
+``openssl`` command in the server's temporary directory, removed with it) and the
+generator pointed at the TLS port, verifying against that certificate.
+
 Each server runs as a child process in the foreground (so its pid is the one /proc is
 read for), optionally pinned to a core with ``taskset``.  We stop only the processes we
 started, by pid: SIGTERM, then SIGKILL if it does not go within a few seconds.
@@ -60,6 +64,7 @@ class Running:
     # Registrations in flight at once: below the server's listen backlog (see Options).
     connect_concurrency: int = 8
     tmpdir: tempfile.TemporaryDirectory[str] | None = None
+    tls_ca: str | None = None  # set when ``port`` is a TLS port: the certificate to trust
 
     @property
     def pid(self) -> int:
@@ -123,16 +128,57 @@ def our_options(python: str = sys.executable) -> tuple[list[str], list[str]]:
     return args, notes
 
 
-def start_ours(port: int, core: int | None = None, extra: list[str] | None = None) -> Running:
-    """``python server.py --host 127.0.0.1 --port P`` plus the benchmark options it has."""
+def make_certificate(directory: str | Path) -> tuple[Path, Path]:
+    """A self-signed P-256 certificate for localhost/127.0.0.1 in ``directory``:
+    (cert.pem, key.pem).  For benchmarks and tests only; never commit them."""
+    if shutil.which("openssl") is None:
+        raise RuntimeError("the openssl command is needed to make a test certificate")
+    d = Path(directory)
+    cert, key = d / "cert.pem", d / "key.pem"
+    proc = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "30",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=False, capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise RuntimeError(f"openssl req failed: {proc.stderr.strip()[-500:]}")
+    return cert, key
+
+
+def start_ours(port: int, core: int | None = None, extra: list[str] | None = None,
+               tls: bool = False) -> Running:
+    """``python server.py --host 127.0.0.1 --port P`` plus the benchmark options it has.
+
+    With ``tls``, also ``--tls-port T --tls-cert C --tls-key K`` with a fresh self-signed
+    certificate; the returned ``port`` is then T (the plaintext port P stays open) and
+    ``tls_ca`` is the certificate.
+    """
     args, notes = our_options()
     tmp = tempfile.TemporaryDirectory(prefix="bench-ours-")
+    if tls:
+        try:
+            cert, key = make_certificate(tmp.name)
+        except (RuntimeError, OSError, subprocess.SubprocessError):
+            tmp.cleanup()
+            raise
+        args += ["--port", str(free_port()), "--tls-port", str(port), "--tls-cert", str(cert),
+                 "--tls-key", str(key)]
+    else:
+        args += ["--port", str(port)]
     cmd = [sys.executable, str(ROOT / "server.py"), "--host", "127.0.0.1",
-           "--port", str(port), *args, *(extra or [])]
-    running = _spawn("ours", cmd, port, core, tmp, cwd=ROOT)
+           *args, *(extra or [])]
+    running = _spawn("ours-tls" if tls else "ours", cmd, port, core, tmp, cwd=ROOT)
     running.connect_concurrency = 100  # server.py listens with a backlog of 1024
     running.notes += notes
+    if tls:
+        running.tls_ca = str(cert)
+        running.notes.append("ours-tls: every client over TLS, verified against a "
+                             "self-signed P-256 certificate")
     return running
+
+
+def start_ours_tls(port: int, core: int | None = None) -> Running:
+    return start_ours(port, core, tls=True)
 
 
 def start_miniircd(port: int, core: int | None = None) -> Running:
@@ -210,9 +256,11 @@ def start_ngircd(port: int, core: int | None = None) -> Running:
     return running
 
 
-STARTERS = {"ours": start_ours, "miniircd": start_miniircd, "ngircd": start_ngircd}
+STARTERS = {"ours": start_ours, "ours-tls": start_ours_tls, "miniircd": start_miniircd,
+            "ngircd": start_ngircd}
 
 
 def start(name: str, port: int | None = None, core: int | None = None) -> Running:
-    """Start server ``name`` (ours, miniircd, ngircd) on ``port`` (a free one by default)."""
+    """Start server ``name`` (ours, ours-tls, miniircd, ngircd) on ``port`` (a free one by
+    default)."""
     return STARTERS[name](port or free_port(), core)
