@@ -20,6 +20,7 @@ with it held.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -27,10 +28,46 @@ from contextlib import contextmanager
 
 from chatroom import protocol as P
 from chatroom.config import VERSION, Config
-from chatroom.registry import MAX_BANS, Channel, Client, Registry
+from chatroom.registry import ALL_TAGS, MAX_BANS, TIME_ONLY, Channel, Client, Registry
 from chatroom.writer import Writer
 
 log = logging.getLogger(__name__)
+
+
+class Event:
+    """One storable event as its recipients get it: the same ``msgid`` and ``time`` on
+    every copy, each wire variant formatted at most once, when a recipient first needs it.
+
+    ``plain`` is the line without tags; ``tags`` the sender's client-only tags, for
+    message-tags recipients only; with ``tagged_only`` (TAGMSG) clients without
+    message-tags get nothing.  Lives while the registry lock is held.
+    """
+
+    __slots__ = ("plain", "msgid", "time", "tags", "tagged_only", "_timed", "_full")
+
+    def __init__(self, plain: bytes, msgid: str, time: str, tags: dict[str, str] | None,
+                 tagged_only: bool = False) -> None:
+        self.plain, self.msgid, self.time = plain, msgid, time
+        self.tags, self.tagged_only = tags, tagged_only
+        self._timed: bytes | None = None
+        self._full: bytes | None = None
+
+    def line_for(self, c: Client) -> bytes | None:
+        mode = c.tagmode
+        if mode == ALL_TAGS:
+            if self._full is None:
+                tags = {"msgid": self.msgid, "time": self.time}
+                if self.tags:
+                    tags.update(self.tags)
+                self._full = P.tag_section(tags) + self.plain
+            return self._full
+        if self.tagged_only:
+            return None
+        if mode == TIME_ONLY:
+            if self._timed is None:
+                self._timed = b"@time=" + self.time.encode() + b" " + self.plain
+            return self._timed
+        return self.plain
 
 
 class Hub:
@@ -44,6 +81,7 @@ class Hub:
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.isupport = self._isupport_tokens()
         self.tls_port: int | None = None  # the TLS listener's port, once it is open
+        self.clock = P.EventClock(secrets.token_hex(3) + "-")
 
     # --- leaving ------------------------------------------------------------------------
 
@@ -63,9 +101,10 @@ class Hub:
                 return
             if c.registered:
                 self.reg.remember(c)
-                line = P.format_line(c.prefix, "QUIT", reason, truncate=True, trailing=True)
+                ev = self.event(P.format_line(c.prefix, "QUIT", reason, truncate=True,
+                                              trailing=True))
                 for peer in self.reg.peers(c):
-                    self.writer.queue(peer, line)
+                    self.deliver(peer, ev)
             self.reg.forget(c)
         log.info("quit %s %s:%d (%s)", c.nick, c.host, c.addr[1], reason)
 
@@ -102,10 +141,31 @@ class Hub:
         with self.delivering():
             self.to_client(c, lines)
 
-    def to_room(self, ch: Channel, line: bytes) -> None:
-        """Queue ``line`` to every member of ``ch``.  Caller holds the lock."""
-        for m in ch.members:
-            self.writer.queue(m, line)
+    def event(self, plain: bytes, tags: dict[str, str] | None = None,
+              tagged_only: bool = False) -> Event:
+        """Stamp a storable event (msgid, time).  Lock held: stamps follow delivery order."""
+        return Event(plain, *self.clock.stamp(time.time()), tags, tagged_only)
+
+    def to_room(self, ch: Channel, line: bytes) -> Event:
+        """Queue the event ``line`` to every member of ``ch``, each as its caps ask.
+        Caller holds the lock."""
+        ev = self.event(line)
+        q = self.writer.queue
+        if not ch.tagged:
+            for m in ch.members:
+                q(m, line)
+        else:
+            for m in ch.members:
+                out = ev.line_for(m)
+                if out is not None:
+                    q(m, out)
+        return ev
+
+    def deliver(self, c: Client, ev: Event) -> None:
+        """Queue ``ev`` to one client as its caps ask.  Caller holds the lock."""
+        out = ev.line_for(c)
+        if out is not None:
+            self.writer.queue(c, out)
 
     def to_client(self, c: Client, lines: Iterable[bytes]) -> None:
         """Queue ``lines`` to ``c``, in order.  Caller holds the lock."""

@@ -12,11 +12,13 @@ section at most 8191 bytes.  Text is UTF-8.  Names use the ``ascii`` casemapping
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MAX_LINE = 512  # bytes, with the CRLF, tags not counted
 MAX_TAGS = 8191  # bytes of the tags section, with its '@' and trailing space
+MAX_CLIENT_TAGS = 4096  # the part of that a client may send (IRCv3 message-tags)
 # The most a single line may hold before its newline arrives: tags + body.
 MAX_FRAME = MAX_TAGS + MAX_LINE
 
@@ -291,7 +293,7 @@ def parse(line: bytes | str, *, limits: bool = True) -> Message:
         space = raw.find(b" ")
         if space < 0:
             raise ProtocolError("tags without a command")
-        if limits and space + 1 > MAX_TAGS:
+        if limits and space + 1 > MAX_CLIENT_TAGS:
             raise ProtocolError("tags too long", too_long=True)
         body_start = space + 1
     if limits and len(raw) - body_start + 2 > MAX_LINE:
@@ -395,12 +397,62 @@ def format_line(
         if not truncate or not params:
             raise ProtocolError("outgoing line too long", too_long=True)
         data = _truncate_utf8(data, MAX_LINE - 2)
-    prefix = b""
-    if tags:
-        prefix = ("@" + ";".join(
-            k if v == "" else f"{k}={v.translate(_TAG_ESCAPES)}" for k, v in tags.items()
-        ) + " ").encode("utf-8")
-    return prefix + data + b"\r\n"
+    return (tag_section(tags) if tags else b"") + data + b"\r\n"
+
+
+def tag_section(tags: dict[str, str]) -> bytes:
+    """``@k=v;k2 `` (escaped, with its trailing space) to put in front of a line.
+
+    A NUL has no escape in the tag grammar, so a value holding one is refused.
+    """
+    if any("\x00" in v for v in tags.values()):
+        raise ProtocolError("NUL in an outgoing tag value")
+    return ("@" + ";".join(
+        k if v == "" else f"{k}={v.translate(_TAG_ESCAPES)}" for k, v in tags.items()
+    ) + " ").encode("utf-8")
+
+
+_CLIENT_TAG_RE = re.compile(r"\+(?:[A-Za-z0-9.-]+/)?[A-Za-z0-9-]+\Z")
+
+
+def client_tags(tags: dict[str, str]) -> dict[str, str]:
+    """The client-only tags (``+key``, well formed) of ``tags``: the ones a server relays.
+
+    Anything else a client sends (``time``, ``msgid``, ``account``...) is the server's to
+    say, so it is never passed on.
+    """
+    return {k: v for k, v in tags.items() if k[:1] == "+" and _CLIENT_TAG_RE.match(k)}
+
+
+class EventClock:
+    """The identity of each storable event: a unique ``msgid`` and a ``time``.
+
+    Times are UTC with milliseconds and strictly increasing (two events in one millisecond
+    get consecutive ones), so a stream sorted by time is the order events happened.  Not
+    thread-safe: the server calls it with its registry lock held, which also makes the
+    order of stamps the order in which everyone sees the events.
+    """
+
+    __slots__ = ("_prefix", "_count", "_last_ms", "_second", "_second_text")
+
+    def __init__(self, boot: str) -> None:
+        self._prefix = boot  # distinguishes this run's ids from an earlier run's
+        self._count = 0
+        self._last_ms = 0
+        self._second = -1
+        self._second_text = ""
+
+    def stamp(self, now: float) -> tuple[str, str]:
+        """(msgid, time) for one event at ``now`` (seconds since the epoch)."""
+        ms = max(int(now * 1000), self._last_ms + 1)
+        self._last_ms = ms
+        second = ms // 1000
+        if second != self._second:  # strftime once a second, not once an event
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        self._count += 1
+        return (f"{self._prefix}{self._count:x}",
+                f"{self._second_text}.{ms % 1000:03d}Z")
 
 
 def format_message(msg: Message, *, truncate: bool = False) -> bytes:

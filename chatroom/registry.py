@@ -19,6 +19,7 @@ from chatroom.transport import TLSStream
 
 MAX_BANS = 100
 WHOWAS_SIZE = 1000
+NO_TAGS, TIME_ONLY, ALL_TAGS = 0, 1, 2  # Client.tagmode
 
 
 class Client:
@@ -35,7 +36,7 @@ class Client:
                  "signon", "last_active", "last_message", "ping_sent", "partial_since",
                  "connected_at", "out", "outlen", "doomed", "closing", "wbuf", "blocked",
                  "quit_reason", "released", "closing_since", "invites", "tls",
-                 "cap_version")
+                 "cap_version", "tagmode", "echo")
 
     def __init__(self, sock: socket.socket, addr: tuple[str, int],
                  tls: TLSStream | None = None) -> None:
@@ -53,6 +54,11 @@ class Client:
         self.registered = False
         self.cap_negotiating = False
         self.cap_version = 0  # 302 once it sent CAP LS 302 (cap values, multi-line LS)
+        # Which variant of an event's line it gets (from its caps, see set_caps): NO_TAGS,
+        # TIME_ONLY (server-time) or ALL_TAGS (message-tags); and whether it gets its own
+        # messages back (echo-message).
+        self.tagmode = NO_TAGS
+        self.echo = False
         self.caps: set[str] = set()
         self.modes: set[str] = set()
         self.away: str | None = None
@@ -84,6 +90,18 @@ class Client:
     def update_prefix(self) -> None:
         self.prefix = f"{self.nick}!{self.user}@{self.host}"
 
+    def set_caps(self, caps: set[str]) -> None:
+        """Take ``caps`` as the enabled capabilities.  Registry lock held: the rooms'
+        counts of tagged members follow."""
+        old = self.tagmode
+        self.caps = caps
+        self.tagmode = (ALL_TAGS if "message-tags" in caps else
+                        TIME_ONLY if "server-time" in caps else NO_TAGS)
+        self.echo = "echo-message" in caps
+        if bool(old) != bool(self.tagmode):
+            for ch in self.channels.values():
+                ch.tagged += 1 if self.tagmode else -1
+
 
 class Channel:
     """A room: members with their prefixes (``@`` operator, ``+`` voice), topic and modes."""
@@ -99,6 +117,12 @@ class Channel:
         self.key: str | None = None  # +k
         self.limit = 0  # +l, 0 for none
         self.bans: list[Ban] = []  # +b
+        self.tagged = 0  # members whose tagmode is not NO_TAGS (0: the plain fast path)
+
+    def add(self, c: Client, prefix: str) -> None:
+        self.members[c] = prefix
+        if c.tagmode:
+            self.tagged += 1
 
     def mode_string(self, show_key: bool) -> tuple[str, ...]:
         """The 324 parameters: ``+flags`` then the key (to members only) and the limit."""
@@ -178,7 +202,8 @@ class Registry:
 
     def remove_member(self, ch: Channel, c: Client) -> None:
         """Take ``c`` out of ``ch``; a room whose last member leaves ceases to exist."""
-        ch.members.pop(c, None)
+        if ch.members.pop(c, None) is not None and c.tagmode:
+            ch.tagged -= 1
         c.channels.pop(P.casefold(ch.name), None)
         if not ch.members:
             self.channels.pop(P.casefold(ch.name), None)

@@ -197,12 +197,12 @@ def test_sts_is_offered_only_when_asked_for(make_server: Factory, tls_cert: Cert
     c = srv.client()
     c.send("CAP LS 302")
     assert c.expect("CAP")[-1] == (
-        f":chat.test CAP * LS :multi-prefix userhost-in-names sts=port={port}")
+        f":chat.test CAP * LS :cap-notify echo-message message-tags multi-prefix server-time standard-replies userhost-in-names sts=port={port}")
     c.send("CAP REQ :sts")
     assert c.expect("CAP")[-1] == ":chat.test CAP * NAK sts"
     old = srv.client()
     old.send("CAP LS")  # no values before 302, so no sts
-    assert old.expect("CAP")[-1] == ":chat.test CAP * LS :multi-prefix userhost-in-names"
+    assert old.expect("CAP")[-1] == ":chat.test CAP * LS :cap-notify echo-message message-tags multi-prefix server-time standard-replies userhost-in-names"
     t = srv.client(tls=tls_client_context(tls_cert))
     t.send("CAP LS 302")
     assert t.expect("CAP")[-1].endswith(" sts=duration=86400")
