@@ -447,7 +447,7 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
                         not mode and ch.bans and ch.banned(c)):
                     errors.append(hub.error(c, P.ERR_CANNOTSENDTOCHAN, ch.name))
                     continue
-                msgid, stamp = hub.clock.stamp(now)
+                stamp = hub.clock.stamp(now)
                 if not (status or ch.tagged or c.echo):
                     # The common case: nobody here takes tags, so the plain line, as before
                     # (no Event object either: it would only cost time on the hot path).
@@ -456,7 +456,7 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
                             if m is not c:
                                 q(m, line)
                     continue
-                ev = Event(line, msgid, stamp, tags, tagmsg)
+                ev = Event(line, hub.clock, stamp, tags, tagmsg)
                 if status:
                     for m, pfx in ch.members.items():
                         if m is not c and ("@" in pfx or ("+" in status and "+" in pfx)):
@@ -474,7 +474,7 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
                 if peer is None:
                     errors.append(hub.error(c, P.ERR_NOSUCHNICK, target))
                     continue
-                ev = Event(line, *hub.clock.stamp(now), tags, tagmsg)
+                ev = Event(line, hub.clock, hub.clock.stamp(now), tags, tagmsg)
                 hub.deliver(peer, ev)
                 if c.echo and peer is not c:  # to yourself: once, not twice
                     hub.deliver(c, ev)

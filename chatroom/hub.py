@@ -40,17 +40,27 @@ class Event:
 
     ``plain`` is the line without tags; ``tags`` the sender's client-only tags, for
     message-tags recipients only; with ``tagged_only`` (TAGMSG) clients without
-    message-tags get nothing.  Lives while the registry lock is held.
+    message-tags get nothing.  Lives while the registry lock is held (the clock's
+    spelling-out is not thread-safe).
     """
 
-    __slots__ = ("plain", "msgid", "time", "tags", "tagged_only", "_timed", "_full")
+    __slots__ = ("plain", "clock", "serial", "ms", "tags", "tagged_only", "_timed", "_full")
 
-    def __init__(self, plain: bytes, msgid: str, time: str, tags: dict[str, str] | None,
-                 tagged_only: bool = False) -> None:
-        self.plain, self.msgid, self.time = plain, msgid, time
+    def __init__(self, plain: bytes, clock: P.EventClock, stamp: tuple[int, int],
+                 tags: dict[str, str] | None, tagged_only: bool = False) -> None:
+        self.plain, self.clock = plain, clock
+        self.serial, self.ms = stamp
         self.tags, self.tagged_only = tags, tagged_only
         self._timed: bytes | None = None
         self._full: bytes | None = None
+
+    @property
+    def msgid(self) -> str:
+        return self.clock.msgid(self.serial)
+
+    @property
+    def time(self) -> str:
+        return self.clock.time_text(self.ms)
 
     def line_for(self, c: Client) -> bytes | None:
         mode = c.tagmode
@@ -144,7 +154,7 @@ class Hub:
     def event(self, plain: bytes, tags: dict[str, str] | None = None,
               tagged_only: bool = False) -> Event:
         """Stamp a storable event (msgid, time).  Lock held: stamps follow delivery order."""
-        return Event(plain, *self.clock.stamp(time.time()), tags, tagged_only)
+        return Event(plain, self.clock, self.clock.stamp(time.time()), tags, tagged_only)
 
     def to_room(self, ch: Channel, line: bytes) -> Event:
         """Queue the event ``line`` to every member of ``ch``, each as its caps ask.
