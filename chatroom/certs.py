@@ -88,8 +88,8 @@ def describe(cert: str) -> CertificateInfo:
 
 def log_certificate(info: CertificateInfo, what: str = "using") -> None:
     days = info.days_left()
-    expiry = time.strftime("%Y-%m-%d", time.gmtime(info.not_after)) if days != float(
-        "inf") else "unknown"
+    known = info.not_after != float("inf")
+    expiry = time.strftime("%Y-%m-%d", time.gmtime(info.not_after)) if known else "unknown"
     log.info("TLS: %s certificate %s, expires %s, SHA-256 fingerprint %s", what,
              info.subject, expiry, info.fingerprint)
     if days < 0:

@@ -462,11 +462,7 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
                         if m is not c and ("@" in pfx or ("+" in status and "+" in pfx)):
                             hub.deliver(m, ev)
                 else:
-                    for m in ch.members:
-                        if m is not c:
-                            out = ev.line_for(m)
-                            if out is not None:
-                                q(m, out)
+                    hub.fan_out(ch, ev, skip=c)
                 if c.echo:
                     hub.deliver(c, ev)
             else:

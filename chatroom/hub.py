@@ -157,19 +157,27 @@ class Hub:
         return Event(plain, self.clock, self.clock.stamp(time.time()), tags, tagged_only)
 
     def to_room(self, ch: Channel, line: bytes) -> Event:
-        """Queue the event ``line`` to every member of ``ch``, each as its caps ask.
-        Caller holds the lock."""
+        """Stamp the event ``line`` and queue it to every member of ``ch``, each as its
+        caps ask.  Caller holds the lock."""
         ev = self.event(line)
+        self.fan_out(ch, ev)
+        return ev
+
+    def fan_out(self, ch: Channel, ev: Event, skip: Client | None = None) -> None:
+        """Queue ``ev`` to every member of ``ch`` but ``skip``, each as its caps ask; a
+        room where nobody takes tags gets the plain line in the plain loop.  Lock held."""
         q = self.writer.queue
         if not ch.tagged:
-            for m in ch.members:
-                q(m, line)
-        else:
-            for m in ch.members:
+            if not ev.tagged_only:
+                for m in ch.members:
+                    if m is not skip:
+                        q(m, ev.plain)
+            return
+        for m in ch.members:
+            if m is not skip:
                 out = ev.line_for(m)
                 if out is not None:
                     q(m, out)
-        return ev
 
     def deliver(self, c: Client, ev: Event) -> None:
         """Queue ``ev`` to one client as its caps ask.  Caller holds the lock."""

@@ -77,7 +77,7 @@ from chatroom.events import (
     UserQuit,
     UserRenamed,
 )
-from chatroom.pins import PinFileError, PinStore, normalize
+from chatroom.pins import PinFileError, PinStore
 from chatroom.protocol import ProtocolError
 from chatroom.serverinfo import Members, ServerInfo
 from chatroom.transport import (
@@ -545,13 +545,7 @@ class ChatSession:
                 stream = self._stream
             if sock is None:
                 continue
-            try:
-                # Encrypting and sending under one lock keeps TLS records in the order of
-                # their sequence numbers, whichever thread writes.
-                with self._wlock:
-                    sock.sendall(stream.encrypt(data) if stream is not None else data)
-            except OSError:  # ssl.SSLError too
-                shutdown(sock)  # the network thread sees it and reconnects
+            self._transmit(sock, stream, data)
 
     def _stop_sender(self) -> None:
         while True:
@@ -566,25 +560,25 @@ class ChatSession:
 
     def _write_now(self, conn: _Conn, data: bytes) -> None:
         """Write from the network thread (registration, PONG, PING)."""
-        stream = conn.stream
-        try:
-            with self._wlock:
-                conn.sock.sendall(stream.encrypt(data) if stream is not None else data)
-        except OSError:
-            shutdown(conn.sock)
+        self._transmit(conn.sock, conn.stream, data)
 
     def _write_tls_output(self, conn: _Conn) -> None:
         """Send what reading made OpenSSL want to send (a key update answer, an alert)."""
-        stream = conn.stream
-        if stream is None or not stream.has_output:
-            return
+        if conn.stream is not None and conn.stream.has_output:
+            self._transmit(conn.sock, conn.stream, b"")  # encrypt(b"") takes what is pending
+
+    def _transmit(self, sock: socket.socket, stream: TLSStream | None, data: bytes) -> None:
+        """Send ``data`` (through ``stream`` if TLS), from either thread.  Encrypting and
+        sending under one lock keeps TLS records in the order of their sequence numbers,
+        whichever thread writes.  A failed send shuts the socket: the network thread sees
+        it and reconnects."""
         try:
             with self._wlock:
-                out = stream.take_output()  # under _wlock: after anything encrypted before
+                out = stream.encrypt(data) if stream is not None else data
                 if out:
-                    conn.sock.sendall(out)
-        except OSError:
-            shutdown(conn.sock)
+                    sock.sendall(out)
+        except OSError:  # ssl.SSLError too
+            shutdown(sock)
 
     def _shutdown_socket(self) -> None:
         with self._lock:
@@ -820,7 +814,7 @@ class ChatSession:
             self._drop(sock, stream)
             raise _Failure(LoginKind.TLS_FAILED, (
                 f"{self.host}:{self.port} sent no certificate, so it cannot be trusted."))
-        return normalize(fingerprint(der))
+        return fingerprint(der)  # already AB:CD:..., as pins are kept
 
     def _drop(self, sock: socket.socket, stream: TLSStream | None = None) -> None:
         """Close a socket the session gives up before using it (no other thread has it)."""
