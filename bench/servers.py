@@ -155,6 +155,8 @@ def start_ours(port: int, core: int | None = None, extra: list[str] | None = Non
     """
     args, notes = our_options()
     tmp = tempfile.TemporaryDirectory(prefix="bench-ours-")
+    # History (on by default) lives in a temporary data directory, as in every test.
+    args += ["--data-dir", str(Path(tmp.name) / "data")]
     if tls:
         try:
             cert, key = make_certificate(tmp.name)

@@ -39,6 +39,9 @@ class Config:
     flood_kill: int = 60  # lines waiting beyond the burst before "Excess Flood"
     recvq: int = 8192  # unread bytes a throttled client may have waiting before "Excess Flood"
     data_dir: str = "chat-data"
+    history: bool = True  # --no-history turns it off: nothing is stored
+    history_days: float = 0.0  # events older than this are pruned; 0 keeps everything
+    replay_lines: int = 50  # lines replayed on join to clients that can't fetch history
     # TLS is on when a certificate and key are given (or made: tls_self_signed).
     tls_port: int = 6697  # 0 picks a free port, as tests do
     tls_cert: str | None = None
@@ -95,6 +98,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
                    help="turn flood control off (benchmarks, conformance runs)")
     p.add_argument("--data-dir", default=d.data_dir, metavar="DIR",
                    help="where the server keeps its data (created when first needed)")
+    hist = p.add_argument_group("history (kept in the data directory)")
+    hist.add_argument("--no-history", action="store_true",
+                      help="store nothing: no history, no CHATHISTORY, rooms forget their "
+                           "topic and modes on restart")
+    hist.add_argument("--history-days", type=float, default=d.history_days, metavar="DAYS",
+                      help="delete events older than this many days (0: keep everything)")
+    hist.add_argument("--replay-lines", type=int, default=d.replay_lines, metavar="N",
+                      help="lines replayed on join to clients that show server times but "
+                           "can't fetch history (0: none)")
     tls = p.add_argument_group("TLS (encrypted connections)")
     tls.add_argument("--tls-port", type=int, default=d.tls_port,
                      help="TLS port, on when a certificate is given or made")
@@ -146,6 +158,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
         p.error("--sts-duration must be 0 or more")
     if a.sts_duration and not tls_on:
         p.error("--sts-duration needs TLS (--tls-cert and --tls-key)")
+    if a.history_days < 0:
+        p.error("--history-days must be 0 (keep everything) or more")
+    if not 0 <= a.replay_lines <= 500:
+        p.error("--replay-lines must be 0-500")
     if " " in a.name or not a.name:
         p.error("--name must be one word")
     return Config(
@@ -158,4 +174,5 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
         recvq=a.recvq, data_dir=a.data_dir, tls_port=a.tls_port, tls_cert=a.tls_cert,
         tls_key=a.tls_key, tls_self_signed=a.tls_self_signed,
         tls_handshake_timeout=a.tls_handshake_timeout, sts_duration=a.sts_duration,
+        history=not a.no_history, history_days=a.history_days, replay_lines=a.replay_lines,
     ), a.log_level

@@ -22,7 +22,7 @@ import time
 from chatroom import protocol as P
 from chatroom.handlers import COMMANDS
 from chatroom.hub import Hub
-from chatroom.protocol import ProtocolError
+from chatroom.protocol import Message, ProtocolError
 from chatroom.registry import Client
 from chatroom.transport import TLSClosed, handshake, os_reason
 from chatroom.writer import BACKLOG_HIGH
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # Kernel send buffer per client.  Left alone, Linux autotunes it up to 4 MB, so a peer that
 # stops reading would hide megabytes in the kernel before its send-queue limit ever shows.
 SOCKET_SNDBUF = 128 * 1024
+MAX_LABEL = 64  # bytes of a label tag's value (labeled-response)
 
 
 class Connection:
@@ -167,6 +168,24 @@ class Connection:
         except ProtocolError as exc:
             self._bad_line(line, exc)
             return
+        label = msg.tags.get("label") if msg.tags else None
+        if label and "labeled-response" in c.caps and "batch" in c.caps \
+                and len(label.encode()) <= MAX_LABEL:
+            # The reply is held back while the command runs, then goes out labeled
+            # (one line), as a labeled batch (several) or as ACK (none).
+            with hub.delivering():
+                hub.writer.hold(c)
+            try:
+                self._dispatch(msg, line)
+            finally:
+                with hub.delivering():
+                    hub.labeled(c, label)
+        else:
+            self._dispatch(msg, line)
+
+    def _dispatch(self, msg: Message, line: bytes) -> None:
+        """Run ``msg``'s handler after the checks every command shares (451, 461, 421)."""
+        c, hub = self.client, self.hub
         cmd = COMMANDS.get(msg.command)
         if cmd is None:
             if c.registered:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from chatroom import playback
 from chatroom import protocol as P
 from chatroom.config import VERSION
 from chatroom.hub import Event, Hub
@@ -25,9 +26,22 @@ from chatroom.transport import is_loopback
 
 log = logging.getLogger(__name__)
 
-# What CAP LS offers (sts, with a value, is added per connection when configured).
-CAPABILITIES = ("cap-notify", "echo-message", "message-tags", "multi-prefix", "server-time",
-                "standard-replies", "userhost-in-names")
+# What CAP LS offers (sts, with a value, is added per connection when configured; the
+# history caps only when history is on).
+CAPABILITIES = ("batch", "cap-notify", "echo-message", "labeled-response", "message-tags",
+                "multi-prefix", "server-time", "standard-replies", "userhost-in-names")
+HISTORY_CAPS = ("draft/chathistory", "draft/event-playback")
+# Client-only tags that say something passing (typing): relayed, never stored.
+PASSING_TAGS = frozenset({"+typing", "+draft/typing"})
+
+
+def offered_caps(history: bool) -> tuple[str, ...]:
+    """What CAP LS lists (without sts), in its order."""
+    return CAPABILITIES + HISTORY_CAPS if history else CAPABILITIES
+
+
+def offered(hub: Hub) -> tuple[str, ...]:
+    return offered_caps(hub.history is not None)
 
 Handler = Callable[[Hub, Client, Message], None]
 
@@ -68,11 +82,11 @@ def cmd_cap(hub: Hub, c: Client, msg: Message) -> None:
             # 302 implies cap-notify; our caps never change while running, so there is
             # never a CAP NEW or DEL to send.
             c.cap_version = 302
-        offered = list(CAPABILITIES)
+        listed = list(offered(hub))
         sts = sts_policy(hub, c)
         if sts and c.cap_version >= 302:  # a cap with a value exists only for CAP 302
-            offered.append("sts=" + sts)
-        hub.send_many(c, cap_lines(hub, c, "LS", offered))
+            listed.append("sts=" + sts)
+        hub.send_many(c, cap_lines(hub, c, "LS", listed))
     elif sub == "LIST":
         hub.send_many(c, cap_lines(hub, c, "LIST", sorted(c.caps)))
     elif sub == "REQ":
@@ -80,7 +94,7 @@ def cmd_cap(hub: Hub, c: Client, msg: Message) -> None:
             c.cap_negotiating = True
         wanted = msg.params[1].split() if len(msg.params) > 1 else []
         text = " ".join(wanted)
-        if wanted and all(w.lstrip("-") in CAPABILITIES for w in wanted):
+        if wanted and all(w.lstrip("-") in offered(hub) for w in wanted):
             caps = set(c.caps)
             for w in wanted:
                 if w.startswith("-"):
@@ -114,7 +128,7 @@ def cap_lines(hub: Hub, c: Client, sub: str, caps: list[str]) -> list[bytes]:
         size += len(cap) + 1
     last = len(chunks) - 1
     return [P.format_line(name, "CAP", target, sub, *(["*"] if i < last else []),
-                          " ".join(chunk), truncate=True)
+                          " ".join(chunk), truncate=True, trailing=True)
             for i, chunk in enumerate(chunks)]
 
 
@@ -173,6 +187,7 @@ def cmd_nick(hub: Hub, c: Client, msg: Message) -> None:
                 hub.deliver(c, ev)
                 for peer in hub.reg.peers(c):
                     hub.deliver(peer, ev)
+                hub.record_everywhere(c, ev)
     if taken:
         hub.reply_error(c, P.ERR_NICKNAMEINUSE, new)
     elif c.registered:
@@ -257,33 +272,58 @@ def join_one(hub: Hub, c: Client, name: str, chankey: str = "") -> None:
         return
     key = P.casefold(name)
     error: tuple[str, ...] | None = None
+    replay = playback.wants_replay(hub, c)
+    holding = False
     with hub.delivering():
         ch = hub.reg.channels.get(key)
         if ch is not None and c in ch.members:
             return
+        fresh = None
+        if ch is None:
+            # A room that existed before a restart comes back as it was, +i, +k and bans
+            # included, and they apply to the first one in too.
+            fresh = Channel(name)
+            hub.restore_room(fresh)
         if len(c.channels) >= cfg.max_channels:
             error = (P.ERR_TOOMANYCHANNELS, name)
-        elif ch is not None:
-            error = join_refusal(hub, c, ch, chankey)
+        elif ch is not None or fresh is not None and fresh.folded in hub.saved_rooms:
+            error = join_refusal(hub, c, ch or fresh, chankey)  # type: ignore[arg-type]
         if error is None:
+            if replay:
+                # Whatever the room says from now on waits until the replay of what it
+                # said before has gone out, so old and new lines stay in order.
+                holding = hub.writer.hold(c)
             if ch is None:
-                ch = hub.reg.channels[key] = Channel(name)
+                assert fresh is not None
+                ch = hub.reg.channels[key] = fresh
+                hub.saved_rooms.pop(key, None)
                 ch.add(c, "@")
             else:
                 ch.add(c, "")
                 c.invites.pop(key, None)
             c.channels[key] = ch
             line = P.format_line(c.prefix, "JOIN", ch.name)
-            hub.to_room(ch, line)
+            joined = hub.to_room(ch, line)
             if ch.topic:
                 hub.writer.queue(c, hub.numeric(c, P.RPL_TOPIC, ch.name, ch.topic))
                 hub.writer.queue(c, hub.numeric(c, P.RPL_TOPICWHOTIME, ch.name, ch.topic_by,
                                                 str(ch.topic_at)))
             hub.to_client(c, hub.names_lines(c, ch))
+            mark = hub.history.appended if hub.history is not None else 0
     if error:
         hub.reply_error(c, *error)
-    else:
-        log.info("join %s %s", c.nick, name)
+        return
+    log.info("join %s %s", c.nick, name)
+    if replay:
+        assert ch is not None
+        old: list[bytes] = []
+        try:
+            old = playback.replay(hub, c, ch, joined.ms, mark)
+        finally:  # never leave its output held, whatever happened
+            with hub.delivering():
+                hub.writer.insert_after_own(c, old)
+                if holding:
+                    hub.writer.put(c, [line for _, line in hub.writer.unhold(c)])
 
 
 def leave(hub: Hub, c: Client, ch: Channel, line: bytes) -> None:
@@ -352,6 +392,7 @@ def cmd_topic(hub: Hub, c: Client, msg: Message) -> None:
             line = P.format_line(c.prefix, "TOPIC", ch.name, ch.topic, truncate=True,
                                  trailing=True)
             hub.to_room(ch, line)
+            hub.save_room(ch)
         hub.to_client(c, out)
 
 
@@ -431,6 +472,11 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
         if target:
             targets.append((status, target, P.format_line(c.prefix, cmd, status + target, *text,
                                                           truncate=True, trailing=not tagmsg)))
+    history = hub.history
+    # What the store keeps: the sender's tags as relayed (a typing notice: nothing at all).
+    stored_tags = P.tag_section(tags)[1:-1] if tags else None
+    keep = history is not None and not (tagmsg and (not tags or PASSING_TAGS.issuperset(tags)))
+    store = history.add if keep and history is not None else None
     now = time.time()
     # The hot path: the lock and the wake-up are spelled out rather than taken through
     # delivering(), whose generator costs about 2 us a message (10 % of a 50-member fan-out).
@@ -447,7 +493,9 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
                         not mode and ch.bans and ch.banned(c)):
                     errors.append(hub.error(c, P.ERR_CANNOTSENDTOCHAN, ch.name))
                     continue
-                stamp = hub.clock.stamp(now)
+                ms = hub.clock.stamp(now)
+                if store is not None and not status:  # a message to "@#room" is the ops' only
+                    store(ch.folded, ms, not tagmsg, line, stored_tags)
                 if not (status or ch.tagged or c.echo):
                     # The common case: nobody here takes tags, so the plain line, as before
                     # (no Event object either: it would only cost time on the hot path).
@@ -456,7 +504,7 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
                             if m is not c:
                                 q(m, line)
                     continue
-                ev = Event(line, hub.clock, stamp, tags, tagmsg)
+                ev = Event(line, hub.clock, ms, tags, tagmsg)
                 if status:
                     for m, pfx in ch.members.items():
                         if m is not c and ("@" in pfx or ("+" in status and "+" in pfx)):
@@ -471,9 +519,21 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
                     errors.append(hub.error(c, P.ERR_NOSUCHNICK, target))
                     continue
                 ev = Event(line, hub.clock, hub.clock.stamp(now), tags, tagmsg)
-                hub.deliver(peer, ev)
-                if c.echo and peer is not c:  # to yourself: once, not twice
+                if c.echo:
                     hub.deliver(c, ev)
+                if peer is c:
+                    # To yourself: the echo is the reply, the copy you receive is not (it
+                    # never takes a label), and without echo-message there is only that.
+                    out = ev.line_for(c)
+                    if out is not None:
+                        hub.writer.queue_aside(c, out)
+                else:
+                    hub.deliver(peer, ev)
+                if keep:
+                    said = (ev.ms, not tagmsg, line, stored_tags)
+                    c.remember_talk(peer.nick, said)
+                    if peer is not c:
+                        peer.remember_talk(c.nick, said)
                 if peer.away is not None and not notice and not tagmsg:
                     away.append(hub.numeric(c, P.RPL_AWAY, peer.nick, peer.away))
         if not notice:
@@ -482,6 +542,14 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
         wake = hub.writer.needs_wake()
     if wake:
         hub.writer.wake()
+
+
+@command("CHATHISTORY", 1)
+def cmd_chathistory(hub: Hub, c: Client, msg: Message) -> None:
+    if hub.history is None:
+        hub.reply_error(c, P.ERR_UNKNOWNCOMMAND, "CHATHISTORY")
+        return
+    playback.cmd_chathistory(hub, c, msg)
 
 
 # --- handlers: queries -------------------------------------------------------------------

@@ -19,19 +19,59 @@ with it held.
 
 from __future__ import annotations
 
+import itertools
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from chatroom import protocol as P
 from chatroom.config import VERSION, Config
-from chatroom.registry import ALL_TAGS, MAX_BANS, TIME_ONLY, Channel, Client, Registry
+from chatroom.history import History
+from chatroom.registry import (
+    ALL_TAGS,
+    MAX_BANS,
+    TIME_ONLY,
+    Ban,
+    Channel,
+    Client,
+    Registry,
+)
 from chatroom.writer import Writer
 
 log = logging.getLogger(__name__)
+
+HISTORY_MAX = 500  # events per CHATHISTORY reply (ISUPPORT CHATHISTORY)
+
+
+def add_tag(tag: bytes, line: bytes) -> bytes:
+    """``line`` with ``tag`` (``k=v``, escaped) first in its tag section."""
+    if line.startswith(b"@"):
+        return b"@" + tag + b";" + line[1:]
+    return b"@" + tag + b" " + line
+
+
+def has_batch_tag(line: bytes) -> bool:
+    if not line.startswith(b"@"):
+        return False
+    section = line[1:line.find(b" ")]
+    return any(t.startswith(b"batch=") for t in section.split(b";"))
+
+
+def whole_batch(lines: list[bytes]) -> bool:
+    """Are ``lines`` exactly one batch, its opening and closing included?"""
+    first, last = lines[0], lines[-1]
+    head = first.split(b" ", 3) if not first.startswith(b"@") else first.split(b" ", 4)[1:]
+    tail = last.split(b" ", 3)
+    if len(head) < 3 or head[1] != b"BATCH" or not head[2].startswith(b"+"):
+        return False
+    ref = head[2][1:]
+    if len(tail) < 3 or tail[1] != b"BATCH" or tail[2].rstrip(b"\r\n") != b"-" + ref:
+        return False
+    inner = b"batch=" + ref
+    return all(has_batch_tag(x) and inner in x.split(b" ", 1)[0] for x in lines[1:-1])
 
 
 class Event:
@@ -44,19 +84,18 @@ class Event:
     spelling-out is not thread-safe).
     """
 
-    __slots__ = ("plain", "clock", "serial", "ms", "tags", "tagged_only", "_timed", "_full")
+    __slots__ = ("plain", "clock", "ms", "tags", "tagged_only", "_timed", "_full")
 
-    def __init__(self, plain: bytes, clock: P.EventClock, stamp: tuple[int, int],
+    def __init__(self, plain: bytes, clock: P.EventClock, ms: int,
                  tags: dict[str, str] | None, tagged_only: bool = False) -> None:
-        self.plain, self.clock = plain, clock
-        self.serial, self.ms = stamp
+        self.plain, self.clock, self.ms = plain, clock, ms
         self.tags, self.tagged_only = tags, tagged_only
         self._timed: bytes | None = None
         self._full: bytes | None = None
 
     @property
     def msgid(self) -> str:
-        return self.clock.msgid(self.serial)
+        return self.clock.msgid(self.ms)
 
     @property
     def time(self) -> str:
@@ -89,9 +128,28 @@ class Hub:
         self.writer = Writer(self.reg, config.sendq)
         self.stopping = threading.Event()  # set once: the server is shutting down
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        self.history: History | None = None  # open_history(), unless --no-history
         self.isupport = self._isupport_tokens()
         self.tls_port: int | None = None  # the TLS listener's port, once it is open
-        self.clock = P.EventClock(secrets.token_hex(3) + "-")
+        self.clock = P.EventClock()
+        # Rooms that existed when the server last stopped: their state waits here for the
+        # room's next first join (casefolded name -> saved state).
+        self.saved_rooms: dict[str, dict[str, Any]] = {}
+        self._batch_ids = itertools.count(1)
+        self.reg.on_room_gone = self._room_gone
+
+    def open_history(self) -> None:
+        """Open the data directory's history (main thread, before serving).  Raises
+        :class:`OSError` or :class:`sqlite3.Error` if it can't be used."""
+        if not self.config.history:
+            return
+        self.history = History(self.config.data_dir, self.config.history_days)
+        self.clock.start_after(self.history.last_ms())
+        self.saved_rooms = self.history.rooms()
+        self.writer.history = self.history
+        self.isupport = self._isupport_tokens()
+        log.info("history in %s (%d rooms to restore)", self.history.path,
+                 len(self.saved_rooms))
 
     # --- leaving ------------------------------------------------------------------------
 
@@ -115,6 +173,7 @@ class Hub:
                                               trailing=True))
                 for peer in self.reg.peers(c):
                     self.deliver(peer, ev)
+                self.record_everywhere(c, ev)
             self.reg.forget(c)
         log.info("quit %s %s:%d (%s)", c.nick, c.host, c.addr[1], reason)
 
@@ -161,6 +220,8 @@ class Hub:
         caps ask.  Caller holds the lock."""
         ev = self.event(line)
         self.fan_out(ch, ev)
+        if self.history is not None:
+            self.history.add(ch.folded, ev.ms, False, line, None)
         return ev
 
     def fan_out(self, ch: Channel, ev: Event, skip: Client | None = None) -> None:
@@ -178,6 +239,12 @@ class Hub:
                 out = ev.line_for(m)
                 if out is not None:
                     q(m, out)
+
+    def record_everywhere(self, c: Client, ev: Event) -> None:
+        """Store ``c``'s QUIT or NICK in the history of each of its rooms.  Lock held."""
+        if self.history is not None:
+            for ch in c.channels.values():
+                self.history.add(ch.folded, ev.ms, False, ev.plain, None)
 
     def deliver(self, c: Client, ev: Event) -> None:
         """Queue ``ev`` to one client as its caps ask.  Caller holds the lock."""
@@ -208,6 +275,72 @@ class Hub:
         if wake:
             self.writer.wake()
 
+    # --- rooms that outlive a restart ----------------------------------------------------
+
+    def save_room(self, ch: Channel) -> None:
+        """Store ``ch``'s topic and modes, so a restart keeps them.  Lock held."""
+        if self.history is None:
+            return
+        self.history.save_room(ch.folded, {
+            "name": ch.name, "topic": ch.topic, "topic_by": ch.topic_by,
+            "topic_at": ch.topic_at, "created": ch.created, "modes": sorted(ch.modes),
+            "key": ch.key, "limit": ch.limit,
+            "bans": [[b.mask, b.by, b.at] for b in ch.bans]})
+
+    def restore_room(self, ch: Channel) -> None:
+        """Give a room being created the state it had before a restart, if any (it stays
+        saved until the room really is created).  Lock held."""
+        state = self.saved_rooms.get(ch.folded)
+        if not state:
+            return
+        try:
+            ch.topic = str(state["topic"])
+            ch.topic_by = str(state["topic_by"])
+            ch.topic_at = int(state["topic_at"])
+            ch.created = int(state.get("created", ch.created))
+            ch.modes = {m for m in state["modes"] if m in "imnst"}
+            key = state["key"]
+            ch.key = str(key) if key else None
+            ch.limit = max(0, int(state["limit"]))
+            ch.bans = [Ban(str(mask), str(by), int(at), P.mask_matcher(str(mask)))
+                       for mask, by, at in state["bans"][:MAX_BANS]]
+        except (KeyError, TypeError, ValueError):
+            log.warning("saved state of %s is damaged; the room starts afresh", ch.name)
+
+    def _room_gone(self, key: str) -> None:
+        # A room nobody is in is forgotten, as IRC does; but not when everyone leaves
+        # because the server is stopping: those rooms come back after the restart.
+        if self.history is not None and not self.stopping.is_set():
+            self.history.save_room(key, None)
+
+    # --- batches and labeled responses --------------------------------------------------
+
+    def batch_id(self) -> str:
+        return f"{next(self._batch_ids):x}"
+
+    def labeled(self, c: Client, label: str) -> None:
+        """Let ``c``'s held lines go, its own reply labeled: one line takes the label,
+        several come in a labeled batch, none get ``ACK`` (labeled-response).  Lock held."""
+        held = self.writer.unhold(c)
+        label_tag = P.tag_section({"label": label})[1:-1]
+        own = [i for i, (mine, _) in enumerate(held) if mine]
+        lines = [line for _, line in held]
+        if not own:
+            lines.append(add_tag(label_tag, P.format_line(self.config.name, "ACK")))
+        elif len(own) == 1 or whole_batch([lines[i] for i in own]):
+            lines[own[0]] = add_tag(label_tag, lines[own[0]])
+        else:
+            ref = self.batch_id()
+            opening = add_tag(label_tag, P.format_line(self.config.name, "BATCH", "+" + ref,
+                                                       "labeled-response"))
+            inner = b"batch=" + ref.encode()
+            for i in own:
+                if not has_batch_tag(lines[i]):
+                    lines[i] = add_tag(inner, lines[i])
+            lines.insert(own[-1] + 1, P.format_line(self.config.name, "BATCH", "-" + ref))
+            lines.insert(own[0], opening)
+        self.writer.put(c, lines)
+
     # --- registration ------------------------------------------------------------------
 
     def _isupport_tokens(self) -> list[str]:
@@ -219,7 +352,8 @@ class Hub:
             f"NICKLEN={P.NICKLEN}", "PREFIX=(ov)@+", "STATUSMSG=@+",
             "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:10,WHOIS:1,KICK:4",
             f"TOPICLEN={P.TOPICLEN}", "UTF8ONLY", f"USERLEN={P.USERLEN}",
-        ]
+        ] + ([f"CHATHISTORY={HISTORY_MAX}", "MSGREFTYPES=msgid,timestamp"]
+             if self.history is not None else [])
 
     def try_register(self, c: Client) -> None:
         """Welcome ``c`` once NICK, USER (and CAP END, PASS) are in.  Takes the lock."""

@@ -216,3 +216,4 @@ class ModeChange:
                 margs.append(a)
         line = P.format_line(self.c.prefix, "MODE", self.ch.name, modes, *margs)
         self.hub.to_room(self.ch, line)
+        self.hub.save_room(self.ch)

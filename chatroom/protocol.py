@@ -11,6 +11,7 @@ section at most 8191 bytes.  Text is UTF-8.  Names use the ``ascii`` casemapping
 
 from __future__ import annotations
 
+import calendar
 import re
 import time
 from collections.abc import Callable
@@ -425,37 +426,41 @@ def client_tags(tags: dict[str, str]) -> dict[str, str]:
 
 
 class EventClock:
-    """The identity of each storable event: a unique ``msgid`` and a ``time``.
+    """The identity of each storable event: its ``time``, which also names it (``msgid``).
 
-    Times are UTC with milliseconds and strictly increasing (two events in one millisecond
-    get consecutive ones), so a stream sorted by time is the order events happened; under
-    a sustained load above 1,000 events a second they run ahead of the clock until the load
-    eases.  :meth:`stamp` only counts (it is on the hot path of every message);
-    :meth:`msgid` and :meth:`time_text` spell a stamp out when a recipient or a store needs
-    it.  Not thread-safe: the server calls it with its registry lock held, which also makes
-    the order of stamps the order in which everyone sees the events.
+    Times are UTC milliseconds and strictly increasing (two events in one millisecond get
+    consecutive ones), so a time is unique server-wide and a stream sorted by time is the
+    order events happened; under a sustained load above 1,000 events a second they run
+    ahead of the clock until the load eases.  The ``msgid`` is the time in hex, so a store
+    needs one key for both kinds of reference; :meth:`start_after` keeps ids from
+    repeating across restarts.  :meth:`stamp` only counts (it is on the hot path of every
+    message); :meth:`msgid` and :meth:`time_text` spell a stamp out when a recipient or a
+    store needs it.  Not thread-safe: the server calls it with its registry lock held,
+    which also makes the order of stamps the order in which everyone sees the events.
     """
 
-    __slots__ = ("_prefix", "_count", "_last_ms", "_second", "_second_text")
+    __slots__ = ("_last_ms", "_second", "_second_text")
 
-    def __init__(self, boot: str) -> None:
-        self._prefix = boot  # distinguishes this run's ids from an earlier run's
-        self._count = 0
+    def __init__(self) -> None:
         self._last_ms = 0
         self._second = -1
         self._second_text = ""
 
-    def stamp(self, now: float) -> tuple[int, int]:
-        """(serial, milliseconds since the epoch) for one event at ``now`` (seconds)."""
+    def start_after(self, ms: int) -> None:
+        """Never stamp at or before ``ms`` (the newest stored event's time)."""
+        self._last_ms = max(self._last_ms, ms)
+
+    def stamp(self, now: float) -> int:
+        """The time (milliseconds since the epoch) of one event at ``now`` (seconds)."""
         ms = int(now * 1000)
         if ms <= self._last_ms:
             ms = self._last_ms + 1
         self._last_ms = ms
-        self._count += 1
-        return self._count, ms
+        return ms
 
-    def msgid(self, serial: int) -> str:
-        return f"{self._prefix}{serial:x}"
+    @staticmethod
+    def msgid(ms: int) -> str:
+        return f"{ms:x}"
 
     def time_text(self, ms: int) -> str:
         """``2026-12-02T05:18:54.926Z`` (strftime once a second, not once an event)."""
@@ -464,6 +469,39 @@ class EventClock:
             self._second = second
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._second_text}.{ms % 1000:03d}Z"
+
+
+def format_time(ms: int) -> str:
+    """A server-time value, from any thread (:meth:`EventClock.time_text` caches)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+_HEX = frozenset("0123456789abcdef")
+_TIME_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?Z\Z")
+
+
+def parse_msgid(text: str) -> int | None:
+    """The time an ``msgid`` of this server names, or None if it is not one of ours."""
+    if not 0 < len(text) <= 13 or not _HEX.issuperset(text):
+        return None
+    return int(text, 16)
+
+
+def parse_time(text: str) -> int | None:
+    """Milliseconds since the epoch of a server-time ``YYYY-MM-DDThh:mm:ss.sssZ``, or None."""
+    m = _TIME_RE.match(text)
+    if not m:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    frac = (m.group(7) or "0").ljust(3, "0")[:3]
+    try:
+        when = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+        real = time.gmtime(when)[:6]
+    except (OverflowError, ValueError, OSError):
+        return None
+    if real != (year, month, day, hour, minute, second):  # 2026-02-30, 25:00 and the like
+        return None
+    return when * 1000 + int(frac)
 
 
 def format_message(msg: Message, *, truncate: bool = False) -> bytes:

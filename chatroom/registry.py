@@ -20,6 +20,10 @@ from chatroom.transport import TLSStream
 MAX_BANS = 100
 WHOWAS_SIZE = 1000
 NO_TAGS, TIME_ONLY, ALL_TAGS = 0, 1, 2  # Client.tagmode
+TALK_LINES = 500  # a private conversation's events kept per connection
+TALKS = 50  # private conversations kept per connection (the oldest goes first)
+# One event of a private conversation: (ms, PRIVMSG or NOTICE?, plain line, client tags).
+TalkEvent = tuple[int, bool, bytes, bytes | None]
 
 
 class Client:
@@ -36,7 +40,7 @@ class Client:
                  "signon", "last_active", "last_message", "ping_sent", "partial_since",
                  "connected_at", "out", "outlen", "doomed", "closing", "wbuf", "blocked",
                  "quit_reason", "released", "closing_since", "invites", "tls",
-                 "cap_version", "tagmode", "echo")
+                 "cap_version", "tagmode", "echo", "diverted", "held", "held_by", "talks")
 
     def __init__(self, sock: socket.socket, addr: tuple[str, int],
                  tls: TLSStream | None = None) -> None:
@@ -83,9 +87,31 @@ class Client:
         self.blocked = False
         self.quit_reason: str | None = None
         self.released = False
+        # ``held``: while its reader prepares one reply that must go out whole (a labeled
+        # response, a join with its replay), lines queued to it wait here, each marked with
+        # whether the holding thread made it (see Writer.hold).  ``diverted`` is the one
+        # flag Writer.queue tests: held, doomed or closing.
+        self.held: list[tuple[bool, bytes]] | None = None
+        self.held_by = 0
+        self.diverted = False
+        # Private conversations while it is connected, for CHATHISTORY: the other party's
+        # casefolded nick -> (its nick, recent events as (ms, is_message, line, tags)).
+        self.talks: dict[str, tuple[str, deque[TalkEvent]]] | None = None
 
     def __repr__(self) -> str:
         return f"<Client {self.nick} {self.host}:{self.addr[1]}>"
+
+    def remember_talk(self, other: str, event: TalkEvent) -> None:
+        """Keep one event of the conversation with nick ``other``.  Lock held."""
+        if self.talks is None:
+            self.talks = {}
+        key = P.casefold(other)
+        entry = self.talks.pop(key, None)  # re-inserted: the dict keeps recency order
+        events = entry[1] if entry is not None else deque(maxlen=TALK_LINES)
+        events.append(event)
+        self.talks[key] = (other, events)
+        if len(self.talks) > TALKS:
+            del self.talks[next(iter(self.talks))]
 
     def update_prefix(self) -> None:
         self.prefix = f"{self.nick}!{self.user}@{self.host}"
@@ -108,6 +134,7 @@ class Channel:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.folded = P.casefold(name)  # its registry key, and its history's
         self.members: dict[Client, str] = {}  # client -> "" | "@" | "+" | "@+"
         self.topic = ""
         self.topic_by = ""
@@ -179,6 +206,8 @@ class Registry:
         self.invisible_count = 0  # registered clients with user mode +i
         # (folded nick, nick, user, host, realname), newest last, for WHOWAS
         self.whowas: deque[tuple[str, str, str, str, str]] = deque(maxlen=WHOWAS_SIZE)
+        # Called (lock held) with the key of a room whose last member left.
+        self.on_room_gone: Callable[[str], None] | None = None
 
     def remember(self, c: Client) -> None:
         """Keep ``c``'s identity for WHOWAS (call before its nick changes or it leaves)."""
@@ -204,9 +233,10 @@ class Registry:
         """Take ``c`` out of ``ch``; a room whose last member leaves ceases to exist."""
         if ch.members.pop(c, None) is not None and c.tagmode:
             ch.tagged -= 1
-        c.channels.pop(P.casefold(ch.name), None)
-        if not ch.members:
-            self.channels.pop(P.casefold(ch.name), None)
+        c.channels.pop(ch.folded, None)
+        if (not ch.members and self.channels.pop(ch.folded, None) is not None
+                and self.on_room_gone is not None):
+            self.on_room_gone(ch.folded)
 
     def forget(self, c: Client) -> None:
         """Drop every trace of ``c``: counts, rooms, nick and address."""

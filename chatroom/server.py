@@ -31,6 +31,7 @@ from collections import deque
 from chatroom import certs
 from chatroom.config import Config, parse_args
 from chatroom.connection import Connection
+from chatroom.history import HistoryError
 from chatroom.housekeeper import Housekeeper
 from chatroom.hub import Hub
 from chatroom.registry import Client, Registry
@@ -83,6 +84,8 @@ class Server:
         Raises :class:`OSError` if a port can't be had, :class:`CertificateError` if the
         certificate can't be used."""
         cfg = self.config
+        if self.hub.history is None:
+            self.hub.open_history()
         if cfg.tls_self_signed and not cfg.tls:
             names = [cfg.name, "localhost", "127.0.0.1"]
             if cfg.host not in ("0.0.0.0", "::", ""):
@@ -123,6 +126,8 @@ class Server:
         if self.listener is None and self.tls_listener is None:
             self.bind()
         threading.stack_size(THREAD_STACK)
+        if self.hub.history is not None:
+            self.hub.history.start()
         self.writer.start()
         self._housekeeper.start()
         sel = selectors.DefaultSelector()
@@ -264,6 +269,8 @@ class Server:
         for t in list(self.readers):
             t.join(timeout=max(0.1, deadline + 0.5 - time.monotonic()))
         self.writer.stop()
+        if self.hub.history is not None:
+            self.hub.history.close()  # everything anyone received is committed by now
         self.hub.stopping.set()
         self._wake_r.close()
         self._wake_w.close()
@@ -308,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except certs.CertificateError as exc:
         log.error("cannot start TLS: %s", exc)
+        return 1
+    except HistoryError as exc:
+        log.error("cannot keep history: %s", exc)
         return 1
 
     def on_signal(signum: int, frame: object) -> None:

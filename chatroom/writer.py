@@ -6,6 +6,16 @@ they call :meth:`Writer.wake` if :meth:`Writer.needs_wake` said so.  The writer 
 dirty buffer in one lock acquisition and writes each as one non-blocking send, waiting with
 ``selectors`` only on peers that are slow.  A peer whose buffer passes the send-queue limit
 is cut; nobody else waits for it.
+
+With history on, nothing leaves before it is durable: the writer notes how many events the
+history store had been given when it took the buffers (the same lock hold in which every
+line in them was queued with its event), and waits for the store to commit that many before
+it sends (:meth:`History.wait_durable`; a group commit, usually already done).
+
+A reader can :meth:`Writer.hold` its own client's output while it prepares a reply that
+must go out whole (a labeled response, a join and its replay): lines queued to that client
+meanwhile wait in ``held``, in order, each marked with whether the holding thread queued
+it, until :meth:`Writer.unhold` and :meth:`Writer.put` let them go.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from chatroom.history import History
 from chatroom.registry import Client, Registry
 from chatroom.transport import os_reason, shutdown
 
@@ -49,6 +60,7 @@ class Writer:
 
     def __init__(self, registry: Registry, sendq: int) -> None:
         self.reg = registry
+        self.history: History | None = None  # set before start() when history is on
         self.sendq = sendq
         self.dirty: list[Client] = []
         self.releases: list[Client] = []
@@ -65,8 +77,12 @@ class Writer:
 
     # Called with the registry lock held.
     def queue(self, client: Client, data: bytes) -> None:
-        if client.doomed is not None or client.closing:
-            return  # ERROR was its last line; nothing may follow it
+        if client.diverted:  # one test on the hot path for the three rare cases
+            if client.doomed is not None or client.closing:
+                return  # ERROR was its last line; nothing may follow it
+            assert client.held is not None
+            client.held.append((threading.get_ident() == client.held_by, data))
+            return
         client.out.append(data)
         n = len(data)
         client.outlen += n
@@ -78,6 +94,58 @@ class Writer:
             # Blocked: its socket is full, so it really is not reading.  Not blocked, the
             # bytes are only waiting for the writer, which is not the client's fault.
             self.doom(client, "SendQ exceeded")
+
+    # Called with the registry lock held.
+    def queue_aside(self, client: Client, data: bytes) -> None:
+        """:meth:`queue`, but while ``client`` is held the line counts as someone else's
+        (a message to yourself is delivered as well as echoed; only the echo is the reply)."""
+        if client.held is not None and not (client.doomed is not None or client.closing):
+            client.held.append((False, data))
+        else:
+            self.queue(client, data)
+
+    # Called with the registry lock held.
+    def hold(self, client: Client) -> bool:
+        """Keep ``client``'s lines back from now on; False if they already are (the outer
+        holder lets them go)."""
+        if client.held is not None:
+            return False
+        client.held = []
+        client.held_by = threading.get_ident()
+        client.diverted = True
+        return True
+
+    # Called with the registry lock held.
+    def insert_after_own(self, client: Client, lines: list[bytes]) -> None:
+        """Add ``lines`` to the holder's own reply, right after its last line so far (what
+        others said meanwhile stays after them); queue them if nothing is held."""
+        if client.held is None:
+            for line in lines:
+                self.queue(client, line)
+            return
+        held = client.held
+        at = next((i + 1 for i in range(len(held) - 1, -1, -1) if held[i][0]), 0)
+        held[at:at] = [(True, line) for line in lines]
+
+    # Called with the registry lock held.
+    def unhold(self, client: Client) -> list[tuple[bool, bytes]]:
+        """Stop holding ``client``'s lines; what was held, (queued by the holder?, line)."""
+        held, client.held = client.held or [], None
+        client.diverted = client.doomed is not None or client.closing
+        return held
+
+    # Called with the registry lock held.
+    def put(self, client: Client, lines: list[bytes]) -> None:
+        """Queue held lines, in order; an ERROR among them, last, still goes out."""
+        if client.doomed is not None:
+            return
+        was_empty = client.outlen == 0
+        for data in lines:
+            client.out.append(data)
+            client.outlen += len(data)
+            self.backlog += len(data)
+        if was_empty and (client.outlen or client.closing):
+            self.dirty.append(client)
 
     def wait_for_room(self) -> None:
         """Hold a reader back while the writer is far behind (backpressure, not a sleep)."""
@@ -91,6 +159,7 @@ class Writer:
         """Cut the connection now, dropping whatever is queued."""
         if client.doomed is None:
             client.doomed = reason
+            client.diverted = True
             client.out = []
             client.outlen = 0
             self.dirty.append(client)
@@ -106,8 +175,9 @@ class Writer:
     def close_after_flush(self, client: Client) -> None:
         if not client.closing:
             client.closing = True
+            client.diverted = True
             client.closing_since = time.monotonic()
-        if client.outlen == 0:
+        if client.outlen == 0 and client.held is None:  # held: put() hands it over
             self.dirty.append(client)
 
     # Called with the registry lock held: True if the caller must wake() after unlocking.
@@ -165,8 +235,11 @@ class Writer:
                 running = self.running
                 idle = not batch and not releases
                 self.sleeping = idle and running
+                mark = self.history.appended if self.history is not None else 0
             if not running and idle:
                 break
+            if jobs or releases:
+                self._durable(mark)
             timeout = None if idle else 0
             for key, _ in self.selector.select(timeout):
                 if key.data is None:
@@ -180,6 +253,11 @@ class Writer:
         self.selector.close()
         self._wake_r.close()
         self._wake_w.close()
+
+    def _durable(self, mark: int) -> None:
+        """Wait until the events behind the lines about to go out are committed."""
+        if self.history is not None:
+            self.history.wait_durable(mark)
 
     def _guarded(self, fn: Callable[..., None], c: Client, *args: object) -> None:
         """Run one client's step; a bug there must cut that client, never stop all output."""
@@ -272,6 +350,8 @@ class Writer:
         with self.reg.lock:
             chunks, c.out, c.outlen = c.out, [], 0
             doomed, closing = c.doomed, c.closing
+            mark = self.history.appended if self.history is not None else 0
+        self._durable(mark)
         c.blocked = False
         self.selector.unregister(c.fd)
         self._flush(c, chunks, doomed, closing)
@@ -284,6 +364,9 @@ class Writer:
     def _close(self, c: Client) -> None:
         with self.reg.lock:
             chunks, c.out, c.outlen = c.out, [], 0
+            mark = self.history.appended if self.history is not None else 0
+        if chunks:
+            self._durable(mark)
         if c.blocked:
             self.selector.unregister(c.fd)
             c.blocked = False

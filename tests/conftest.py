@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -121,6 +122,12 @@ class LineClient:
 class RunningServer:
     def __init__(self, **overrides: object) -> None:
         cfg = Config(host="127.0.0.1", port=0, name="chat.test", network="TestNet")
+        # Every test server keeps its data (history, certificates) in its own temporary
+        # directory, unless the test hands it one (to restart on the same data).
+        self._own_dir: str | None = None
+        if "data_dir" not in overrides:
+            self._own_dir = tempfile.mkdtemp(prefix="chat-data-")
+            cfg.data_dir = self._own_dir
         for k, v in overrides.items():
             setattr(cfg, k, v)
         self.server = Server(cfg)
@@ -151,6 +158,8 @@ class RunningServer:
         self.server.shutdown()
         self.thread.join(timeout=10)
         assert not self.thread.is_alive(), "server did not stop"
+        if self._own_dir is not None:
+            shutil.rmtree(self._own_dir, ignore_errors=True)
 
     def wait_for(self, cond: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
         """Poll server state until ``cond`` holds; state changes have no event to wait on."""

@@ -21,8 +21,9 @@ from chatroom import protocol as P
 from chatroom.protocol import Message
 
 H = "127.0.0.1"
-ALL_CAPS = ("cap-notify echo-message message-tags multi-prefix server-time standard-replies "
-            "userhost-in-names")
+ALL_CAPS = ("batch cap-notify echo-message labeled-response message-tags multi-prefix "
+            "server-time standard-replies userhost-in-names draft/chathistory "
+            "draft/event-playback")
 FULL_CAPS = "message-tags server-time"
 MSGID = r"[A-Za-z0-9_-]+"
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -543,7 +544,9 @@ def test_echo_has_the_recipients_tags_and_own_prefix(srv: RunningServer) -> None
     sync(alice, tim, pete, bob)
 
 
-def test_message_to_yourself_arrives_once(srv: RunningServer) -> None:
+def test_message_to_yourself_is_delivered_and_echoed(srv: RunningServer) -> None:
+    """Once without echo-message; with it, the echo and the delivered copy (the
+    labeled-response spec: "echo-message will result in duplicate messages")."""
     solo = srv.client("solo")
     solo.send("PRIVMSG solo :me")
     assert solo.recv_line() == f":{pfx('solo')} PRIVMSG solo :me"
@@ -551,14 +554,17 @@ def test_message_to_yourself_arrives_once(srv: RunningServer) -> None:
     echo = capped(srv, "echo", "echo-message")
     echo.send("PRIVMSG echo :me")
     assert echo.recv_line() == f":{pfx('echo')} PRIVMSG echo :me"
+    assert echo.recv_line() == f":{pfx('echo')} PRIVMSG echo :me"
     echo.no_line()
     tagged = capped(srv, "tagged", "echo-message " + FULL_CAPS)
     tagged.send("@+x=1 PRIVMSG tagged :me")
-    assert full(tagged.recv_line())[2:] == (";+x=1", f":{pfx('tagged')} PRIVMSG tagged :me")
+    first, second = full(tagged.recv_line()), full(tagged.recv_line())
+    assert first == second and first[2:] == (";+x=1", f":{pfx('tagged')} PRIVMSG tagged :me")
     tagged.no_line()
     tagged.send("@+typing=active TAGMSG tagged")
-    assert full(tagged.recv_line())[2:] == (";+typing=active",
-                                            f":{pfx('tagged')} TAGMSG tagged")
+    first, second = full(tagged.recv_line()), full(tagged.recv_line())
+    assert first == second and first[2:] == (";+typing=active",
+                                             f":{pfx('tagged')} TAGMSG tagged")
     tagged.no_line()
 
 

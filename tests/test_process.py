@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,13 +20,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start(*args: str) -> tuple[subprocess.Popen, int]:
+    """The server, started as a user would, in a temporary working directory (its
+    ``chat-data`` lands there); once it says it listens."""
     port = free_port()
+    here = tempfile.mkdtemp(prefix="chat-proc-")
+    atexit.register(shutil.rmtree, here, True)
     proc = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--port", str(port),
-                             *args], stderr=subprocess.PIPE, text=True)
+                             *args], stderr=subprocess.PIPE, text=True, cwd=here)
     assert proc.stderr is not None
-    line = proc.stderr.readline()
-    assert f"listening on 127.0.0.1:{port}" in line, line
-    return proc, port
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if f"listening on 127.0.0.1:{port}" in line:
+            return proc, port
+        assert len(seen) < 20, seen
+    raise AssertionError(f"the server stopped before listening: {seen}")
 
 
 def test_help_lists_every_option() -> None:
@@ -46,7 +57,8 @@ def test_port_in_use_is_reported() -> None:
     proc, port = start()
     try:
         r = subprocess.run([sys.executable, str(ROOT / "server.py"), "--port", str(port)],
-                           capture_output=True, text=True, timeout=10)
+                           capture_output=True, text=True, timeout=10,
+                           cwd=tempfile.mkdtemp(prefix="chat-proc-"))
         assert r.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
         assert "Traceback" not in r.stderr
@@ -106,9 +118,9 @@ def test_signal_tells_clients_and_exits_zero(sig: signal.Signals, n: int, tmp_pa
         assert c.buf.endswith(notice), (c.nick, c.buf[-200:])
     # SO_REUSEADDR: the same port can be bound again at once.
     again = subprocess.Popen([sys.executable, str(ROOT / "server.py"), "--port", str(port)],
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     assert again.stderr is not None
-    assert "listening on" in again.stderr.readline()
+    assert any("listening on" in again.stderr.readline() for _ in range(5))
     again.send_signal(signal.SIGTERM)
     assert again.wait(timeout=5) == 0
     assert proc.stderr is not None

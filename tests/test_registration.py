@@ -47,8 +47,10 @@ def test_user_before_nick(srv: RunningServer) -> None:
 def test_cap_negotiation_holds_registration_until_end(srv: RunningServer) -> None:
     c = srv.client()
     c.send("CAP LS 302")
-    assert c.recv_line() == (":chat.test CAP * LS :cap-notify echo-message message-tags "
-                             "multi-prefix server-time standard-replies userhost-in-names")
+    assert c.recv_line() == (":chat.test CAP * LS :batch cap-notify echo-message "
+                             "labeled-response message-tags multi-prefix server-time "
+                             "standard-replies userhost-in-names draft/chathistory "
+                             "draft/event-playback")
     c.send("NICK capper")
     c.send("USER c 0 * :C")
     c.send("CAP REQ :multi-prefix userhost-in-names")

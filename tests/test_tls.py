@@ -29,6 +29,8 @@ from conftest import (
 from chatroom import certs, handlers
 from chatroom.transport import TLSStream, fingerprint, is_loopback
 
+ALL_CAPS = " ".join(handlers.offered_caps(history=True))
+
 Factory = Callable[..., RunningServer]
 
 
@@ -197,12 +199,12 @@ def test_sts_is_offered_only_when_asked_for(make_server: Factory, tls_cert: Cert
     c = srv.client()
     c.send("CAP LS 302")
     assert c.expect("CAP")[-1] == (
-        f":chat.test CAP * LS :cap-notify echo-message message-tags multi-prefix server-time standard-replies userhost-in-names sts=port={port}")
+        f":chat.test CAP * LS :{ALL_CAPS} sts=port={port}")
     c.send("CAP REQ :sts")
     assert c.expect("CAP")[-1] == ":chat.test CAP * NAK sts"
     old = srv.client()
     old.send("CAP LS")  # no values before 302, so no sts
-    assert old.expect("CAP")[-1] == ":chat.test CAP * LS :cap-notify echo-message message-tags multi-prefix server-time standard-replies userhost-in-names"
+    assert old.expect("CAP")[-1] == f":chat.test CAP * LS :{ALL_CAPS}"
     t = srv.client(tls=tls_client_context(tls_cert))
     t.send("CAP LS 302")
     assert t.expect("CAP")[-1].endswith(" sts=duration=86400")
@@ -377,16 +379,17 @@ def test_unusable_certificate_stops_the_start_with_a_reason(tmp_path: Path,
         r = subprocess.run(
             [sys.executable, str(ROOT / "server.py"), "--tls-cert", str(cert), "--tls-key",
              str(key), "--port", str(free_port()), "--tls-port", str(free_port())],
-            capture_output=True, text=True, timeout=30, check=False)
+            capture_output=True, text=True, timeout=30, check=False, cwd=tmp_path)
         assert r.returncode == 1, r.stderr
         assert "cannot start TLS" in r.stderr and words in r.stderr
 
 
-def test_tls_only_with_port_zero(tls_cert: Cert) -> None:
+def test_tls_only_with_port_zero(tls_cert: Cert, tmp_path: Path) -> None:
     only = subprocess.Popen(
         [sys.executable, str(ROOT / "server.py"), "--port", "0", "--tls-port",
          str(tls_port := free_port()), "--tls-cert", str(tls_cert.cert), "--tls-key",
-         str(tls_cert.key)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+         str(tls_cert.key)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path)
     try:
         deadline = time.monotonic() + 10
         while True:
