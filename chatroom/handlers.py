@@ -286,8 +286,10 @@ def join_one(hub: Hub, c: Client, name: str, chankey: str = "") -> None:
             hub.restore_room(fresh)
         if len(c.channels) >= cfg.max_channels:
             error = (P.ERR_TOOMANYCHANNELS, name)
-        elif ch is not None or fresh is not None and fresh.folded in hub.saved_rooms:
-            error = join_refusal(hub, c, ch or fresh, chankey)  # type: ignore[arg-type]
+        elif ch is not None:
+            error = join_refusal(hub, c, ch, chankey)
+        elif fresh is not None and fresh.folded in hub.saved_rooms:
+            error = join_refusal(hub, c, fresh, chankey)
         if error is None:
             if replay:
                 # Whatever the room says from now on waits until the replay of what it

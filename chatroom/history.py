@@ -107,6 +107,7 @@ class History:
         self._asked = False
         self._stopping = False
         self._next_prune = time.monotonic()
+        self._prunes = 0  # retention passes done (prune_now waits for the next one)
         self._thread = threading.Thread(target=self._run, name="history", daemon=True)
 
     def _connect(self) -> sqlite3.Connection:
@@ -293,16 +294,22 @@ class History:
                         self._commit_now()
         except sqlite3.Error as exc:
             log.error("history: pruning failed: %s", exc)
+        with self._cond:
+            self._prunes += 1
+            self._cond.notify_all()
         if removed:
             log.info("history: pruned %d events older than %s", removed,
                      time.strftime("%Y-%m-%d %H:%M", time.gmtime(cutoff / 1000)))
 
     def prune_now(self) -> None:
-        """Run a retention pass at once (tests; the thread otherwise runs one hourly)."""
+        """Run a retention pass at once and wait for it (the thread runs one hourly)."""
         with self._cond:
+            done = self._prunes
             self._next_prune = time.monotonic()
             self._asked = True
             self._cond.notify_all()
+            self._cond.wait_for(lambda: self._prunes > done or not self._thread.is_alive(),
+                                timeout=30)
 
     def _commit_now(self) -> None:
         done = self._commit()

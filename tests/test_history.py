@@ -928,3 +928,25 @@ def test_history_days_prunes_old_events(make_server, tmp_path: Path) -> None:
     assert [(e.msgid, e.time, e.body) for e in got] == [
         (P.EventClock.msgid(recent_ms), P.format_time(recent_ms),
          f":{pfx('ann')} PRIVMSG #old :recent")]
+
+
+def test_retention_prunes_old_events_and_keeps_new_ones(tmp_path: Path) -> None:
+    """--history-days: a pass deletes what is older than the retention, in every room,
+    and nothing newer (the store on a real file, with its own thread)."""
+    from chatroom.history import History
+
+    store = History(str(tmp_path), retention_days=1)
+    store.start()
+    try:
+        now = int(time.time() * 1000)
+        old, new = now - 2 * 86400_000, now - 3600_000
+        for room in ("#a", "#b"):
+            store.add(room, old, True, f":x!u@h PRIVMSG {room} :old\r\n".encode(), None)
+            store.add(room, new, True, f":x!u@h PRIVMSG {room} :new\r\n".encode(), None)
+        store.flush()
+        store.prune_now()
+        for room in ("#a", "#b"):
+            kept = store.fetch(room, limit=10, newest=False, messages_only=False)
+            assert [e.ms for e in kept] == [new], room
+    finally:
+        store.close()
