@@ -7,6 +7,7 @@ widgets show; they pump the Tk loop until a condition holds, with a deadline.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import select
@@ -106,6 +107,7 @@ def root(display: str) -> Iterator[tk.Tk]:
     r.withdraw()
     yield r
     r.destroy()
+    gc.collect()
 
 
 def pump(root: tk.Tk, cond: Callable[[], object], timeout: float = 5.0,
@@ -142,6 +144,11 @@ def make_app(root: tk.Tk) -> Iterator[Factory]:
     sessions = [a.session for a in apps if a.session] + [s for a in apps for s in a.retired]
     for a in apps:
         a.exit_program()
+    apps.clear()
+    # Tk variables held in reference cycles must die here, on the Tk thread: left to the cyclic
+    # collector they may be freed later on whichever thread allocates (a server thread in another
+    # test), where Variable.__del__ raises "main thread is not in main loop".
+    gc.collect()
     for s in sessions:
         assert not s.alive, "a session thread outlived Exit"
 
