@@ -18,16 +18,19 @@ server side
     ``certs``        the TLS certificate: load, describe, make a self-signed one.
     ``history``      the history store: room events and room state in SQLite, committed
                      (a group commit, on its own thread) before anyone receives them.
+    ``accounts``     the accounts store: names, scrypt hashes (PHC strings), the throttle.
     ``registry``     Client, Channel, Ban, Registry (the one lock) and its lookups.
     ``writer``       the writer thread: every send, shutdown and close.
     ``hub``          the facade handlers talk to: lock-queue-wake, replies, goodbyes,
                      welcome, ISUPPORT, LUSERS, MOTD and NAMES lines, room fan-out,
                      labeled responses, rooms saved and restored.
     ``playback``     stored events back on the wire: CHATHISTORY, the replay on join.
+    ``login``        accounts on the wire: SASL PLAIN, REGISTER/VERIFY, nick protection.
     ``modes``        MODE on rooms and users.
     ``handlers``     the command table and every ``cmd_*``.
     ``connection``   the reader thread: setup, read loop, flood control, finish.
     ``housekeeper``  the timer thread: registration deadline, PING, timeouts.
+    ``admin``        the admin command line: add, reset, delete and list accounts.
     ``server``       lifecycle (bind, accept, shutdown) and ``main``.
 
 client side
@@ -41,6 +44,7 @@ client side
     ``app``          :class:`ChatApp`, the controller of one window, and ``main``.
 
 Rules beside the order: server-side and client-side modules never import each other; only
-``views`` imports :mod:`tkinter`; the stores (``history``, and ``accounts`` and ``files``
-when they come) sit below ``registry`` and import neither ``registry`` nor ``handlers``; nothing imports the faces.
+``views`` imports :mod:`tkinter`; the stores (``history``, ``accounts``, and ``files`` when
+it comes) sit below ``registry`` and import neither ``registry`` nor ``handlers``; nothing
+imports the faces.
 """

@@ -42,6 +42,15 @@ class Config:
     history: bool = True  # --no-history turns it off: nothing is stored
     history_days: float = 0.0  # events older than this are pruned; 0 keeps everything
     replay_lines: int = 50  # lines replayed on join to clients that can't fetch history
+    # Accounts (kept in the data directory).
+    registration: str = "open"  # "open": anyone may REGISTER; "closed": only the admin CLI
+    require_account: bool = False  # a connection must log in before it may join or talk
+    nick_grace: float = 30.0  # seconds a guest may keep a registered nick
+    login_free: int = 3  # failed logins (per connection, per account) before they slow down
+    login_max: int = 10  # failed logins within login_window before they are refused
+    login_window: float = 600.0
+    register_limit: int = 10  # REGISTER attempts per address per hour
+    scrypt_cost: int = 14  # log2 of scrypt's N for new password hashes (tests lower it)
     # TLS is on when a certificate and key are given (or made: tls_self_signed).
     tls_port: int = 6697  # 0 picks a free port, as tests do
     tls_cert: str | None = None
@@ -60,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
     d = Config()
     p = argparse.ArgumentParser(
         description="Threaded chat server speaking a subset of the IRC client protocol.",
+        epilog="Accounts: 'python server.py account add|passwd|delete|list NAME "
+               "[--data-dir DIR]' (see 'python server.py account --help'); the password is "
+               "read from a prompt or stdin, never from the command line.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--host", default=d.host, help="address to listen on (0.0.0.0 for the LAN)")
     p.add_argument("--port", type=int, default=d.port,
@@ -107,6 +119,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
     hist.add_argument("--replay-lines", type=int, default=d.replay_lines, metavar="N",
                       help="lines replayed on join to clients that show server times but "
                            "can't fetch history (0: none)")
+    acc = p.add_argument_group("accounts (kept in the data directory)")
+    acc.add_argument("--registration", choices=["open", "closed"], default=d.registration,
+                     help="who may create accounts: anyone (REGISTER), or only the admin "
+                          "command line (python server.py account add NAME)")
+    acc.add_argument("--require-account", action="store_true",
+                     help="a private server: a connection must log in before it can join "
+                          "a room or talk")
+    acc.add_argument("--nick-grace", type=float, default=d.nick_grace, metavar="SECONDS",
+                     help="how long someone not logged in may keep a registered nick before "
+                          "being renamed to a guest name")
+    acc.add_argument("--login-free", type=int, default=d.login_free, metavar="N",
+                     help="failed logins (per connection and per account) before each "
+                          "further try must wait, the wait doubling each time")
+    acc.add_argument("--login-max", type=int, default=d.login_max, metavar="N",
+                     help="failed logins within --login-window that make further tries wait "
+                          "until the oldest expires")
+    acc.add_argument("--login-window", type=float, default=d.login_window, metavar="SECONDS",
+                     help="how long a failed login counts")
+    acc.add_argument("--register-limit", type=int, default=d.register_limit, metavar="N",
+                     help="REGISTER attempts one address may make per hour")
     tls = p.add_argument_group("TLS (encrypted connections)")
     tls.add_argument("--tls-port", type=int, default=d.tls_port,
                      help="TLS port, on when a certificate is given or made")
@@ -162,6 +194,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
         p.error("--history-days must be 0 (keep everything) or more")
     if not 0 <= a.replay_lines <= 500:
         p.error("--replay-lines must be 0-500")
+    if a.nick_grace < 0:
+        p.error("--nick-grace must be 0 or more")
+    if a.login_free < 0 or a.login_max < 1 or a.login_window <= 0 or a.register_limit < 1:
+        p.error("--login-free must be 0 or more; --login-max, --login-window and "
+                "--register-limit must be positive")
     if " " in a.name or not a.name:
         p.error("--name must be one word")
     return Config(
@@ -175,4 +212,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
         tls_key=a.tls_key, tls_self_signed=a.tls_self_signed,
         tls_handshake_timeout=a.tls_handshake_timeout, sts_duration=a.sts_duration,
         history=not a.no_history, history_days=a.history_days, replay_lines=a.replay_lines,
+        registration=a.registration, require_account=a.require_account,
+        nick_grace=a.nick_grace, login_free=a.login_free, login_max=a.login_max,
+        login_window=a.login_window, register_limit=a.register_limit,
     ), a.log_level

@@ -160,7 +160,7 @@ class Connection:
             return
         assert isinstance(line, bytes)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s:%d %s <- %r", c.host, c.addr[1], c.nick, line)
+            log.debug("%s:%d %s <- %r", c.host, c.addr[1], c.nick, loggable(line))
         if not line.strip(b"\r \t"):
             return  # empty lines are silently ignored, as the spec says
         try:
@@ -202,7 +202,8 @@ class Connection:
         try:
             cmd.handler(hub, c, msg)
         except Exception:
-            log.exception("handler %s failed for %s on line %r", msg.command, c, line[:200])
+            log.exception("handler %s failed for %s on line %r", msg.command, c,
+                          loggable(line)[:200])
             hub.reply(c, P.ERR_UNKNOWNERROR, msg.command, "Internal error, command dropped")
 
     def _bad_line(self, line: bytes, exc: ProtocolError) -> None:
@@ -217,6 +218,16 @@ class Connection:
                                       "Message rejected: text must be UTF-8"))
         else:
             hub.reply(c, P.ERR_UNKNOWNERROR, word, f"Malformed line: {exc.reason}")
+
+
+SECRET_COMMANDS = (b"AUTHENTICATE", b"REGISTER", b"PASS", b"OPER")
+
+
+def loggable(line: bytes) -> bytes:
+    """``line`` as a log may show it: a command that carries a password shows only its name."""
+    rest = line[line.index(b" ") + 1:] if line.startswith(b"@") and b" " in line else line
+    word = rest.split(b" ", 1)[0].upper()
+    return word + b" <redacted>" if word in SECRET_COMMANDS else line
 
 
 def _unread_bytes(sock: socket.socket) -> int:

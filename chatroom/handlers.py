@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chatroom import playback
+from chatroom import login, playback
 from chatroom import protocol as P
 from chatroom.config import VERSION
 from chatroom.hub import Event, Hub
@@ -28,20 +28,29 @@ log = logging.getLogger(__name__)
 
 # What CAP LS offers (sts, with a value, is added per connection when configured; the
 # history caps only when history is on).
-CAPABILITIES = ("batch", "cap-notify", "echo-message", "labeled-response", "message-tags",
-                "multi-prefix", "server-time", "standard-replies", "userhost-in-names")
+CAPABILITIES = ("account-notify", "account-tag", "batch", "cap-notify", "echo-message",
+                "extended-join", "labeled-response", "message-tags", "multi-prefix", "sasl",
+                "server-time", "standard-replies", "userhost-in-names")
 HISTORY_CAPS = ("draft/chathistory", "draft/event-playback")
+REGISTRATION_CAP = "draft/account-registration"
+# What CAP LS 302 says after a cap's name.
+CAP_VALUES = {"sasl": login.MECHANISMS, REGISTRATION_CAP: "before-connect"}
 # Client-only tags that say something passing (typing): relayed, never stored.
 PASSING_TAGS = frozenset({"+typing", "+draft/typing"})
 
 
-def offered_caps(history: bool) -> tuple[str, ...]:
-    """What CAP LS lists (without sts), in its order."""
-    return CAPABILITIES + HISTORY_CAPS if history else CAPABILITIES
+def offered_caps(history: bool, registration: bool = True,
+                 values: bool = False) -> tuple[str, ...]:
+    """What CAP LS lists (without sts), in its order; ``values`` as CAP 302 gives them."""
+    caps = CAPABILITIES + ((REGISTRATION_CAP,) if registration else ()) + (
+        HISTORY_CAPS if history else ())
+    if values:
+        return tuple(f"{cap}={CAP_VALUES[cap]}" if cap in CAP_VALUES else cap for cap in caps)
+    return caps
 
 
-def offered(hub: Hub) -> tuple[str, ...]:
-    return offered_caps(hub.history is not None)
+def offered(hub: Hub, values: bool = False) -> tuple[str, ...]:
+    return offered_caps(hub.history is not None, hub.config.registration == "open", values)
 
 Handler = Callable[[Hub, Client, Message], None]
 
@@ -82,7 +91,7 @@ def cmd_cap(hub: Hub, c: Client, msg: Message) -> None:
             # 302 implies cap-notify; our caps never change while running, so there is
             # never a CAP NEW or DEL to send.
             c.cap_version = 302
-        listed = list(offered(hub))
+        listed = list(offered(hub, values=c.cap_version >= 302))
         sts = sts_policy(hub, c)
         if sts and c.cap_version >= 302:  # a cap with a value exists only for CAP 302
             listed.append("sts=" + sts)
@@ -109,7 +118,7 @@ def cmd_cap(hub: Hub, c: Client, msg: Message) -> None:
                                       truncate=True))
     elif sub == "END":
         c.cap_negotiating = False
-        hub.try_register(c)
+        register(hub, c)
     else:
         hub.reply(c, P.ERR_INVALIDCAPCMD, P.echo_param(sub, 20), "Invalid CAP command")
 
@@ -156,6 +165,21 @@ def cmd_pass(hub: Hub, c: Client, msg: Message) -> None:
     c.password = msg.params[0]
 
 
+@command("AUTHENTICATE", 1, before_registration=True)
+def cmd_authenticate(hub: Hub, c: Client, msg: Message) -> None:
+    login.cmd_authenticate(hub, c, msg)
+
+
+@command("REGISTER", 3, before_registration=True)
+def cmd_register(hub: Hub, c: Client, msg: Message) -> None:
+    login.cmd_register(hub, c, msg)
+
+
+@command("VERIFY", 2, before_registration=True)
+def cmd_verify(hub: Hub, c: Client, msg: Message) -> None:
+    login.cmd_verify(hub, c, msg)
+
+
 @command("NICK", 0, before_registration=True)
 def cmd_nick(hub: Hub, c: Client, msg: Message) -> None:
     if not msg.params or not msg.params[0]:
@@ -166,34 +190,36 @@ def cmd_nick(hub: Hub, c: Client, msg: Message) -> None:
         hub.reply_error(c, P.ERR_ERRONEUSNICKNAME, P.echo_param(new))
         return
     key = P.casefold(new)
+    old = c.nick
+    if c.lost_nick == key and not login.owns(c, key):
+        hub.reply(c, P.ERR_NICKNAMEINUSE, new, "That nick is registered: log in to use it")
+        return
     with hub.delivering():
+        if c.registered and login.owns(c, key):
+            login.claim_from_guest(hub, c, key)  # the owner asks for its nick back
         holder = hub.reg.nicks.get(key)
-        if holder is not None and holder is not c:
-            taken = True
-        else:
-            taken = False
-            old = c.nick
+        taken = holder is not None and holder is not c
+        if not taken:
             if new == old:
                 return
-            if old != "*" and hub.reg.nicks.get(P.casefold(old)) is c:
-                del hub.reg.nicks[P.casefold(old)]
-            if c.registered:
-                hub.reg.remember(c)  # under the old nick, before it changes
-            hub.reg.nicks[key] = c
-            c.nick = new
-            if c.registered:
-                ev = hub.event(P.format_line(c.prefix, "NICK", new))
-                c.update_prefix()
-                hub.deliver(c, ev)
-                for peer in hub.reg.peers(c):
-                    hub.deliver(peer, ev)
-                hub.record_everywhere(c, ev)
+            hub.change_nick(c, new)
     if taken:
         hub.reply_error(c, P.ERR_NICKNAMEINUSE, new)
     elif c.registered:
         log.info("nick %s -> %s (%s)", old, new, c.host)
+        login.protect_nick(hub, c)
     else:
-        hub.try_register(c)
+        register(hub, c)
+
+
+def register(hub: Hub, c: Client) -> None:
+    """Complete ``c``'s registration once it has sent all it must (NICK, USER, CAP END)."""
+    if not hub.ready(c):
+        return
+    login.before_welcome(hub, c)
+    hub.try_register(c)
+    if c.registered:
+        login.after_welcome(hub, c)
 
 
 @command("USER", 4, before_registration=True)
@@ -208,7 +234,7 @@ def cmd_user(hub: Hub, c: Client, msg: Message) -> None:
     user = P.sanitize_user(msg.params[0], P.USERLEN - 1) or "user"
     c.user = "~" + user  # no ident lookup, so mark the user name as unverified
     c.realname = P.truncate_text(msg.params[3], 100)
-    hub.try_register(c)
+    register(hub, c)
 
 
 @command("PING", 1, before_registration=True)
@@ -265,10 +291,21 @@ def join_refusal(hub: Hub, c: Client, ch: Channel, key: str) -> tuple[str, ...] 
     return None
 
 
+def account_required(hub: Hub, c: Client, command: str) -> bool:
+    """On a private server (--require-account), refuse ``command`` to a guest, in words."""
+    if not hub.config.require_account or c.account is not None:
+        return False
+    hub.send(c, P.format_line(hub.config.name, "FAIL", command, "ACCOUNT_REQUIRED",
+                              "Log in first: this server is for registered users"))
+    return True
+
+
 def join_one(hub: Hub, c: Client, name: str, chankey: str = "") -> None:
     cfg = hub.config
     if not P.valid_channel(name):
         hub.reply_error(c, P.ERR_NOSUCHCHANNEL, P.echo_param(name))
+        return
+    if account_required(hub, c, "JOIN"):
         return
     key = P.casefold(name)
     error: tuple[str, ...] | None = None
@@ -284,8 +321,13 @@ def join_one(hub: Hub, c: Client, name: str, chankey: str = "") -> None:
             # included, and they apply to the first one in too.
             fresh = Channel(name)
             hub.restore_room(fresh)
+        room = ch if ch is not None else fresh
+        assert room is not None
+        founder = room.founder is not None and login.owns(c, room.founder)
         if len(c.channels) >= cfg.max_channels:
             error = (P.ERR_TOOMANYCHANNELS, name)
+        elif founder:
+            pass  # its own room: no key, limit, ban or invitation stands in its way
         elif ch is not None:
             error = join_refusal(hub, c, ch, chankey)
         elif fresh is not None and fresh.folded in hub.saved_rooms:
@@ -298,14 +340,21 @@ def join_one(hub: Hub, c: Client, name: str, chankey: str = "") -> None:
             if ch is None:
                 assert fresh is not None
                 ch = hub.reg.channels[key] = fresh
-                hub.saved_rooms.pop(key, None)
-                ch.add(c, "@")
+                restored = hub.saved_rooms.pop(key, None) is not None
+                if not restored and c.account is not None:
+                    ch.founder = P.casefold(c.account)  # a new room is its creator's
+                    hub.save_room(ch)
+                # The first one in runs a room, unless the room has a founder: then only
+                # the founder does.
+                ch.add(c, "@" if ch.founder is None or login.owns(c, ch.founder) else "")
             else:
-                ch.add(c, "")
+                ch.add(c, "@" if founder else "")
                 c.invites.pop(key, None)
             c.channels[key] = ch
             line = P.format_line(c.prefix, "JOIN", ch.name)
-            joined = hub.to_room(ch, line)
+            ext = P.format_line(c.prefix, "JOIN", ch.name, c.account or "*", c.realname,
+                                trailing=True)
+            joined = hub.to_room(ch, line, c, ext)
             if ch.topic:
                 hub.writer.queue(c, hub.numeric(c, P.RPL_TOPIC, ch.name, ch.topic))
                 hub.writer.queue(c, hub.numeric(c, P.RPL_TOPICWHOTIME, ch.name, ch.topic_by,
@@ -330,7 +379,7 @@ def join_one(hub: Hub, c: Client, name: str, chankey: str = "") -> None:
 
 def leave(hub: Hub, c: Client, ch: Channel, line: bytes) -> None:
     """Tell every member (``c`` too) that ``c`` leaves ``ch``, then remove it.  Lock held."""
-    hub.to_room(ch, line)
+    hub.to_room(ch, line, c)
     hub.reg.remove_member(ch, c)
 
 
@@ -393,7 +442,7 @@ def cmd_topic(hub: Hub, c: Client, msg: Message) -> None:
             ch.topic_at = int(time.time())
             line = P.format_line(c.prefix, "TOPIC", ch.name, ch.topic, truncate=True,
                                  trailing=True)
-            hub.to_room(ch, line)
+            hub.to_room(ch, line, c)
             hub.save_room(ch)
         hub.to_client(c, out)
 
@@ -460,6 +509,10 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
         if not notice:
             hub.reply(c, P.ERR_NOTEXTTOSEND, "No text to send")
         return
+    if hub.config.require_account and c.account is None:
+        if not notice:
+            account_required(hub, c, cmd)
+        return
     text = () if tagmsg else (msg.params[1],)
     tags = P.client_tags(msg.tags) if msg.tags else None
     c.last_message = time.monotonic()
@@ -506,7 +559,7 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
                             if m is not c:
                                 q(m, line)
                     continue
-                ev = Event(line, hub.clock, ms, tags, tagmsg)
+                ev = Event(line, hub.clock, ms, tags, tagmsg, c.account)
                 if status:
                     for m, pfx in ch.members.items():
                         if m is not c and ("@" in pfx or ("+" in status and "+" in pfx)):
@@ -520,7 +573,7 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
                 if peer is None:
                     errors.append(hub.error(c, P.ERR_NOSUCHNICK, target))
                     continue
-                ev = Event(line, hub.clock, hub.clock.stamp(now), tags, tagmsg)
+                ev = Event(line, hub.clock, hub.clock.stamp(now), tags, tagmsg, c.account)
                 if c.echo:
                     hub.deliver(c, ev)
                 if peer is c:
@@ -641,6 +694,9 @@ def cmd_whois(hub: Hub, c: Client, msg: Message) -> None:
                 lines.append(hub.numeric(c, P.RPL_WHOISCHANNELS, m.nick, " ".join(rooms)))
             if m.away is not None:
                 lines.append(hub.numeric(c, P.RPL_AWAY, m.nick, m.away))
+            if m.account is not None:
+                lines.append(hub.numeric(c, P.RPL_WHOISACCOUNT, m.nick, m.account,
+                                         "is logged in as"))
             idle = int(time.monotonic() - m.last_message)
             lines.append(hub.numeric(c, P.RPL_WHOISIDLE, m.nick, str(idle), str(int(m.signon)),
                                      "seconds idle, signon time"))
@@ -752,7 +808,7 @@ def kick_one(hub: Hub, c: Client, room: str, nick: str, reason: str) -> bytes | 
         return hub.error(c, P.ERR_USERNOTINCHANNEL, nick, ch.name)
     line = P.format_line(c.prefix, "KICK", ch.name, victim.nick, reason, truncate=True,
                          trailing=True)
-    hub.to_room(ch, line)
+    hub.to_room(ch, line, c)
     hub.reg.remove_member(ch, victim)
     return None
 

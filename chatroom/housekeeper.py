@@ -8,7 +8,8 @@ queue lines.  The limits are options in :class:`~chatroom.config.Config`:
 * not registered within ``register_timeout``: ``Registration timed out``;
 * a line started but not finished within ``line_timeout``: ``Read timeout``;
 * silent for ``ping_interval``: a ``PING``; no answer within ``ping_timeout``: ``Ping timeout``;
-* closing, but its last lines not taken within :data:`CLOSE_GRACE`: cut.
+* closing, but its last lines not taken within :data:`CLOSE_GRACE`: cut;
+* keeping a nick registered to someone else past ``nick_grace``: renamed to a guest name.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import threading
 import time
 
+from chatroom import login
 from chatroom import protocol as P
 from chatroom.hub import Hub
 from chatroom.registry import Client
@@ -39,7 +41,8 @@ class Housekeeper:
     def run(self) -> None:
         hub, cfg = self.hub, self.hub.config
         tick = max(0.05, min(1.0, cfg.register_timeout / 4, cfg.ping_interval / 4,
-                             cfg.ping_timeout / 4, cfg.line_timeout / 4))
+                             cfg.ping_timeout / 4, cfg.line_timeout / 4,
+                             max(cfg.nick_grace, 0.2) / 4))
         while not hub.stopping.wait(tick):
             now = time.monotonic()
             with hub.reg.lock:
@@ -71,3 +74,6 @@ class Housekeeper:
         elif c.registered and now - c.last_active > cfg.ping_interval:
             c.ping_sent = now
             hub.send(c, P.format_line(None, "PING", cfg.name))
+        deadline = c.nick_deadline
+        if deadline is not None and now > deadline:
+            login.grace_over(hub, c)

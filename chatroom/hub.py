@@ -19,6 +19,7 @@ with it held.
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import logging
 import threading
@@ -28,10 +29,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from chatroom import protocol as P
+from chatroom.accounts import Accounts, ScryptParams, Throttle
 from chatroom.config import VERSION, Config
 from chatroom.history import History
 from chatroom.registry import (
+    ACCOUNT_TAG,
     ALL_TAGS,
+    EXTENDED_JOIN,
     MAX_BANS,
     TIME_ONLY,
     Ban,
@@ -80,18 +84,23 @@ class Event:
 
     ``plain`` is the line without tags; ``tags`` the sender's client-only tags, for
     message-tags recipients only; with ``tagged_only`` (TAGMSG) clients without
-    message-tags get nothing.  Lives while the registry lock is held (the clock's
+    message-tags get nothing.  ``account`` is the sender's (account-tag) and ``ext`` the
+    extended-join form of a JOIN.  Lives while the registry lock is held (the clock's
     spelling-out is not thread-safe).
     """
 
-    __slots__ = ("plain", "clock", "ms", "tags", "tagged_only", "_timed", "_full")
+    __slots__ = ("plain", "clock", "ms", "tags", "tagged_only", "account", "ext", "_timed",
+                 "_full", "_more")
 
     def __init__(self, plain: bytes, clock: P.EventClock, ms: int,
-                 tags: dict[str, str] | None, tagged_only: bool = False) -> None:
+                 tags: dict[str, str] | None, tagged_only: bool = False,
+                 account: str | None = None, ext: bytes | None = None) -> None:
         self.plain, self.clock, self.ms = plain, clock, ms
         self.tags, self.tagged_only = tags, tagged_only
+        self.account, self.ext = account, ext
         self._timed: bytes | None = None
         self._full: bytes | None = None
+        self._more: dict[int, bytes | None] | None = None
 
     @property
     def msgid(self) -> str:
@@ -103,6 +112,9 @@ class Event:
 
     def line_for(self, c: Client) -> bytes | None:
         mode = c.tagmode
+        if c.extras and ((self.account is not None and c.extras & ACCOUNT_TAG)
+                         or (self.ext is not None and c.extras & EXTENDED_JOIN)):
+            return self._variant(c)
         if mode == ALL_TAGS:
             if self._full is None:
                 tags = {"msgid": self.msgid, "time": self.time}
@@ -118,6 +130,47 @@ class Event:
             return self._timed
         return self.plain
 
+    def _variant(self, c: Client) -> bytes | None:
+        """The rarer variants (an account tag, an extended JOIN), each made once."""
+        acct = bool(self.account is not None and c.extras & ACCOUNT_TAG)
+        ext = bool(self.ext is not None and c.extras & EXTENDED_JOIN)
+        key = c.tagmode * 4 + acct * 2 + ext
+        if self._more is None:
+            self._more = {}
+        elif key in self._more:
+            return self._more[key]
+        line: bytes | None
+        if self.tagged_only and c.tagmode != ALL_TAGS:
+            line = None
+        else:
+            tags: dict[str, str] = {}
+            if c.tagmode == ALL_TAGS:
+                tags["msgid"] = self.msgid
+            if c.tagmode:
+                tags["time"] = self.time
+            if acct:
+                assert self.account is not None
+                tags["account"] = self.account
+            if c.tagmode == ALL_TAGS and self.tags:
+                tags.update(self.tags)
+            plain = self.ext if ext and self.ext is not None else self.plain
+            line = P.tag_section(tags) + plain if tags else plain
+        self._more[key] = line
+        return line
+
+
+def conn_key(c: Client) -> str:
+    """``c``'s key in the login throttle (forgotten when it leaves, so never reused)."""
+    return f"conn:{id(c)}"
+
+
+def room_state(ch: Channel) -> dict[str, Any]:
+    """What of ``ch`` outlives it: topic, modes, bans and founder (JSON-ready)."""
+    return {"name": ch.name, "topic": ch.topic, "topic_by": ch.topic_by,
+            "topic_at": ch.topic_at, "created": ch.created, "modes": sorted(ch.modes),
+            "key": ch.key, "limit": ch.limit, "bans": [[b.mask, b.by, b.at] for b in ch.bans],
+            "founder": ch.founder}
+
 
 class Hub:
     """Shared server state and the helpers every handler uses."""
@@ -128,7 +181,14 @@ class Hub:
         self.writer = Writer(self.reg, config.sendq)
         self.stopping = threading.Event()  # set once: the server is shutting down
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        self.history: History | None = None  # open_history(), unless --no-history
+        self.history: History | None = None  # open_stores(), unless --no-history
+        self.accounts: Accounts | None = None  # open_stores()
+        # Failed logins per connection and per account; REGISTER attempts per address.
+        self.login_throttle = Throttle(free=config.login_free, refuse_after=config.login_max,
+                                       window=config.login_window)
+        self.register_throttle = Throttle(free=config.register_limit, base_delay=60.0,
+                                          max_delay=3600.0, refuse_after=config.register_limit,
+                                          window=3600.0)
         self.isupport = self._isupport_tokens()
         self.tls_port: int | None = None  # the TLS listener's port, once it is open
         self.clock = P.EventClock()
@@ -138,9 +198,11 @@ class Hub:
         self._batch_ids = itertools.count(1)
         self.reg.on_room_gone = self._room_gone
 
-    def open_history(self) -> None:
-        """Open the data directory's history (main thread, before serving).  Raises
-        :class:`OSError` or :class:`sqlite3.Error` if it can't be used."""
+    def open_stores(self) -> None:
+        """Open the data directory's accounts and history (main thread, before serving).
+        Raises :class:`OSError` or :class:`sqlite3.Error` if they can't be used."""
+        self.accounts = Accounts(self.config.data_dir,
+                                 params=ScryptParams(ln=self.config.scrypt_cost))
         if not self.config.history:
             return
         self.history = History(self.config.data_dir, self.config.history_days)
@@ -170,11 +232,12 @@ class Hub:
             if c.registered:
                 self.reg.remember(c)
                 ev = self.event(P.format_line(c.prefix, "QUIT", reason, truncate=True,
-                                              trailing=True))
+                                              trailing=True), c)
                 for peer in self.reg.peers(c):
                     self.deliver(peer, ev)
                 self.record_everywhere(c, ev)
             self.reg.forget(c)
+        self.login_throttle.forget(conn_key(c))
         log.info("quit %s %s:%d (%s)", c.nick, c.host, c.addr[1], reason)
 
     # --- output helpers ----------------------------------------------------------------
@@ -210,15 +273,17 @@ class Hub:
         with self.delivering():
             self.to_client(c, lines)
 
-    def event(self, plain: bytes, tags: dict[str, str] | None = None,
-              tagged_only: bool = False) -> Event:
-        """Stamp a storable event (msgid, time).  Lock held: stamps follow delivery order."""
-        return Event(plain, self.clock, self.clock.stamp(time.time()), tags, tagged_only)
+    def event(self, plain: bytes, by: Client | None = None, ext: bytes | None = None) -> Event:
+        """Stamp a storable event (msgid, time) that ``by`` causes (its account goes in the
+        account tag).  Lock held: stamps follow delivery order."""
+        return Event(plain, self.clock, self.clock.stamp(time.time()), None, False,
+                     by.account if by is not None else None, ext)
 
-    def to_room(self, ch: Channel, line: bytes) -> Event:
-        """Stamp the event ``line`` and queue it to every member of ``ch``, each as its
-        caps ask.  Caller holds the lock."""
-        ev = self.event(line)
+    def to_room(self, ch: Channel, line: bytes, by: Client | None = None,
+                ext: bytes | None = None) -> Event:
+        """Stamp the event ``line`` (by ``by``; ``ext``: its extended-join form) and queue
+        it to every member of ``ch``, each as its caps ask.  Caller holds the lock."""
+        ev = self.event(line, by, ext)
         self.fan_out(ch, ev)
         if self.history is not None:
             self.history.add(ch.folded, ev.ms, False, line, None)
@@ -239,6 +304,24 @@ class Hub:
                 out = ev.line_for(m)
                 if out is not None:
                     q(m, out)
+
+    def change_nick(self, c: Client, new: str) -> None:
+        """Give ``c`` the free nick ``new``; once registered, everyone who shares a room
+        with it (and it) sees the NICK.  Lock held."""
+        old = c.nick
+        if old != "*" and self.reg.nicks.get(P.casefold(old)) is c:
+            del self.reg.nicks[P.casefold(old)]
+        if c.registered:
+            self.reg.remember(c)  # under the old nick, before it changes
+        self.reg.nicks[P.casefold(new)] = c
+        c.nick = new
+        if c.registered:
+            ev = self.event(P.format_line(c.prefix, "NICK", new), c)
+            c.update_prefix()
+            self.deliver(c, ev)
+            for peer in self.reg.peers(c):
+                self.deliver(peer, ev)
+            self.record_everywhere(c, ev)
 
     def record_everywhere(self, c: Client, ev: Event) -> None:
         """Store ``c``'s QUIT or NICK in the history of each of its rooms.  Lock held."""
@@ -279,13 +362,8 @@ class Hub:
 
     def save_room(self, ch: Channel) -> None:
         """Store ``ch``'s topic and modes, so a restart keeps them.  Lock held."""
-        if self.history is None:
-            return
-        self.history.save_room(ch.folded, {
-            "name": ch.name, "topic": ch.topic, "topic_by": ch.topic_by,
-            "topic_at": ch.topic_at, "created": ch.created, "modes": sorted(ch.modes),
-            "key": ch.key, "limit": ch.limit,
-            "bans": [[b.mask, b.by, b.at] for b in ch.bans]})
+        if self.history is not None:
+            self.history.save_room(ch.folded, room_state(ch))
 
     def restore_room(self, ch: Channel) -> None:
         """Give a room being created the state it had before a restart, if any (it stays
@@ -304,14 +382,19 @@ class Hub:
             ch.limit = max(0, int(state["limit"]))
             ch.bans = [Ban(str(mask), str(by), int(at), P.mask_matcher(str(mask)))
                        for mask, by, at in state["bans"][:MAX_BANS]]
+            founder = state.get("founder")
+            ch.founder = str(founder) if founder else None
         except (KeyError, TypeError, ValueError):
             log.warning("saved state of %s is damaged; the room starts afresh", ch.name)
 
-    def _room_gone(self, key: str) -> None:
-        # A room nobody is in is forgotten, as IRC does; but not when everyone leaves
-        # because the server is stopping: those rooms come back after the restart.
-        if self.history is not None and not self.stopping.is_set():
-            self.history.save_room(key, None)
+    def _room_gone(self, ch: Channel) -> None:
+        # A room nobody is in is forgotten, as IRC does, unless an account founded it: that
+        # one is its founder's and waits, as it was, for the next join.  Nor is one forgotten
+        # when everyone leaves because the server is stopping: it comes back after a restart.
+        if ch.founder is not None:
+            self.saved_rooms[ch.folded] = room_state(ch)
+        elif self.history is not None and not self.stopping.is_set():
+            self.history.save_room(ch.folded, None)
 
     # --- batches and labeled responses --------------------------------------------------
 
@@ -355,11 +438,23 @@ class Hub:
         ] + ([f"CHATHISTORY={HISTORY_MAX}", "MSGREFTYPES=msgid,timestamp"]
              if self.history is not None else [])
 
+    def ready(self, c: Client) -> bool:
+        """Has ``c`` sent all registration needs (NICK, USER, CAP END if it began CAP)?"""
+        return not (c.registered or c.cap_negotiating or c.nick == "*" or not c.user)
+
+    def password_ok(self, c: Client) -> bool:
+        """Has ``c`` given the server password (PASS), if there is one?  Constant time."""
+        want = self.config.password
+        if want is None:
+            return True
+        given = c.password if c.password is not None else ""
+        return hmac.compare_digest(given.encode(), want.encode())
+
     def try_register(self, c: Client) -> None:
         """Welcome ``c`` once NICK, USER (and CAP END, PASS) are in.  Takes the lock."""
-        if c.registered or c.cap_negotiating or c.nick == "*" or not c.user:
+        if not self.ready(c):
             return
-        if self.config.password is not None and c.password != self.config.password:
+        if not self.password_ok(c):
             self.reply(c, P.ERR_PASSWDMISMATCH, "Password incorrect")
             self.kill(c, "Bad password")
             return

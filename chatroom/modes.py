@@ -215,5 +215,5 @@ class ModeChange:
             if a is not None:
                 margs.append(a)
         line = P.format_line(self.c.prefix, "MODE", self.ch.name, modes, *margs)
-        self.hub.to_room(self.ch, line)
+        self.hub.to_room(self.ch, line, self.c)
         self.hub.save_room(self.ch)

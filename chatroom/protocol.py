@@ -11,6 +11,8 @@ section at most 8191 bytes.  Text is UTF-8.  Names use the ``ascii`` casemapping
 
 from __future__ import annotations
 
+import base64
+import binascii
 import calendar
 import re
 import time
@@ -107,6 +109,17 @@ ERR_CHANOPRIVSNEEDED = "482"
 ERR_UMODEUNKNOWNFLAG = "501"
 ERR_USERSDONTMATCH = "502"
 ERR_INVALIDCAPCMD = "410"
+RPL_WHOISACCOUNT = "330"
+# SASL (IRCv3 sasl-3.1), with the exact parameters the spec gives.
+RPL_LOGGEDIN = "900"  # <nick> <nick>!<user>@<host> <account> :You are now logged in as <account>
+RPL_LOGGEDOUT = "901"  # <nick> <nick>!<user>@<host> :You are now logged out
+ERR_NICKLOCKED = "902"
+RPL_SASLSUCCESS = "903"
+ERR_SASLFAIL = "904"
+ERR_SASLTOOLONG = "905"
+ERR_SASLABORTED = "906"
+ERR_SASLALREADY = "907"
+RPL_SASLMECHS = "908"
 
 # The usual text of an error numeric, for the numerics that always say the same thing.
 ERROR_TEXT = {
@@ -632,3 +645,51 @@ class TokenBucket:
             return False
         self.tokens -= 1.0
         return True
+
+
+# --- SASL (IRCv3 sasl-3.1/3.2) -----------------------------------------------------------
+
+SASL_CHUNK = 400  # base64 bytes per AUTHENTICATE line; a full chunk means more follows
+SASL_LIMIT = 2000  # base64 bytes of one whole response (PLAIN with the longest password: ~560)
+
+
+class SaslResponse:
+    """The chunks of one client response as they arrive (``AUTHENTICATE <400 bytes>`` means
+    more follow; a shorter chunk or ``+`` ends it)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+
+    def feed(self, chunk: str) -> bytes | None:
+        """Take one chunk; the decoded response once complete, else None.  Raises
+        :class:`ProtocolError` (``too_long`` for an oversized chunk or response)."""
+        if len(chunk) > SASL_CHUNK:
+            raise ProtocolError("SASL message too long", too_long=True)
+        if chunk != "+":
+            self.size += len(chunk)
+            if self.size > SASL_LIMIT:
+                raise ProtocolError("SASL response too long", too_long=True)
+            self.parts.append(chunk)
+            if len(chunk) == SASL_CHUNK:
+                return None
+        try:
+            return base64.b64decode("".join(self.parts), validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("SASL response is not valid base64") from None
+
+
+def sasl_plain(response: bytes) -> tuple[str, str, str]:
+    """(authzid, authcid, password) of a PLAIN response (RFC 4616), or ProtocolError."""
+    fields = response.split(b"\0")
+    if len(fields) != 3:
+        raise ProtocolError("PLAIN wants authzid NUL authcid NUL password")
+    try:
+        authzid, authcid, password = (f.decode("utf-8") for f in fields)
+    except UnicodeDecodeError:
+        raise ProtocolError("PLAIN credentials must be UTF-8") from None
+    if not authcid or not password:
+        raise ProtocolError("PLAIN needs a name and a password")
+    return authzid, authcid, password

@@ -24,6 +24,8 @@ TALK_LINES = 500  # a private conversation's events kept per connection
 TALKS = 50  # private conversations kept per connection (the oldest goes first)
 # One event of a private conversation: (ms, PRIVMSG or NOTICE?, plain line, client tags).
 TalkEvent = tuple[int, bool, bytes, bytes | None]
+# Caps besides server-time and message-tags that change what an event looks like.
+ACCOUNT_TAG, EXTENDED_JOIN = 1, 2  # Client.extras
 
 
 class Client:
@@ -40,7 +42,8 @@ class Client:
                  "signon", "last_active", "last_message", "ping_sent", "partial_since",
                  "connected_at", "out", "outlen", "doomed", "closing", "wbuf", "blocked",
                  "quit_reason", "released", "closing_since", "invites", "tls",
-                 "cap_version", "tagmode", "echo", "diverted", "held", "held_by", "talks")
+                 "cap_version", "tagmode", "echo", "diverted", "held", "held_by", "talks",
+                 "variant", "extras", "account", "sasl", "nick_deadline", "lost_nick")
 
     def __init__(self, sock: socket.socket, addr: tuple[str, int],
                  tls: TLSStream | None = None) -> None:
@@ -63,6 +66,10 @@ class Client:
         # messages back (echo-message).
         self.tagmode = NO_TAGS
         self.echo = False
+        # Does it take anything but the plain line (tags, account-tag, extended-join)?  Rooms
+        # count such members; a room with none relays the plain line on the fast path.
+        self.variant = False
+        self.extras = 0  # ACCOUNT_TAG | EXTENDED_JOIN, from its caps
         self.caps: set[str] = set()
         self.modes: set[str] = set()
         self.away: str | None = None
@@ -97,6 +104,16 @@ class Client:
         # Private conversations while it is connected, for CHATHISTORY: the other party's
         # casefolded nick -> (its nick, recent events as (ms, is_message, line, tags)).
         self.talks: dict[str, tuple[str, deque[TalkEvent]]] | None = None
+        # The account it is logged in to (its registered spelling), or None for a guest.
+        self.account: str | None = None
+        # SASL in progress: the mechanism's response being received (reader thread only).
+        self.sasl: P.SaslResponse | None = None
+        # When it must give up a nick registered to an account it is not logged in to
+        # (monotonic seconds; the housekeeper renames it then), or None.
+        self.nick_deadline: float | None = None
+        # The (casefolded) registered nick it was renamed away from: it may not take it
+        # again without logging in, or its grace would start over and over.
+        self.lost_nick: str | None = None
 
     def __repr__(self) -> str:
         return f"<Client {self.nick} {self.host}:{self.addr[1]}>"
@@ -119,14 +136,17 @@ class Client:
     def set_caps(self, caps: set[str]) -> None:
         """Take ``caps`` as the enabled capabilities.  Registry lock held: the rooms'
         counts of tagged members follow."""
-        old = self.tagmode
+        old = self.variant
         self.caps = caps
         self.tagmode = (ALL_TAGS if "message-tags" in caps else
                         TIME_ONLY if "server-time" in caps else NO_TAGS)
         self.echo = "echo-message" in caps
-        if bool(old) != bool(self.tagmode):
+        self.extras = ((ACCOUNT_TAG if "account-tag" in caps else 0)
+                       | (EXTENDED_JOIN if "extended-join" in caps else 0))
+        self.variant = bool(self.tagmode or self.extras)
+        if old != self.variant:
             for ch in self.channels.values():
-                ch.tagged += 1 if self.tagmode else -1
+                ch.tagged += 1 if self.variant else -1
 
 
 class Channel:
@@ -144,11 +164,12 @@ class Channel:
         self.key: str | None = None  # +k
         self.limit = 0  # +l, 0 for none
         self.bans: list[Ban] = []  # +b
-        self.tagged = 0  # members whose tagmode is not NO_TAGS (0: the plain fast path)
+        self.tagged = 0  # members with Client.variant (0: the plain fast path)
+        self.founder: str | None = None  # the account that created it (casefolded)
 
     def add(self, c: Client, prefix: str) -> None:
         self.members[c] = prefix
-        if c.tagmode:
+        if c.variant:
             self.tagged += 1
 
     def mode_string(self, show_key: bool) -> tuple[str, ...]:
@@ -206,8 +227,8 @@ class Registry:
         self.invisible_count = 0  # registered clients with user mode +i
         # (folded nick, nick, user, host, realname), newest last, for WHOWAS
         self.whowas: deque[tuple[str, str, str, str, str]] = deque(maxlen=WHOWAS_SIZE)
-        # Called (lock held) with the key of a room whose last member left.
-        self.on_room_gone: Callable[[str], None] | None = None
+        # Called (lock held) with a room whose last member left.
+        self.on_room_gone: Callable[[Channel], None] | None = None
 
     def remember(self, c: Client) -> None:
         """Keep ``c``'s identity for WHOWAS (call before its nick changes or it leaves)."""
@@ -231,12 +252,12 @@ class Registry:
 
     def remove_member(self, ch: Channel, c: Client) -> None:
         """Take ``c`` out of ``ch``; a room whose last member leaves ceases to exist."""
-        if ch.members.pop(c, None) is not None and c.tagmode:
+        if ch.members.pop(c, None) is not None and c.variant:
             ch.tagged -= 1
         c.channels.pop(ch.folded, None)
         if (not ch.members and self.channels.pop(ch.folded, None) is not None
                 and self.on_room_gone is not None):
-            self.on_room_gone(ch.folded)
+            self.on_room_gone(ch)
 
     def forget(self, c: Client) -> None:
         """Drop every trace of ``c``: counts, rooms, nick and address."""

@@ -24,11 +24,13 @@ import selectors
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import deque
 
-from chatroom import certs
+from chatroom import admin, certs
+from chatroom.accounts import AccountError
 from chatroom.config import Config, parse_args
 from chatroom.connection import Connection
 from chatroom.history import HistoryError
@@ -84,8 +86,8 @@ class Server:
         Raises :class:`OSError` if a port can't be had, :class:`CertificateError` if the
         certificate can't be used."""
         cfg = self.config
-        if self.hub.history is None:
-            self.hub.open_history()
+        if self.hub.accounts is None:
+            self.hub.open_stores()
         if cfg.tls_self_signed and not cfg.tls:
             names = [cfg.name, "localhost", "127.0.0.1"]
             if cfg.host not in ("0.0.0.0", "::", ""):
@@ -271,6 +273,8 @@ class Server:
         self.writer.stop()
         if self.hub.history is not None:
             self.hub.history.close()  # everything anyone received is committed by now
+        if self.hub.accounts is not None:
+            self.hub.accounts.close()
         self.hub.stopping.set()
         self._wake_r.close()
         self._wake_w.close()
@@ -303,7 +307,11 @@ def raise_fd_limit() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the server until SIGINT or SIGTERM; the exit status (1: cannot listen)."""
+    """Run the server until SIGINT or SIGTERM; the exit status (1: cannot listen).
+    ``account ...`` runs the admin command line instead (see :mod:`chatroom.admin`)."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["account"]:
+        return admin.main(args)
     config, level = parse_args(argv)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
     raise_fd_limit()
@@ -318,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except HistoryError as exc:
         log.error("cannot keep history: %s", exc)
+        return 1
+    except AccountError as exc:
+        log.error("cannot open the accounts: %s", exc)
         return 1
 
     def on_signal(signum: int, frame: object) -> None:

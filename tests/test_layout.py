@@ -18,8 +18,8 @@ PACKAGE = ROOT / "chatroom"
 
 # Bottom to top; a module may import what is before it on its own side, and the shared part.
 SHARED = ["protocol", "transport"]
-SERVER = ["config", "certs", "registry", "writer", "hub", "playback", "modes", "handlers",
-          "connection", "housekeeper", "server"]
+SERVER = ["config", "certs", "registry", "writer", "hub", "playback", "login", "modes",
+          "handlers", "connection", "housekeeper", "admin", "server"]
 CLIENT = ["events", "serverinfo", "pins", "session", "slash", "lines", "views", "app"]
 STORES = ["history", "accounts", "files"]  # server side, below registry's users
 FACES = {"server", "client", "protocol"}  # the checkout's top-level scripts

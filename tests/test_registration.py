@@ -47,16 +47,18 @@ def test_user_before_nick(srv: RunningServer) -> None:
 def test_cap_negotiation_holds_registration_until_end(srv: RunningServer) -> None:
     c = srv.client()
     c.send("CAP LS 302")
-    assert c.recv_line() == (":chat.test CAP * LS :batch cap-notify echo-message "
-                             "labeled-response message-tags multi-prefix server-time "
-                             "standard-replies userhost-in-names draft/chathistory "
+    assert c.recv_line() == (":chat.test CAP * LS :account-notify account-tag batch "
+                             "cap-notify echo-message extended-join labeled-response "
+                             "message-tags multi-prefix sasl=PLAIN server-time "
+                             "standard-replies userhost-in-names "
+                             "draft/account-registration=before-connect draft/chathistory "
                              "draft/event-playback")
     c.send("NICK capper")
     c.send("USER c 0 * :C")
     c.send("CAP REQ :multi-prefix userhost-in-names")
     assert c.recv_line() == ":chat.test CAP capper ACK :multi-prefix userhost-in-names"
-    c.send("CAP REQ :sasl")
-    assert c.recv_line() == ":chat.test CAP capper NAK sasl"
+    c.send("CAP REQ :sasl=PLAIN")  # a value is never part of the name
+    assert c.recv_line() == ":chat.test CAP capper NAK sasl=PLAIN"
     c.send("CAP LIST")
     assert c.recv_line() == ":chat.test CAP capper LIST :multi-prefix userhost-in-names"
     c.send("CAP END")
