@@ -4,13 +4,16 @@
     python -m bench.compare --servers ours,ngircd --scenarios fanout-50,slow
     python -m bench.compare --stretch --json bench-results.json --markdown table.md
     python -m bench.compare --servers ours,ours-tls --scenarios fanout-50,handshakes,many-2000
+    python -m bench.compare --servers ours,ours-nohistory,miniircd --scenarios fanout-50-x10
 
 Every (server, scenario) pair gets a fresh server process, pinned to core 0 with
 ``taskset -c 0``, and a fresh generator process pinned to core 1, so one scenario's
 leftovers (memory, half-closed sockets) cannot bias the next.  Only the processes
 started here are stopped, by pid, also on Ctrl+C.  Repeated runs are interleaved across
 servers (A, B, A, B, ...), so a disturbance on the machine hits both columns alike.
-``ours-tls`` is our server with every client on TLS (see bench/servers.py).
+``ours-tls`` is our server with every client on TLS, ``ours-nohistory`` our server with
+``--no-history`` (``ours`` keeps history, the default, in a temporary data directory); see
+bench/servers.py.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ QUICK: dict[str, list[str]] = {
     "churn": ["--scenario", "churn", "--cycles", "50", "--parallel", "5"],
     "handshakes": ["--scenario", "handshakes", "--clients", "50", "--parallel", "5"],
 }
-SERVER_NAMES = ["ours", "miniircd", "ngircd"]  # and ours-tls, on request
+SERVER_NAMES = ["ours", "miniircd", "ngircd"]  # and ours-tls, ours-nohistory, on request
 # Short scenarios worth repeating; the table shows the median run by this metric.
 MEDIAN_BY = {"fanout": "deliveries_per_s", "churn": "cycles_per_s",
              "handshakes": "handshakes_per_s", "many": "rss_kb_per_connection"}
@@ -125,7 +128,8 @@ def our_revision() -> dict[str, Any]:
 
 def _first_line(cmd: list[str], prefix: str = "") -> str | None:
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(cmd, check=False, capture_output=True, text=True,
+                             timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     for line in out.splitlines():
@@ -160,8 +164,9 @@ def run_one(server: str, name: str, args: list[str], time_limit: float) -> dict[
     try:
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
             json_path = tmp.name
-        proc = subprocess.run(loadgen_command(srv, args, json_path), cwd=servers.ROOT,
-                              capture_output=True, text=True, timeout=time_limit)
+        proc = subprocess.run(loadgen_command(srv, args, json_path), check=False,
+                              cwd=servers.ROOT, capture_output=True, text=True,
+                              timeout=time_limit)
         try:
             with open(json_path, encoding="utf-8") as f:
                 result: dict[str, Any] = json.load(f)

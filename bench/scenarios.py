@@ -23,8 +23,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import procstat
-from bench.ircclient import (CHANNEL, BenchClient, IrcError, Tracker, format_message, now_us,
-                             open_client, register_and_join, tls_context)
+from bench.ircclient import (
+    CHANNEL,
+    BenchClient,
+    IrcError,
+    Tracker,
+    format_message,
+    now_us,
+    open_client,
+    register_and_join,
+    tls_context,
+)
 
 SATURATED = 0.9  # generator CPU, as a fraction of one core, at which it may be the bottleneck
 POLL = 0.1  # seconds between progress checks
@@ -553,7 +562,7 @@ async def slow(opts: Options) -> dict[str, Any]:
     tasks = [asyncio.create_task(send_paced(c, sid, count, opts.rate,
                                             start + sid / (opts.rate * senders), pad))
              for sid, c in enumerate(healthy)]
-    done, pending = await asyncio.wait(tasks, timeout=opts.duration + opts.timeout)
+    _, pending = await asyncio.wait(tasks, timeout=opts.duration + opts.timeout)
     await _cancel(list(pending))
     why = await wait_for_deliveries(tracker, opts, start, start + opts.deadline)
     measured = meter.stop()

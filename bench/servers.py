@@ -1,6 +1,7 @@
 """Start and stop the servers under test: ours, miniircd and ngIRCd, on loopback ports.
 
-``ours-tls`` is our server with TLS on, a throwaway self-signed certificate (made with the
+``ours`` keeps history (the default) in a temporary data directory; ``ours-nohistory`` is
+the same server with ``--no-history``.  ``ours-tls`` is our server with TLS on, a throwaway self-signed certificate (made with the
 ``openssl`` command in the server's temporary directory, removed with it) and the
 generator pointed at the TLS port, verifying against that certificate.
 
@@ -116,7 +117,7 @@ def _spawn(name: str, cmd: list[str], port: int, core: int | None,
 
 def our_options(python: str = sys.executable) -> tuple[list[str], list[str]]:
     """The extra options our server accepts from OUR_WISHES, and notes on the missing."""
-    helptext = subprocess.run([python, str(ROOT / "server.py"), "--help"],
+    helptext = subprocess.run([python, str(ROOT / "server.py"), "--help"], check=False,
                               capture_output=True, text=True, timeout=30).stdout
     args: list[str] = []
     notes: list[str] = []
@@ -146,17 +147,19 @@ def make_certificate(directory: str | Path) -> tuple[Path, Path]:
 
 
 def start_ours(port: int, core: int | None = None, extra: list[str] | None = None,
-               tls: bool = False) -> Running:
+               tls: bool = False, data_dir: str | Path | None = None,
+               name: str | None = None) -> Running:
     """``python server.py --host 127.0.0.1 --port P`` plus the benchmark options it has.
 
     With ``tls``, also ``--tls-port T --tls-cert C --tls-key K`` with a fresh self-signed
     certificate; the returned ``port`` is then T (the plaintext port P stays open) and
-    ``tls_ca`` is the certificate.
+    ``tls_ca`` is the certificate.  ``data_dir``: keep history there (it is not removed
+    by stop()) instead of in the server's temporary directory.
     """
     args, notes = our_options()
     tmp = tempfile.TemporaryDirectory(prefix="bench-ours-")
     # History (on by default) lives in a temporary data directory, as in every test.
-    args += ["--data-dir", str(Path(tmp.name) / "data")]
+    args += ["--data-dir", str(data_dir if data_dir is not None else Path(tmp.name) / "data")]
     if tls:
         try:
             cert, key = make_certificate(tmp.name)
@@ -169,7 +172,7 @@ def start_ours(port: int, core: int | None = None, extra: list[str] | None = Non
         args += ["--port", str(port)]
     cmd = [sys.executable, str(ROOT / "server.py"), "--host", "127.0.0.1",
            *args, *(extra or [])]
-    running = _spawn("ours-tls" if tls else "ours", cmd, port, core, tmp, cwd=ROOT)
+    running = _spawn(name or ("ours-tls" if tls else "ours"), cmd, port, core, tmp, cwd=ROOT)
     running.connect_concurrency = 100  # server.py listens with a backlog of 1024
     running.notes += notes
     if tls:
@@ -183,13 +186,20 @@ def start_ours_tls(port: int, core: int | None = None) -> Running:
     return start_ours(port, core, tls=True)
 
 
+def start_ours_nohistory(port: int, core: int | None = None) -> Running:
+    """Ours with ``--no-history``: nothing stored, no CHATHISTORY (the history baseline)."""
+    running = start_ours(port, core, extra=["--no-history"], name="ours-nohistory")
+    running.notes.append("ours-nohistory: --no-history (nothing stored)")
+    return running
+
+
 def start_miniircd(port: int, core: int | None = None) -> Running:
     """miniircd in the foreground; it has no flood control and no send-queue limit."""
     tmp = tempfile.TemporaryDirectory(prefix="bench-miniircd-")
     try:
         import miniircd  # type: ignore[import-untyped]  # noqa: F401  (run it with our interpreter so the pid is python's)
-        cmd = [sys.executable, "-c", "import sys, miniircd; sys.argv[0] = 'miniircd'; "
-               "sys.exit(miniircd.main())"]
+        cmd = [sys.executable, "-c", ("import sys, miniircd; sys.argv[0] = 'miniircd'; "
+                                      "sys.exit(miniircd.main())")]
     except ImportError:
         exe = shutil.which("miniircd")
         if exe is None:
@@ -258,11 +268,11 @@ def start_ngircd(port: int, core: int | None = None) -> Running:
     return running
 
 
-STARTERS = {"ours": start_ours, "ours-tls": start_ours_tls, "miniircd": start_miniircd,
-            "ngircd": start_ngircd}
+STARTERS = {"ours": start_ours, "ours-nohistory": start_ours_nohistory,
+            "ours-tls": start_ours_tls, "miniircd": start_miniircd, "ngircd": start_ngircd}
 
 
 def start(name: str, port: int | None = None, core: int | None = None) -> Running:
-    """Start server ``name`` (ours, ours-tls, miniircd, ngircd) on ``port`` (a free one by
+    """Start server ``name`` (ours, ours-nohistory, ours-tls, miniircd, ngircd) on ``port`` (a free one by
     default)."""
     return STARTERS[name](port or free_port(), core)

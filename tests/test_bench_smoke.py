@@ -152,3 +152,25 @@ def test_tls_cli(ours_tls: servers.Running) -> None:
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "handshakes/s" in proc.stdout and "TLSv1" in proc.stdout and "PASS" in proc.stdout
+
+
+def test_history_bench_fills_restarts_and_checks_every_answer(tmp_path: Path) -> None:
+    """bench.history end to end, tiny: fill through a real server, restart it on the
+    data directory, CHATHISTORY BEFORE at random and at the extremes, answers checked."""
+    out = tmp_path / "history.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.history", "--messages", "3000", "--requests", "20",
+         "--extremes", "2", "--cold", "2", "--json", str(out), "--timeout", "10",
+         "--fill-deadline", "60", "--query-deadline", "60"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert r["ok"] and r["query"]["failures"] == []
+    assert r["fill"]["reader_got"] == 3000
+    assert r["store"]["room_messages"] == 3000
+    assert r["store"]["bytes_on_disk_per_event"] > r["store"]["avg_line_bytes"]
+    assert r["query"]["random"]["count"] == 20 and r["query"]["random"]["p99"] is not None
+    assert set(r["query"]["extremes"]) == {"oldest page", "before the oldest (empty)",
+                                           "before the newest", "LATEST *"}
+    assert "data_dir_kept" not in r  # the temporary data directory is gone
+    assert "BEFORE msgid 100" in proc.stdout
