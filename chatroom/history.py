@@ -50,6 +50,8 @@ READERS = 4  # read connections: CHATHISTORY queries that may run at once
 GROUP_MAX = 5000  # events per transaction at most (a bounded commit, a bounded wait)
 PRUNE_EVERY = 3600.0  # seconds between retention passes
 PRUNE_CHUNK = 5000  # rows deleted per transaction while pruning
+# Events nobody has received yet (a room of one) are committed this soon even unasked.
+UNASKED_COMMIT = 0.5  # seconds
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -60,6 +62,10 @@ CREATE TABLE IF NOT EXISTS events (
     tags BLOB,                   -- the sender's client-only tags, escaped, or NULL
     PRIMARY KEY (target, ms)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS clock (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    ms INTEGER NOT NULL          -- the newest event's ms: where the clock restarts
+);
 CREATE TABLE IF NOT EXISTS rooms (
     target TEXT PRIMARY KEY,     -- casefolded room name
     state TEXT NOT NULL          -- JSON: name, topic, topic_by, topic_at, modes, key, ...
@@ -121,7 +127,9 @@ class History:
 
     def last_ms(self) -> int:
         """The newest stored event's time: the clock starts past it, so ids never repeat."""
-        row = self._db.execute("SELECT max(ms) FROM events").fetchone()
+        row = self._db.execute("SELECT ms FROM clock WHERE id = 0").fetchone()
+        if row is None:  # a database from before the clock row: one scan, once
+            row = self._db.execute("SELECT max(ms) FROM events").fetchone()
         return int(row[0] or 0)
 
     def rooms(self) -> dict[str, dict[str, Any]]:
@@ -212,7 +220,7 @@ class History:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._asked or self._stopping,
-                                    timeout=self._prune_wait())
+                                    timeout=self._wait_time())
                 self._asked = False
                 stopping = self._stopping
             done = self._commit()
@@ -251,6 +259,10 @@ class History:
                     db.execute("INSERT OR REPLACE INTO rooms VALUES (?, ?)", row)
             if events:
                 db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)", events)
+            newest = max((r[1] for r in rows if len(r) == 5), default=None)
+            if newest is not None:
+                db.execute("INSERT INTO clock VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET "
+                           "ms = max(ms, excluded.ms)", (newest,))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             # Disk full, say.  The chat goes on (nobody is held back by a broken disk), but
@@ -262,10 +274,14 @@ class History:
                 pass
         return len(rows)
 
-    def _prune_wait(self) -> float | None:
+    def _wait_time(self) -> float:
+        """How long the thread sleeps unasked: until the next prune, and never longer than
+        :data:`UNASKED_COMMIT`, so rows no writer asks for (nobody received them: a room
+        of one) are committed that soon.  add() never wakes it: that would cost the hot
+        path a lock and a wake-up per group."""
         if not self.retention_ms:
-            return None
-        return max(0.0, self._next_prune - time.monotonic())
+            return UNASKED_COMMIT
+        return max(0.0, min(UNASKED_COMMIT, self._next_prune - time.monotonic()))
 
     def _prune(self) -> None:
         """Delete events older than the retention, a chunk per transaction per room, so the

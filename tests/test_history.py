@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import re
 import socket
+import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -952,3 +954,34 @@ def test_retention_prunes_old_events_and_keeps_new_ones(tmp_path: Path) -> None:
             assert [e.ms for e in kept] == [new], room
     finally:
         store.close()
+
+
+def test_a_message_nobody_receives_is_committed_soon_anyway(srv: RunningServer) -> None:
+    # The writer asks for a commit only before sending; alone in a room, nothing is sent.
+    alone = srv.client("alone", "#solo")
+    alone.send("PRIVMSG #solo :is anybody there")
+    alone.no_line()
+    history = srv.server.hub.history
+    assert history is not None
+    assert srv.wait_for(lambda: history.durable >= history.appended, timeout=3)
+    rows = history.fetch("#solo", limit=10, newest=True, messages_only=True)
+    assert [r.line for r in rows] == [b":alone!~u@127.0.0.1 PRIVMSG #solo :is anybody there\r\n"]
+
+
+def test_the_clock_restarts_past_the_newest_event_without_a_scan(
+        make_server: Callable[..., RunningServer], tmp_path: Path) -> None:
+    s = make_server(data_dir=str(tmp_path))
+    a = s.client("ticker", "#tick")
+    a.send("PRIVMSG #tick :one")
+    a.no_line()
+    assert s.server.hub.history is not None
+    s.server.hub.history.flush()
+    newest = s.server.hub.history.latest("#tick", messages_only=True)
+    s.stop()
+    db = sqlite3.connect(tmp_path / "chat.sqlite3")
+    (clock,), = db.execute("SELECT ms FROM clock").fetchall()
+    (scanned,), = db.execute("SELECT max(ms) FROM events").fetchall()
+    db.close()
+    assert newest is not None and clock == scanned >= newest  # the QUIT at the stop is newer
+    s2 = make_server(data_dir=str(tmp_path))
+    assert s2.server.hub.clock.stamp(0) > clock
