@@ -11,9 +11,17 @@ surrogate becomes U+FFFD) before it reaches the session.  The same tick runs the
 reconnect countdown and picks up a SIGINT/SIGTERM (the signal handler only sets a flag).
 
 The session (:mod:`chatroom.session`) never blocks this thread: its ``send_*`` methods
-only queue.  IRC does not echo your own PRIVMSG back, so the app shows your line at once,
-locally.  Slash commands come from the table in :mod:`chatroom.slash`; how lines look,
-from :mod:`chatroom.lines`.
+only queue.  A server with echo-message sends your own lines back (Echo events) with its
+time, and the app shows them then; an older server does not, so the app shows your line at
+once, locally.  Slash commands come from the table in :mod:`chatroom.slash`; how lines
+look, from :mod:`chatroom.lines`.
+
+History: the room's recent lines (History LATEST) go at the top of the log, greyed, each
+with its own time, then a rule between them and what is said now; scrolling to the top
+(or Page Up there) asks the session for the page before them (OLDER), inserted above
+without moving what is in view, until the start of the conversation; after a reconnect
+what was said meanwhile (MISSED) comes before the live lines.  A day line goes wherever
+the local date changes from one line to the next.
 
 Encryption: the login view's "Use TLS" box (on by default for port 6697, ``--tls``) makes
 the session connect with TLS.  When a certificate cannot be checked, or differs from the one
@@ -43,7 +51,10 @@ from chatroom import protocol as P
 from chatroom.events import (
     Closed,
     Disconnected,
+    Echo,
     Event,
+    History,
+    HistoryKind,
     Joined,
     Left,
     LoginFailed,
@@ -122,13 +133,16 @@ class ChatApp:
         self._lost = False  # the connection dropped: the next Joined is a reconnect
         self._final = False  # the session told us it gave up (LoginFailed in the chat)
         self._expect: tuple[str, frozenset[str], float] | None = None  # sent, refusals, when
+        self._bottom_day: lines.Day | None = None  # local date of the last dated line
+        self._top_day: lines.Day | None = None  # of the oldest history line shown
+        self._missed_shown = False  # "While you were disconnected:" is up for this return
         views.style(master)
         self.window.setup("Chat", (560, 380), self.exit_program, self._on_focus)
         self.login = views.LoginView(master, room, host, port, name, self.join_clicked,
                                      self._enter_pressed, tls, self.trust_clicked,
                                      self.distrust_clicked)
         self.chat = views.ChatView(master, scrollback, self.send_text, self.leave_chat,
-                                   self.exit_program, self.refresh_names)
+                                   self.exit_program, self.refresh_names, self.older_wanted)
         self.login.show()
         self.login.focus_name()
         self._after_id: str | None = self.window.after(self.poll_ms, self._poll)
@@ -258,6 +272,7 @@ class ChatApp:
         self._retry = None
         self._lost = self._final = False
         self._expect = None
+        self._bottom_day = self._top_day = None
         self.chat.focus_entry()
         self._show_security()
         for text in self._early:
@@ -284,7 +299,8 @@ class ChatApp:
             self.error("Not connected to the room: the message was not sent.")
             return False
         self._expect_reply(text, {P.ERR_CANNOTSENDTOCHAN})
-        self.own_line(body)
+        if not s.echoes:  # else the server's echo shows it, with the server's time
+            self.own_line(body)
         return True
 
     def command(self, line: str) -> bool:
@@ -344,7 +360,8 @@ class ChatApp:
             self.error("The action was not sent.")
             return False
         self._expect_reply(line, {P.ERR_CANNOTSENDTOCHAN})
-        self.own_line(rest, action=True)
+        if not self._room_session().echoes:
+            self.own_line(rest, action=True)
         return True
 
     def slash_msg(self, rest: str, line: str) -> bool:
@@ -361,7 +378,8 @@ class ChatApp:
             self.error("The private message was not sent.")
             return False
         self._expect_reply(line, {P.ERR_NOSUCHNICK, P.ERR_CANNOTSENDTOCHAN})
-        self.own_line(text, to=nick)
+        if not s.echoes:
+            self.own_line(text, to=nick)
         return True
 
     def slash_nick(self, rest: str, line: str) -> bool:
@@ -476,12 +494,69 @@ class ChatApp:
     # --- lines in the view ------------------------------------------------------------
 
     def own_line(self, text: str, *, action: bool = False, to: str | None = None) -> None:
+        """Our line, shown at once (a server without echo-message never sends it back)."""
         nick = self.session.nick if self.session is not None else "you"
-        self.chat.add(*lines.message(time.time(), nick, text, own=True, action=action, to=to))
+        now = time.time()
+        self._add_row(now, lines.message(now, nick, text, own=True, action=action, to=to))
         self.chat.flush()
 
     def event_line(self, text: str, ts: float | None = None) -> None:
-        self.chat.add(lines.event(text, ts))
+        when = time.time() if ts is None else ts
+        self._add_row(when, (lines.event(text, when), ()))
+
+    def _add_row(self, ts: float, row: lines.Row | None) -> None:
+        """A line at the end of the log, after a day line if the date has changed."""
+        if row is None:
+            return
+        today = lines.day_of(ts)
+        if self._bottom_day is not None and today != self._bottom_day:
+            self.chat.add(lines.day(ts))
+        self._bottom_day = today
+        self.chat.add(*row)
+
+    # --- history ----------------------------------------------------------------------
+
+    def older_wanted(self) -> None:
+        """The log is scrolled to its top: ask for the page of history before it.  Not
+        once lines have gone off the top to keep the scrollback bounded (the page would
+        leave a gap), nor while the session has nothing to ask for."""
+        s = self.session
+        if (self.phase == "chat" and s is not None and not self.chat.trimmed
+                and self.chat.line_count() < self.chat.scrollback):
+            s.load_older()
+
+    def _show_history(self, ev: History) -> None:
+        rows = [(e.time, row) for e in ev.entries if (row := lines.render(e)) is not None]
+        if ev.kind is HistoryKind.MISSED:
+            self._show_missed(rows, ev.more)
+            return
+        if not rows and not (ev.start and ev.kind is HistoryKind.OLDER):
+            return  # a room with no history: nothing to set apart
+        block = lines.dated(lines.as_history(rows), None)
+        if ev.start:
+            block.insert(0, (lines.start_of(self.room), ()))
+        if ev.kind is HistoryKind.LATEST:
+            block.append((lines.new_messages(), ()))
+            self.chat.prepend(block)
+            if self._bottom_day is None:
+                self._bottom_day = lines.day_of(rows[-1][0])
+        else:
+            # The first line shown is the day line of the oldest line; if this page ends
+            # on that day, the page's own day line takes its place.
+            same_day = bool(rows) and lines.day_of(rows[-1][0]) == self._top_day
+            self.chat.prepend(block, drop_first=same_day)
+        if rows:
+            self._top_day = lines.day_of(rows[0][0])
+
+    def _show_missed(self, rows: list[tuple[float, lines.Row]], more: bool) -> None:
+        """What was said while we were disconnected, at the end (before the live lines)."""
+        if rows and not self._missed_shown:
+            self._missed_shown = True
+            self.chat.add(lines.missed())
+        for ts, row in rows:
+            self._add_row(ts, row)
+        if more:
+            self.chat.add(lines.missed_more())
 
     def info(self, text: str) -> None:
         self.chat.add(lines.plain(text, "info"))
@@ -589,18 +664,20 @@ class ChatApp:
     def _handle_chat(self, ev: Event) -> None:
         chat = self.chat
         match ev:
-            case Message(sender=sender, text=text, private=private, action=action,
-                         notice=notice, time=ts):
-                chat.add(*lines.message(ts, sender, text, own=False, action=action,
-                                        private=private, notice=notice))
+            case Message():
+                self._add_row(ev.time, lines.render(ev))
                 if not self._has_focus:
                     self.unread += 1
+            case Echo(message=said):
+                self._add_row(said.time, lines.render(said))
+            case History():
+                self._show_history(ev)
             case (UserJoined(members=members) | UserLeft(members=members)
                   | UserQuit(members=members)):
-                self.event_line(lines.membership(ev))
+                self._add_row(ev.time, lines.render(ev))
                 self._set_members(members)
             case UserRenamed(is_self=is_self, members=members):
-                self.event_line(lines.membership(ev))
+                self._add_row(ev.time, lines.render(ev))
                 if is_self:
                     self._expect = None
                 self._set_members(members)
@@ -614,7 +691,7 @@ class ChatApp:
             case Topic(text=text, by=by):
                 chat.set_topic(text)
                 if by:
-                    self.event_line(lines.topic_changed(by, text))
+                    self._add_row(ev.time, lines.render(ev))
                 elif self._show_topic:
                     self._show_topic = False
                     self.info(f"Topic: {text}" if text else "No topic is set.")
@@ -633,6 +710,7 @@ class ChatApp:
                 chat.set_connection(None)
                 chat.set_topic("")  # the 332 that follows brings the topic, if there is one
                 self._retry = None
+                self._missed_shown = False
                 if self._lost:
                     self.event_line(f"Reconnected: you are back in {self.room} as {nick}")
                 else:

@@ -5,6 +5,11 @@ Tk thread in the app, the test thread in the tests) consumes them.  They are fro
 dataclasses, so they cross the thread boundary without any lock.  Every event about a
 room names it (``room``): today's app shows one room, a multi-room app routes on it.
 Member lists travel as snapshots (``members``), so no reader ever looks at session state.
+
+Lines the server stores carry its ``time`` (when it happened, not when it reached us) and
+its ``msgid`` (None from a server without message-tags).  A :class:`History` event brings
+a room's earlier lines as the same event types, with empty member snapshots: they say what
+happened then, not who is here now.
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ class Message(Event):
     """A PRIVMSG or NOTICE to the room (``private`` False) or to us (``private`` True).
 
     ``target`` is as the server sent it (``@#chat`` for a message to a room's operators);
-    ``room`` is the room it was said in, None for a private message.
+    ``room`` is the room it was said in, None for a private message.  ``own`` when we said
+    it (in an :class:`Echo`, or a line of ours in the room's history).
     """
 
     sender: str
@@ -66,6 +72,17 @@ class Message(Event):
     notice: bool = False
     time: float = field(default_factory=time.time)
     room: str | None = None
+    msgid: str | None = None
+    own: bool = False
+
+
+@dataclass(frozen=True)
+class Echo(Event):
+    """The server relayed a line we sent (echo-message): ``message`` is it as the others
+    got it, with the server's msgid and time, ``own`` set.  It also confirms the send: a
+    line the server refuses never comes back."""
+
+    message: Message
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,8 @@ class UserJoined(Event):
     room: str
     nick: str
     members: tuple[str, ...]
+    time: float = field(default_factory=time.time)
+    msgid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +105,8 @@ class UserLeft(Event):
     reason: str
     members: tuple[str, ...]
     kicked_by: str | None = None
+    time: float = field(default_factory=time.time)
+    msgid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +117,8 @@ class UserQuit(Event):
     reason: str
     members: tuple[str, ...]
     room: str = ""
+    time: float = field(default_factory=time.time)
+    msgid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +130,8 @@ class UserRenamed(Event):
     is_self: bool
     members: tuple[str, ...]
     room: str = ""
+    time: float = field(default_factory=time.time)
+    msgid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +153,8 @@ class Topic(Event):
     room: str
     text: str
     by: str | None = None
+    time: float = field(default_factory=time.time)
+    msgid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +170,8 @@ class Notice(Event):
     source: str | None = None
     room: str | None = None
     tls_port: int | None = None  # the server says it offers TLS on this port (we are in clear)
+    time: float = field(default_factory=time.time)
+    msgid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -210,3 +239,33 @@ class Reconnecting(Event):
 @dataclass(frozen=True)
 class Closed(Event):
     """The session has ended for good; no more events follow."""
+
+
+# What a room's history is made of: the lines of the log, as they came live.
+RoomLine = Message | UserJoined | UserLeft | UserQuit | UserRenamed | Topic | Notice
+
+
+class HistoryKind(str, enum.Enum):
+    """Which part of a room's history a :class:`History` event brings."""
+
+    LATEST = "latest"  # on joining: the room's most recent lines, before anything live
+    OLDER = "older"  # a page from before the oldest line shown (load_older)
+    MISSED = "missed"  # after a reconnect: what was said while we were away, before live
+
+
+@dataclass(frozen=True)
+class History(Event):
+    """Earlier lines of ``room`` from the server's store, oldest first, each with its own
+    time and msgid, none of them shown before (``entries`` may be empty).
+
+    ``start`` when nothing older exists: the conversation starts at the first entry (or
+    at what is already shown).  ``more`` (MISSED only) when more was missed than was
+    fetched, so there is a gap before the live lines.  Live events of the room that came
+    while a LATEST or MISSED fetch was on its way follow this event, in order.
+    """
+
+    room: str
+    kind: HistoryKind
+    entries: tuple[RoomLine, ...]
+    start: bool = False
+    more: bool = False

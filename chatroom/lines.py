@@ -4,6 +4,10 @@ A line is a list of ``(text, tags)`` pieces (:data:`Parts`); the chat view inser
 piece with its tags in one ``Text.insert`` call, so no index is ever computed from a
 Python string offset.  Pure functions of their arguments; the app calls them on the Tk
 thread, and tests may call them from anywhere.
+
+A room's lines look the same live and from its history (:func:`render`); history lines
+get the ``history`` tag on top (greyed), and :func:`dated` puts a day line in front of a
+line whose local date differs from the line before it.
 """
 
 from __future__ import annotations
@@ -11,9 +15,21 @@ from __future__ import annotations
 import re
 import time
 
-from chatroom.events import UserJoined, UserLeft, UserQuit, UserRenamed
+from chatroom.events import (
+    Message,
+    Notice,
+    RoomLine,
+    Topic,
+    UserJoined,
+    UserLeft,
+    UserQuit,
+    UserRenamed,
+)
 
 Parts = list[tuple[str, tuple[str, ...]]]
+Row = tuple[Parts, tuple[str, ...]]  # one line: its pieces and the tags of the whole line
+Day = tuple[int, int, int]  # a local date: (year, month, day)
+HISTORY = "history"  # the line tag of lines from the room's history
 
 # mIRC formatting: bold, colour (with up to two numbers), hex colour, reset, reverse,
 # italics, strikethrough, monospace, underline.
@@ -39,8 +55,9 @@ def message(ts: float, sender: str, text: str, *, own: bool, action: bool = Fals
             ) -> tuple[Parts, tuple[str, ...]]:
     """A message line and the tags of the whole line (background: own, private).
 
-    ``own`` for what we said (shown at once, IRC does not echo it); ``to`` for our own
-    private message to that nick; ``private`` for one to us.
+    ``own`` for what we said (the server's echo, or our line shown at once by a server
+    that does not echo); ``to`` for our own private message to that nick; ``private`` for
+    one to us.
     """
     nick_tag = ("own_nick",) if own else ("nick",)
     line_tags: tuple[str, ...] = ("own",) if own else ()
@@ -68,6 +85,76 @@ def message(ts: float, sender: str, text: str, *, own: bool, action: bool = Fals
 def event(text: str, ts: float | None = None) -> Parts:
     """A small grey line about the room (someone joined, the topic changed)."""
     return [(stamp(ts or time.time()), ("time",)), ("— " + text, ("event",))]
+
+
+def render(ev: RoomLine) -> Row | None:
+    """How a room's event looks in the log, live or from history (None: not shown)."""
+    match ev:
+        case Message(own=True, private=True):
+            return message(ev.time, ev.sender, ev.text, own=True, action=ev.action,
+                           notice=ev.notice, to=ev.target)
+        case Message():
+            return message(ev.time, ev.sender, ev.text, own=ev.own, action=ev.action,
+                           private=ev.private, notice=ev.notice)
+        case UserJoined() | UserLeft() | UserQuit() | UserRenamed():
+            return event(membership(ev), ev.time), ()
+        case Topic(by=str(by)):
+            return event(topic_changed(by, ev.text), ev.time), ()
+        case Notice():
+            return plain(ev.text, "notice"), ()
+    return None  # the topic as it is now (332): the topic bar shows that
+
+
+def day_of(ts: float) -> Day:
+    t = time.localtime(ts)
+    return t.tm_year, t.tm_mon, t.tm_mday
+
+
+def day(ts: float) -> Parts:
+    """The line in front of a new day's lines: ``Tuesday 1 December 2026`` (local date)."""
+    t = time.localtime(ts)
+    return [(f"{time.strftime('%A', t)} {t.tm_mday} {time.strftime('%B %Y', t)}", ("day",))]
+
+
+def dated(rows: list[tuple[float, Row]], before: Day | None) -> list[Row]:
+    """``rows`` (each with its time) with a day line in front of every row whose local date
+    is not that of the row above it; ``before`` is the date of the line above the first
+    (None: the first row gets one, as the first line of a stretch of history does)."""
+    out: list[Row] = []
+    last = before
+    for ts, row in rows:
+        today = day_of(ts)
+        if today != last:
+            out.append((day(ts), ()))
+            last = today
+        out.append(row)
+    return out
+
+
+def as_history(rows: list[tuple[float, Row]]) -> list[tuple[float, Row]]:
+    """``rows`` greyed as lines from the room's history."""
+    return [(ts, (parts, tags + (HISTORY,))) for ts, (parts, tags) in rows]
+
+
+def new_messages() -> Parts:
+    """The rule between a room's history and what is said now that we are in."""
+    return [("─────────  Earlier messages above · new messages below  ─────────",
+             ("separator",))]
+
+
+def start_of(room: str) -> Parts:
+    """Above a room's very first line: nothing older exists."""
+    return [(f"This is the start of the conversation in {room}.", ("start",))]
+
+
+def missed() -> Parts:
+    """Before the lines said while we were disconnected."""
+    return [("While you were disconnected:", ("info",))]
+
+
+def missed_more() -> Parts:
+    """After them, when there was too much to fetch: a gap before the live lines."""
+    return [("More was said while you were disconnected than is shown here.", ("info",))]
 
 
 def plain(text: str, tag: str) -> Parts:

@@ -27,6 +27,9 @@ class ServerInfo:
     ``prefix_modes``/``prefix_symbols`` pair up (``o`` with ``@``) from highest rank to
     lowest; ``chanmodes`` are CHANMODES' four groups (A list, B always a parameter, C a
     parameter when set, D never).  ``nicklen``/``topiclen`` are None when not announced.
+    ``chathistory`` is the most lines one CHATHISTORY request returns (0: no limit, None:
+    not announced); ``msgreftypes`` the kinds of message reference it takes, most
+    preferred first (None: not announced, so msgid and timestamp both may work).
     """
 
     prefix_modes: str = "ov"
@@ -35,6 +38,8 @@ class ServerInfo:
     casemapping: str = "rfc1459"
     nicklen: int | None = None
     topiclen: int | None = None
+    chathistory: int | None = None
+    msgreftypes: tuple[str, ...] | None = None
 
     def fold(self, name: str) -> str:
         """``name`` folded with the server's casemapping, for comparing nicks and rooms."""
@@ -71,7 +76,31 @@ class ServerInfo:
             elif key in ("NICKLEN", "TOPICLEN"):
                 number = int(value) if value.isdigit() and int(value) > 0 else None
                 changes[key.lower()] = None if negate else number
+            elif key == "CHATHISTORY":
+                changes["chathistory"] = (int(value[:9]) if value.isdigit() and not negate
+                                          else None)
+            elif key == "MSGREFTYPES":
+                changes["msgreftypes"] = None if negate else tuple(
+                    t for t in value.lower().split(",") if t)
         return dataclasses.replace(self, **changes) if changes else self
+
+    def page(self, wanted: int) -> int:
+        """How many lines to ask for in one CHATHISTORY request: ``wanted``, or less if the
+        server says it returns fewer (a larger limit would be cut to its maximum anyway,
+        and a page that looks short would then seem to be the start of the room)."""
+        if self.chathistory:
+            return max(1, min(wanted, self.chathistory))
+        return max(1, wanted)
+
+    def reference(self, msgid: str | None, stamp: str | None) -> str | None:
+        """A CHATHISTORY message reference to a line (``msgid=…`` preferred, else
+        ``timestamp=…``) of a kind the server takes; None if it takes neither."""
+        kinds = self.msgreftypes
+        if msgid and (kinds is None or "msgid" in kinds):
+            return f"msgid={msgid}"
+        if stamp and (kinds is None or "timestamp" in kinds):
+            return f"timestamp={stamp}"
+        return None
 
     def split_member(self, entry: str) -> tuple[str, str]:
         """A NAMES entry '@+nick!user@host' -> ('nick', '@+')."""

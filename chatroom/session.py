@@ -14,6 +14,18 @@ Threads and who owns what:
   :class:`~chatroom.serverinfo.ServerInfo`, with the spec's defaults for what it leaves out.
   The line handlers (``_on_*``, the ``_HANDLERS`` table) run only on this thread, and so
   does everything in ``_Conn``.
+* Registration starts with ``CAP LS 302`` and asks for the IRCv3 capabilities of
+  :data:`WANTED_CAPS` that the server offers (a server without CAP just registers us).
+  With ``draft/chathistory`` (and ``batch`` and ``message-tags``) the session fetches
+  history itself: after each join of a room (its NAMES list in), ``CHATHISTORY LATEST``
+  the first time, ``AFTER`` the newest line seen once it has been in the room before (a
+  reconnect), in pages until caught up.  Until that reply is in, the room's live events
+  are held back, so the :class:`~chatroom.events.History` event comes first and the live
+  lines follow, in order.  Lines of a ``chathistory`` batch never reach the live handlers
+  (an old JOIN must not change the member list).  Every line shown is remembered by
+  ``msgid`` (a bounded set per room), so none is shown twice: not the live line that is
+  also in the fetched history, not one seen before a reconnect.  :meth:`load_older` asks
+  for the page before the oldest line shown (``CHATHISTORY BEFORE``).
 * With ``tls`` the network thread also does the TLS handshake (within ``connect_timeout``)
   and decides whether to trust the certificate before anything is sent: verified against
   the system's CAs, or matching the pin the user saved for this host:port (see
@@ -36,7 +48,9 @@ Threads and who owns what:
 
 Any thread may call the public methods and properties; none of them blocks on the network
 (only :meth:`ChatSession.close` and :func:`close_sessions` wait, for the threads to end).
-IRC does not echo your own PRIVMSG back: the caller shows its own lines itself.
+With ``echo-message`` (:attr:`ChatSession.echoes`) the server sends our own lines back, with
+its msgid and time, as :class:`~chatroom.events.Echo` events; without it (an older server)
+IRC does not echo them, and the caller shows its own lines itself.
 """
 
 from __future__ import annotations
@@ -51,8 +65,9 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -60,7 +75,10 @@ from chatroom import protocol as P
 from chatroom.events import (
     Closed,
     Disconnected,
+    Echo,
     Event,
+    History,
+    HistoryKind,
     Joined,
     Left,
     LoginFailed,
@@ -70,6 +88,7 @@ from chatroom.events import (
     Notice,
     Reconnecting,
     Registered,
+    RoomLine,
     ServerError,
     Topic,
     UserJoined,
@@ -112,6 +131,16 @@ RPL_VISIBLEHOST = "396"  # "<nick> <host> :is now your displayed host"
 # "This connection is not encrypted. Connect with TLS to port 6697 to keep ...".
 _TLS_OFFER = re.compile(r"\bnot encrypted\b.*\bTLS\b.*\bport (\d{1,5})\b", re.IGNORECASE)
 
+# The IRCv3 capabilities we ask for, when the server offers them.
+WANTED_CAPS = ("message-tags", "server-time", "echo-message", "batch", "labeled-response",
+               "draft/chathistory", "draft/event-playback", "standard-replies", "cap-notify")
+# Fetching history needs all three: the command, batches to tell history from live lines,
+# and msgids to page by and to recognise lines already shown.
+HISTORY_CAPS = frozenset({"draft/chathistory", "batch", "message-tags"})
+HISTORY_PAGE = 100  # lines per CHATHISTORY request (fewer if the server's limit is lower)
+CATCH_UP_PAGES = 5  # after a reconnect, AFTER pages fetched at most before going live
+SEEN_PER_ROOM = 5000  # msgids remembered per room (more than a window's scrollback)
+
 def clean_text(text: str) -> str:
     """Text from Tk made safe to encode: surrogate pairs joined, lone surrogates to U+FFFD."""
     try:
@@ -139,15 +168,98 @@ class Backoff:
         return base * (1.0 - self.jitter * random.random())
 
 
+class Seen:
+    """The msgids of the last ``size`` lines shown (live or fetched): to show none twice.
+
+    Bounded, because a session may run for weeks.  The first to go are those shown
+    longest ago; a fetch after the newest line seen cannot bring those back, and a page of
+    older lines ends before anything shown.
+    Not thread-safe: the session holds its lock.
+    """
+
+    def __init__(self, size: int = SEEN_PER_ROOM) -> None:
+        self.size = size
+        self._ids: set[str] = set()
+        self._order: deque[str] = deque()
+
+    def __contains__(self, msgid: object) -> bool:
+        return msgid in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, msgid: str) -> bool:
+        """Remember ``msgid``; False if it was there already (the line was shown)."""
+        if msgid in self._ids:
+            return False
+        self._ids.add(msgid)
+        self._order.append(msgid)
+        if len(self._order) > self.size:
+            self._ids.discard(self._order.popleft())
+        return True
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Where a stored line is in a room's history: its msgid and its server time text."""
+
+    msgid: str | None
+    time: str | None
+
+    @staticmethod
+    def of(msg: P.Message) -> Mark | None:
+        msgid, stamp = msg.tags.get("msgid"), msg.tags.get("time")
+        return Mark(msgid, stamp) if msgid or stamp else None
+
+
 @dataclass
 class RoomState:
-    """What the session knows of one room.  Guarded by the session's ``_lock``."""
+    """What the session knows of one room.  Guarded by the session's ``_lock``.
+
+    The history fields say what of the room's history is shown: ``newest`` and ``oldest``
+    mark the two ends (a fetch after a reconnect starts at the first, a page of older lines
+    ends at the second), ``seen`` every line shown.  ``held`` collects the room's live
+    events while a LATEST/MISSED fetch is on its way (None when none is); ``synced`` says
+    this connection has caught up, so live lines move ``newest`` on.
+    """
 
     name: str  # as the session was asked to join it
     members: Members
     topic: str = ""
     joined: bool = False  # we are in it (our JOIN came back, no PART/KICK since)
     user_join: bool = False  # the user asked to join again (after a kick)
+    seen: Seen = field(default_factory=Seen)
+    newest: Mark | None = None
+    oldest: Mark | None = None
+    start: bool = False  # the start of the conversation has been fetched: nothing older
+    fetched: bool = False  # history has been fetched once (later fetches are MISSED)
+    synced: bool = False
+    held: list[tuple[Event, Mark | None]] | None = None
+    older_pending: bool = False  # a page of older lines is on its way
+
+
+@dataclass
+class _Request:
+    """A CHATHISTORY request on its way (guarded by the session's ``_lock``)."""
+
+    room: str  # folded
+    kind: HistoryKind
+    limit: int
+    label: str | None  # its labeled-response label
+    page: int = 1  # MISSED: which page of the catch-up this is
+    abandoned: bool = False  # gave up waiting (the room went live); the reply is dropped
+    replay: bool = False  # not asked for: a server's replay on join
+
+
+@dataclass
+class _Batch:
+    """An open batch (network thread): a ``chathistory`` one keeps its lines until it ends."""
+
+    kind: str
+    label: str | None
+    target: str = ""
+    request: _Request | None = None
+    lines: list[P.Message] = field(default_factory=list)
 
 
 class _Outcome(enum.Enum):
@@ -187,10 +299,21 @@ class _Conn:
         self.error: str | None = None  # text of the server's ERROR line
         self.failure: _Failure | None = None
         self.names: dict[str, dict[str, tuple[str, str]]] = {}  # folded room -> NAMES so far
+        self.offered: set[str] = set()  # what CAP LS listed so far
+        self.cap_asked = False  # CAP REQ (or END) sent after the last LS line
+        self.cap_ended = False
+        self.batches: dict[str, _Batch] = {}  # open batches by reference
+        self.sync_due: set[str] = set()  # folded rooms to fetch history for at their 366
+        self.sync_by: dict[str, float] = {}  # folded room -> when to stop waiting for it
 
 
 def _nick_of(source: str | None) -> str:
     return (source or "").split("!", 1)[0]
+
+
+def _from_server(source: str) -> bool:
+    """Is ``source`` the server itself (no ``nick!user@host``), not a user?"""
+    return "!" not in source and ("." in source or not source)
 
 
 def _userhost_of(source: str | None) -> str | None:
@@ -290,6 +413,12 @@ class ChatSession:
     checked and is not pinned, or that differs from the pin, ends the attempt with a
     :class:`~chatroom.events.LoginFailed` that carries its fingerprint (UNTRUSTED_CERT,
     CERT_CHANGED); the session never waits for the user's answer.
+
+    History (a server with draft/chathistory): a History event follows each join, before
+    the room's live events; :meth:`load_older` asks for the page before it;
+    ``history_page`` is the page size (capped by the server's CHATHISTORY limit) and
+    ``history_timeout`` how long the room's live lines wait for a fetch before they go on
+    without it.
     """
 
     STABLE_AFTER = 30.0  # seconds in the room after which a drop restarts the backoff
@@ -304,7 +433,8 @@ class ChatSession:
                  keepalive: float = 60.0, username: str | None = None,
                  realname: str = "Chat desktop client",
                  max_events: int = 20000, max_outgoing: int = 1000, tls: bool = False,
-                 cafile: str | None = None, pins: PinStore | None = None) -> None:
+                 cafile: str | None = None, pins: PinStore | None = None,
+                 history_page: int = HISTORY_PAGE, history_timeout: float = 20.0) -> None:
         self.host = host
         self.port = port
         self.tls = tls
@@ -319,6 +449,8 @@ class ChatSession:
         self.register_timeout = register_timeout
         self.join_timeout = join_timeout
         self.keepalive = keepalive
+        self.history_page = history_page
+        self.history_timeout = history_timeout  # then the room goes live without history
         self.username = P.sanitize_user(username or nick, P.USERLEN - 1) or "chat"
         self.realname = realname
         self.events: queue.Queue[Event] = queue.Queue(maxsize=max_events)
@@ -333,6 +465,10 @@ class ChatSession:
         self._home = RoomState(room, Members(self._info))  # the room we were made for
         self._rooms = {self._info.fold(room): self._home}  # folded name -> state
         self._userhost: str | None = None  # our "user@host" as the server relays it
+        self._caps: frozenset[str] = frozenset()  # what this connection's server granted
+        self._requests: list[_Request] = []  # CHATHISTORY requests on their way, in order
+        self._labels = 0  # labels given out (h1, h2, ...)
+        self._private_seen = Seen()  # msgids of private messages shown (echo to self: 2)
         self._wlock = threading.Lock()  # one writer on the socket at a time
         self._stop = threading.Event()
         self._ever_registered = False
@@ -396,6 +532,57 @@ class ChatSession:
     def nick_problem(self, nick: str) -> str | None:
         """Why ``nick`` will not do as a name on this server, in words (None if it will)."""
         return P.nick_problem(nick, self.nicklen)
+
+    @property
+    def caps(self) -> frozenset[str]:
+        """The IRCv3 capabilities this connection has (empty before and between them)."""
+        with self._lock:
+            return self._caps
+
+    @property
+    def echoes(self) -> bool:
+        """Does the server send our own lines back (echo-message)?  Then they arrive as
+        Echo events, and the caller must not show them itself."""
+        return "echo-message" in self.caps
+
+    @property
+    def has_history(self) -> bool:
+        """Does this connection fetch the room's history from the server?"""
+        return HISTORY_CAPS <= self.caps
+
+    @property
+    def can_load_older(self) -> bool:
+        """Would :meth:`load_older` ask for something now?"""
+        with self._lock:
+            return self._older_ref() is not None
+
+    def _older_ref(self) -> str | None:
+        """The reference a page of older lines ends at, if one may be asked for now.
+        Caller holds ``_lock``."""
+        room = self._home
+        if (not HISTORY_CAPS <= self._caps or self._stop.is_set() or not room.joined
+                or not room.synced or room.start or room.older_pending
+                or room.oldest is None):
+            return None
+        return self._info.reference(room.oldest.msgid, room.oldest.time)
+
+    def load_older(self) -> bool:
+        """Ask for the page of the room's history just before the oldest line shown; a
+        History event (OLDER) follows.  False when there is nothing to ask for: no history
+        on this server, the start is shown already, or a page is on its way."""
+        with self._lock:
+            ref = self._older_ref()
+            if ref is None:
+                return False
+            self._home.older_pending = True
+        req, line = self._history_request(self._home, HistoryKind.OLDER, "BEFORE", ref)
+        if line is not None and self._queue_bytes(line):
+            return True
+        with self._lock:
+            self._home.older_pending = False
+            if req in self._requests:
+                self._requests.remove(req)
+        return False
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -681,8 +868,11 @@ class ChatSession:
             self._state = "registering"
             self._set_info(ServerInfo(), keep_members=False)  # this server's 005 will say
             self._userhost = None
+            self._caps = frozenset()  # this server's CAP ACK will say
+            self._requests.clear()  # their answers died with the old connection
             for room in self._rooms.values():
                 room.user_join = False
+                room.synced = room.older_pending = False
         try:
             return self._serve(conn)
         finally:
@@ -907,7 +1097,9 @@ class ChatSession:
     def _serve(self, conn: _Conn) -> tuple[_Outcome, str]:
         """Register, join and read until the connection ends."""
         sock = conn.sock
-        hello = []
+        # CAP LS first: a server with capabilities then waits for our CAP END before it
+        # registers us; one without them ignores it (or says 421) and registers us anyway.
+        hello = [P.format_line(None, "CAP", "LS", "302")]
         if self.password:
             hello.append(P.format_line(None, "PASS", self.password))
         hello.append(P.format_line(None, "NICK", self.nick))
@@ -934,6 +1126,8 @@ class ChatSession:
                 due = (ping_sent if ping_sent is not None else heard) + self.keepalive
                 if conn.join_deadline is not None:
                     due = min(due, conn.join_deadline)
+                if conn.sync_by:
+                    due = min(due, min(conn.sync_by.values()))
             data: bytes | None = None
             if due > now:
                 sock.settimeout(due - now)
@@ -946,6 +1140,7 @@ class ChatSession:
                     break
             if data is None:  # a deadline passed
                 now = time.monotonic()
+                self._history_overdue(conn, now)
                 if not conn.registered:
                     conn.failure = _Failure(LoginKind.UNREACHABLE, (
                         f"{self.host}:{self.port} accepted the connection but did not answer "
@@ -991,6 +1186,9 @@ class ChatSession:
                 break
 
     def _finish(self, conn: _Conn, reason: str) -> tuple[_Outcome, str]:
+        for room in list(self._rooms.values()):  # live lines held for a fetch still show
+            if room.held is not None:
+                self._release(conn, room)
         stopping = self._stop.is_set()
         if not conn.registered:
             failure = conn.failure
@@ -1055,6 +1253,16 @@ class ChatSession:
                 conn.failure = _Failure(LoginKind.REFUSED, (
                     f"The server closed the connection: {conn.error}. Try again later."))
             return
+        if cmd == "CAP":
+            self._on_cap(conn, msg)
+            return
+        if cmd == "BATCH":
+            self._on_batch(conn, msg)
+            return
+        batch = conn.batches.get(msg.tags.get("batch", ""))
+        if batch is not None and batch.kind == "chathistory":
+            batch.lines.append(msg)  # history: handled as a whole when the batch ends
+            return
         if not conn.registered:
             self._dispatch_registering(conn, msg)
             return
@@ -1100,6 +1308,286 @@ class ChatSession:
 
     def _is_me(self, nick: str) -> bool:
         return self._fold(nick) == self._fold(self.nick)
+
+    # --- capabilities (network thread) --------------------------------------------------
+
+    def _on_cap(self, conn: _Conn, msg: P.Message) -> None:
+        """CAP LS, ACK and NAK while registering; NEW, DEL (cap-notify) and ACK later."""
+        p = msg.params
+        if len(p) < 3:
+            return
+        sub = p[1].upper()
+        more = len(p) > 3 and p[2] == "*"  # CAP 302: the list goes on in the next line
+        names = [word.split("=", 1)[0] for word in p[-1].split()]  # "sasl=PLAIN" -> "sasl"
+        if sub == "LS":
+            conn.offered.update(names)
+            if not more and not conn.cap_asked:
+                conn.cap_asked = True
+                self._ask_caps(conn, conn.offered)
+        elif sub == "NEW":
+            conn.offered.update(names)
+            self._ask_caps(conn, set(names))
+        elif sub in ("ACK", "DEL"):
+            with self._lock:
+                caps = set(self._caps)
+                for name in names:
+                    if sub == "DEL" or name.startswith("-"):
+                        caps.discard(name.lstrip("-"))
+                    else:
+                        caps.add(name)
+                self._caps = frozenset(caps)
+            if sub == "ACK" and not more:
+                self._end_caps(conn)
+        elif sub == "NAK":  # all or nothing: go on without them
+            self._end_caps(conn)
+
+    def _ask_caps(self, conn: _Conn, offered: set[str]) -> None:
+        have = self.caps
+        wanted = [c for c in WANTED_CAPS if c in offered and c not in have]
+        if wanted:
+            self._write_now(conn, P.format_line(None, "CAP", "REQ", " ".join(wanted),
+                                                trailing=True))
+        else:
+            self._end_caps(conn)
+
+    def _end_caps(self, conn: _Conn) -> None:
+        """CAP END, once, while registering (it lets the server register us)."""
+        if not conn.registered and not conn.cap_ended:
+            conn.cap_ended = True
+            self._write_now(conn, P.format_line(None, "CAP", "END"))
+
+    def _on_fail(self, conn: _Conn, msg: P.Message) -> None:
+        """A standard reply (FAIL, WARN, NOTE): ``<command> <code> [context...] :words``."""
+        p = msg.params
+        if len(p) < 3:
+            return
+        command, code, text = p[0].upper(), p[1], p[-1]
+        if msg.command == "FAIL" and command == "CHATHISTORY":
+            target = next((x for x in p[2:-1] if P.is_channel(x)), None)
+            req = self._claim(msg.tags.get("label"), target)
+            room = self._rooms.get(req.room) if req is not None else None
+            if req is not None and room is not None:
+                self._history_done(conn, room, req, [], failed=text)
+                return
+        if msg.command == "FAIL":
+            self._emit(ServerError(f"{command} {code}", text))
+        else:
+            self._emit(Notice(text, _nick_of(msg.source) or None))
+
+    def _on_ack(self, conn: _Conn, msg: P.Message) -> None:
+        """labeled-response's ACK: a request of ours had nothing to say (no history)."""
+        label = msg.tags.get("label")
+        req = self._claim(label, None) if label else None
+        room = self._rooms.get(req.room) if req is not None else None
+        if req is not None and room is not None:
+            self._history_done(conn, room, req, [])
+
+    # --- history (network thread, but for load_older) -------------------------------------
+
+    def _on_batch(self, conn: _Conn, msg: P.Message) -> None:
+        """BATCH +ref type params... opens a batch, BATCH -ref ends it.  A ``chathistory``
+        batch keeps its lines (see :meth:`_dispatch`) and is taken as a whole at its end."""
+        p = msg.params
+        if not p or len(p[0]) < 2:
+            return
+        ref = p[0][1:]
+        if p[0][0] == "+":
+            parent = conn.batches.get(msg.tags.get("batch", ""))
+            # A labeled reply of several lines may come as a labeled-response batch around
+            # the chathistory one: the label is then on the outer batch.
+            label = msg.tags.get("label") or (parent.label if parent is not None else None)
+            batch = _Batch(p[1] if len(p) > 1 else "", label, p[2] if len(p) > 2 else "")
+            if batch.kind == "chathistory" and batch.target:
+                batch.request = self._claim(label, batch.target)
+            conn.batches[ref] = batch
+        elif p[0][0] == "-":
+            ended = conn.batches.pop(ref, None)
+            if ended is not None and ended.kind == "chathistory":
+                self._history_batch(conn, ended)
+
+    def _claim(self, label: str | None, target: str | None) -> _Request | None:
+        """Take the request a reply answers: the one with its label; without a label, the
+        oldest unlabeled one about ``target`` (any target for None).  The server answers
+        one connection's commands in order, so the oldest is the right one."""
+        folded = self._fold(target) if target is not None else None
+        with self._lock:
+            for req in self._requests:
+                if label is not None:
+                    hit = req.label == label
+                else:
+                    hit = req.label is None and folded in (None, req.room)
+                if hit:
+                    self._requests.remove(req)
+                    return req
+        return None
+
+    def _history_request(self, room: RoomState, kind: HistoryKind, sub: str, ref: str,
+                         page: int = 1) -> tuple[_Request, bytes | None]:
+        """Record a CHATHISTORY request about ``room`` and make its line (None: it cannot
+        be made, and the caller drops the request).  Any thread."""
+        limit = self._info.page(self.history_page)
+        with self._lock:
+            label = None
+            if "labeled-response" in self._caps:
+                self._labels += 1
+                label = f"h{self._labels}"
+            req = _Request(self._fold(room.name), kind, limit, label, page)
+            self._requests.append(req)
+        try:
+            line = P.format_line(None, "CHATHISTORY", sub, room.name, ref, str(limit),
+                                 tags={"label": label} if label else None)
+        except (ProtocolError, UnicodeError):
+            line = None
+        return req, line
+
+    def _start_sync(self, conn: _Conn, room: RoomState) -> None:
+        """We are in ``room`` (its NAMES are in): fetch what it said before, LATEST the first
+        time, after the newest line seen since then (reconnected, or joined again).  The
+        room's live events wait for the answer, so they come after it."""
+        with self._lock:
+            if room.held is not None:
+                return  # a fetch is on its way already; its end lets the room go live
+            room.held = []
+            room.synced = False
+            mark, kind = room.newest, (HistoryKind.MISSED if room.fetched
+                                       else HistoryKind.LATEST)
+        self._ask_since(conn, room, kind, mark, 1)
+
+    def _ask_since(self, conn: _Conn, room: RoomState, kind: HistoryKind,
+                   mark: Mark | None, page: int) -> None:
+        ref = self._info.reference(mark.msgid, mark.time) if mark is not None else None
+        req, line = self._history_request(room, kind, "AFTER" if ref else "LATEST",
+                                          ref or "*", page)
+        if line is None:
+            with self._lock:
+                self._requests.remove(req)
+            self._release(conn, room)
+            return
+        conn.sync_by[req.room] = time.monotonic() + self.history_timeout
+        self._write_now(conn, line)
+
+    def _history_batch(self, conn: _Conn, batch: _Batch) -> None:
+        req = batch.request
+        room = self._rooms.get(req.room) if req is not None else self._room(batch.target)
+        if room is None:
+            return  # about a conversation we keep no state for
+        if req is None:  # not asked for: a server that replays recent lines on join
+            with self._lock:
+                kind = HistoryKind.MISSED if room.fetched else HistoryKind.LATEST
+            req = _Request(self._fold(room.name), kind, 0, None, replay=True)
+        self._history_done(conn, room, req, batch.lines)
+
+    def _history_done(self, conn: _Conn, room: RoomState, req: _Request,
+                      lines: list[P.Message], failed: str | None = None) -> None:
+        """The answer to ``req`` is in (``failed``: the server's words why not): emit what it
+        brought; then, catching up, ask for the next page or let the room go live."""
+        if req.abandoned:
+            return  # we stopped waiting: the room went live without it
+        entries = self._entries(room, lines)
+        full = failed is None and not req.replay and len(lines) >= req.limit
+        first, last = (Mark.of(lines[0]), Mark.of(lines[-1])) if lines else (None, None)
+        with self._lock:
+            if req.kind is HistoryKind.OLDER:
+                room.older_pending = False
+                room.oldest = first or room.oldest
+            else:
+                room.newest = last or room.newest
+                room.fetched = True
+                if req.kind is HistoryKind.LATEST and not req.replay:
+                    room.oldest = first
+            if req.kind is not HistoryKind.MISSED and not req.replay:
+                room.start = failed is None and not full  # a short page: nothing before it
+            start = room.start and req.kind is not HistoryKind.MISSED
+        cut = req.kind is HistoryKind.MISSED and full and req.page >= CATCH_UP_PAGES
+        self._emit(History(room.name, req.kind, entries, start, cut))
+        if failed is not None:
+            self._emit(ServerError("CHATHISTORY", (
+                f"Earlier messages of {room.name} could not be loaded ({failed.rstrip('.')}).")))
+        if req.kind is HistoryKind.OLDER or req.replay:
+            return
+        if req.kind is HistoryKind.MISSED and full and not cut:
+            self._ask_since(conn, room, req.kind, last, req.page + 1)  # more was missed
+            return
+        self._release(conn, room)
+
+    def _entries(self, room: RoomState, lines: list[P.Message]) -> tuple[RoomLine, ...]:
+        """The lines of a history batch as events, leaving out those shown already."""
+        found = [(msg.tags.get("msgid"), self._past(msg, room.name)) for msg in lines]
+        with self._lock:
+            return tuple(ev for msgid, ev in found
+                         if ev is not None and (msgid is None or room.seen.add(msgid)))
+
+    def _past(self, msg: P.Message, room: str) -> RoomLine | None:
+        """One line of ``room``'s history as the event it was then, changing no state (an
+        old JOIN says nothing about who is here now: its member snapshot is empty)."""
+        p, nick = msg.params, _nick_of(msg.source)
+        when, msgid = _msg_time(msg), msg.tags.get("msgid")
+        cmd = msg.command
+        if cmd in ("PRIVMSG", "NOTICE"):
+            return self._message(msg)
+        if cmd == "JOIN":
+            return UserJoined(room, nick, (), when, msgid)
+        if cmd == "PART":
+            return UserLeft(room, nick, p[1] if len(p) > 1 else "", (), None, when, msgid)
+        if cmd == "KICK" and len(p) >= 2:
+            return UserLeft(room, p[1], p[2] if len(p) > 2 else "", (), nick, when, msgid)
+        if cmd == "QUIT":
+            return UserQuit(nick, p[0] if p else "", (), room, when, msgid)
+        if cmd == "NICK" and p:
+            return UserRenamed(nick, p[0], False, (), room, when, msgid)
+        if cmd == "TOPIC" and p:
+            return Topic(room, p[1] if len(p) > 1 else "", nick, when, msgid)
+        if cmd == "MODE" and len(p) >= 2:
+            return Notice(f"{nick} sets mode {' '.join(p[1:])}", nick, room, None, when,
+                          msgid)
+        return None  # TAGMSG (reactions, typing) and the like: not shown live either
+
+    def _release(self, conn: _Conn, room: RoomState) -> None:
+        """The room's history is in (or given up on): its held live events go, in order."""
+        conn.sync_by.pop(self._fold(room.name), None)
+        with self._lock:
+            held, room.held = room.held or [], None
+            room.synced = True
+            for _ev, mark in held:
+                room.newest = mark or room.newest
+        for ev, _mark in held:
+            self._emit(ev)
+
+    def _history_overdue(self, conn: _Conn, now: float) -> None:
+        """Stop waiting for history that has not come in time: the room goes live."""
+        for folded, by in list(conn.sync_by.items()):
+            if now < by:
+                continue
+            room = self._rooms.get(folded)
+            with self._lock:
+                for req in self._requests:
+                    if req.room == folded and req.kind is not HistoryKind.OLDER:
+                        req.abandoned = True  # its late answer is read and dropped
+                if room is not None:
+                    room.fetched = True  # it went live: the next fetch is a catch-up
+            conn.sync_by.pop(folded, None)
+            if room is not None:
+                self._release(conn, room)
+                self._emit(ServerError("CHATHISTORY", (
+                    f"The server did not send the earlier messages of {room.name} in time; "
+                    f"only new messages are shown.")))
+
+    def _emit_room(self, room: RoomState, ev: Event, msg: P.Message | None = None) -> None:
+        """Emit ``ev`` about ``room``, or hold it while the room's history is on its way
+        (so it comes after it).  ``msg`` is the stored line it came from: its msgid is
+        remembered (a message shown already is dropped) and it becomes the newest seen."""
+        mark = Mark.of(msg) if msg is not None else None
+        msgid = msg.tags.get("msgid") if msg is not None else None
+        with self._lock:
+            if (msgid is not None and not room.seen.add(msgid)
+                    and isinstance(ev, (Message, Echo))):
+                return  # shown already: it was in the history fetched
+            if room.held is not None:
+                room.held.append((ev, mark))
+                return
+            if mark is not None and room.synced:
+                room.newest = mark
+        self._emit(ev)
 
     def _on_isupport(self, conn: _Conn, msg: P.Message) -> None:
         tokens = list(msg.params[1:])
@@ -1147,12 +1635,21 @@ class ChatSession:
             rejoined = self._ever_joined
             self._ever_joined = True
             conn.joined_at = time.monotonic()
+            history = self.has_history
+            with self._lock:
+                msgid = msg.tags.get("msgid")
+                if msgid is not None:
+                    room.seen.add(msgid)  # our JOIN, also in what we fetch next
+                room.synced = not history
+            if history:
+                conn.sync_due.add(self._fold(room.name))  # at its 366, once NAMES is in
             self._emit(Joined(msg.params[0], nick, rejoined))
             return
         with self._lock:
             room.members.put(nick, "")
             snap = room.members.snapshot()
-        self._emit(UserJoined(msg.params[0], nick, snap))
+        self._emit_room(room, UserJoined(msg.params[0], nick, snap, _msg_time(msg),
+                                         msg.tags.get("msgid")), msg)
 
     def _on_part(self, conn: _Conn, msg: P.Message) -> None:
         room = self._room(msg.params[0]) if msg.params else None
@@ -1160,48 +1657,51 @@ class ChatSession:
             return
         nick = _nick_of(msg.source)
         reason = msg.params[1] if len(msg.params) > 1 else ""
-        self._remove(room, msg.params[0], nick, reason, None)
+        self._remove(room, msg, nick, reason, None)
 
     def _on_kick(self, conn: _Conn, msg: P.Message) -> None:
         room = self._room(msg.params[0]) if len(msg.params) >= 2 else None
         if room is None:
             return
         reason = msg.params[2] if len(msg.params) > 2 else ""
-        self._remove(room, msg.params[0], msg.params[1], reason, _nick_of(msg.source))
+        self._remove(room, msg, msg.params[1], reason, _nick_of(msg.source))
 
-    def _remove(self, room: RoomState, shown: str, nick: str, reason: str,
+    def _remove(self, room: RoomState, msg: P.Message, nick: str, reason: str,
                 by: str | None) -> None:
-        """``nick`` left ``room`` (``shown``: its name as the server wrote it)."""
+        """``nick`` left ``room`` (by the PART or KICK ``msg``)."""
+        shown = msg.params[0]  # the room's name as the server wrote it
         if self._is_me(nick):
             with self._lock:
                 room.joined = False
                 room.members.replace(())
-            self._emit(Left(shown, reason, by))
+            self._emit_room(room, Left(shown, reason, by), msg)
             return
         with self._lock:
             if room.members.pop(nick) is None:
                 return
             snap = room.members.snapshot()
-        self._emit(UserLeft(shown, nick, reason, snap, by))
+        self._emit_room(room, UserLeft(shown, nick, reason, snap, by, _msg_time(msg),
+                                       msg.tags.get("msgid")), msg)
 
     def _on_quit(self, conn: _Conn, msg: P.Message) -> None:
         """One UserQuit per room we shared with them; none if we shared none."""
         nick = _nick_of(msg.source)
         reason = msg.params[0] if msg.params else ""
-        hits: list[tuple[str, tuple[str, ...]]] = []
+        hits: list[tuple[RoomState, tuple[str, ...]]] = []
         with self._lock:
             for room in self._rooms.values():
                 if room.members.pop(nick) is not None:
-                    hits.append((room.name, room.members.snapshot()))
-        for name, snap in hits:
-            self._emit(UserQuit(nick, reason, snap, name))
+                    hits.append((room, room.members.snapshot()))
+        when, msgid = _msg_time(msg), msg.tags.get("msgid")
+        for room, snap in hits:
+            self._emit_room(room, UserQuit(nick, reason, snap, room.name, when, msgid), msg)
 
     def _on_nick(self, conn: _Conn, msg: P.Message) -> None:
         """One UserRenamed per room we share with them (per room we keep, when it is us)."""
         if not msg.params:
             return
         old, new = _nick_of(msg.source), msg.params[0]
-        hits: list[tuple[str, tuple[str, ...]]] = []
+        hits: list[tuple[RoomState, tuple[str, ...]]] = []
         with self._lock:
             is_self = self._fold(old) == self._fold(self._nick)
             if is_self:
@@ -1212,42 +1712,66 @@ class ChatSession:
                     room.members.put(new, entry[1])
                 elif not is_self:
                     continue  # not someone we share this room with
-                hits.append((room.name, room.members.snapshot()))
-        for name, snap in hits:
-            self._emit(UserRenamed(old, new, is_self, snap, name))
+                hits.append((room, room.members.snapshot()))
+        when, msgid = _msg_time(msg), msg.tags.get("msgid")
+        for room, snap in hits:
+            self._emit_room(room, UserRenamed(old, new, is_self, snap, room.name, when, msgid),
+                            msg)
 
     def _on_privmsg(self, conn: _Conn, msg: P.Message) -> None:
         if len(msg.params) < 2:
             return
-        notice = msg.command == "NOTICE"
-        target, text = msg.params[0], msg.params[1]
+        text = msg.params[1]
         source = msg.source or ""
         sender = _nick_of(source)
-        if "!" not in source and ("." in source or not source):  # from the server itself
+        if _from_server(source):
             offer = _TLS_OFFER.search(text) if conn.stream is None else None
             self._emit(Notice(text, sender or None,
                               tls_port=int(offer.group(1)) if offer else None))
             return
+        if text.startswith("\x01"):
+            word, _, arg = text.strip("\x01").partition(" ")
+            if word.upper() != "ACTION":
+                # A request to answer; not our own, which echo-message sends back to us.
+                if msg.command == "PRIVMSG" and not self._is_me(sender):
+                    self._answer_ctcp(conn, sender, word.upper(), arg)
+                return
+        said = self._message(msg)
+        if said is None:
+            return
+        ev: Message | Echo = Echo(said) if said.own else said
+        room = self._room(said.room) if said.room is not None else None
+        if room is not None:
+            self._emit_room(room, ev, msg)
+            return
+        with self._lock:
+            fresh = said.msgid is None or self._private_seen.add(said.msgid)
+        if fresh:  # a message to ourselves comes as the echo and as the message, one msgid
+            self._emit(ev)
+
+    def _message(self, msg: P.Message) -> Message | None:
+        """A PRIVMSG or NOTICE from someone (live or from history) as a Message; None for
+        a CTCP other than ACTION, one from the server, or one to a room we do not keep."""
+        if len(msg.params) < 2 or _from_server(msg.source or ""):
+            return None
+        target, text = msg.params[0], msg.params[1]
+        sender = _nick_of(msg.source)
         action = False
         if text.startswith("\x01"):
-            ctcp = text.strip("\x01")
-            word, _, arg = ctcp.partition(" ")
-            word = word.upper()
-            if word == "ACTION":
-                action, text = True, arg
-            else:
-                if not notice:
-                    self._answer_ctcp(conn, sender, word, arg)
-                return
+            word, _, arg = text.strip("\x01").partition(" ")
+            if word.upper() != "ACTION":
+                return None
+            action, text = True, arg
         bare = target.lstrip(self._info.prefix_symbols)
         room_name: str | None = None
         if P.is_channel(bare):
             room = self._room(bare)
             if room is None:
-                return
+                return None
             room_name = room.name
-        self._emit(Message(sender, target, text, room_name is None, action, notice,
-                           _msg_time(msg), room_name))
+        return Message(sender, target, text, room_name is None, action,
+                       msg.command == "NOTICE", _msg_time(msg), room_name,
+                       msg.tags.get("msgid"), self._is_me(sender))
 
     def _answer_ctcp(self, conn: _Conn, sender: str, word: str, arg: str) -> None:
         answers = {"VERSION": "chatroom desktop client 0.1", "PING": arg,
@@ -1266,7 +1790,8 @@ class ChatSession:
             text = msg.params[1] if len(msg.params) > 1 else ""
             with self._lock:
                 room.topic = text
-            self._emit(Topic(msg.params[0], text, _nick_of(msg.source)))
+            self._emit_room(room, Topic(msg.params[0], text, _nick_of(msg.source),
+                                        _msg_time(msg), msg.tags.get("msgid")), msg)
 
     def _on_rpl_topic(self, conn: _Conn, msg: P.Message) -> None:
         """332/331, also for a room we are not in (a TOPIC query about it)."""
@@ -1274,10 +1799,12 @@ class ChatSession:
         if len(p) >= 2:
             text = p[2] if msg.command == P.RPL_TOPIC and len(p) > 2 else ""
             room = self._room(p[1])
-            if room is not None:
-                with self._lock:
-                    room.topic = text
-            self._emit(Topic(p[1], text, None))
+            if room is None:
+                self._emit(Topic(p[1], text, None))
+                return
+            with self._lock:
+                room.topic = text
+            self._emit_room(room, Topic(p[1], text, None))
 
     def _on_namreply(self, conn: _Conn, msg: P.Message) -> None:
         p = msg.params
@@ -1303,7 +1830,10 @@ class ChatSession:
                     return
                 room.members.replace(bucket.values())
                 snap = room.members.snapshot()
-            self._emit(Names(room.name, snap))
+            self._emit_room(room, Names(room.name, snap))
+            if self._fold(room.name) in conn.sync_due:  # the 366 of our own JOIN
+                conn.sync_due.discard(self._fold(room.name))
+                self._start_sync(conn, room)
         else:
             other = Members(self._info)  # another room's list, ordered the same way
             other.replace(bucket.values())
@@ -1343,10 +1873,11 @@ class ChatSession:
                     args.pop(0)
             snap = room.members.snapshot()
         what = " ".join(p[1:])
-        self._emit(Notice(f"{_nick_of(msg.source)} sets mode {what}", _nick_of(msg.source),
-                          room.name))
+        self._emit_room(room, Notice(f"{_nick_of(msg.source)} sets mode {what}",
+                                     _nick_of(msg.source), room.name, None, _msg_time(msg),
+                                     msg.tags.get("msgid")), msg)
         if changed:
-            self._emit(Names(room.name, snap))
+            self._emit_room(room, Names(room.name, snap))
 
     def _error_numeric(self, conn: _Conn, msg: P.Message) -> None:
         code = msg.command
@@ -1379,6 +1910,7 @@ class ChatSession:
         P.RPL_NAMREPLY: _on_namreply, P.RPL_ENDOFNAMES: _on_endofnames,
         P.RPL_ENDOFMOTD: _on_motd_end, P.ERR_NOMOTD: _on_motd_end, P.RPL_MOTD: _on_motd,
         P.RPL_ISUPPORT: _on_isupport, RPL_VISIBLEHOST: _on_visible_host,
+        "FAIL": _on_fail, "WARN": _on_fail, "NOTE": _on_fail, "ACK": _on_ack,
     }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeAlias
 
-from chatroom.lines import Parts, help_row, strip_formatting
+from chatroom.lines import Parts, Row, help_row, strip_formatting
 from chatroom.session import clean_text
 from chatroom.slash import HELP
 
@@ -389,15 +389,20 @@ class ChatView:
     The scrollback follows new lines while the user has not scrolled up.  Whether it
     follows is decided when the *user* scrolls (wheel, scrollbar, keys, dragging), never
     from the view after a size change: when the topic wraps to more lines or the banner
-    appears, the log gets shorter and the newest line must stay in view.
+    appears, the log gets shorter and the newest line must stay in view.  When the user
+    scrolls to the top (or presses Page Up there, also from the message field),
+    ``on_top`` is called: older lines may then come with :meth:`prepend`.
     """
 
     def __init__(self, master: tk.Misc, scrollback: int, on_send: Callable[[str], bool],
                  on_leave: Callable[[], None], on_exit: Callable[[], None],
-                 on_refresh: Callable[[], None]) -> None:
+                 on_refresh: Callable[[], None],
+                 on_top: Callable[[], None] = lambda: None) -> None:
         self.scrollback = scrollback
+        self.on_top = on_top
         self._pending: list[str | tuple[str, ...]] = []
         self.follow = True  # keep the newest line in view
+        self.trimmed = False  # lines went off the top (the scrollback is full)
         self.frame = ttk.Frame(master, padding=8)
         f = self.frame
         f.columnconfigure(0, weight=1)
@@ -441,6 +446,14 @@ class ChatView:
         column = indent + max(self.fonts["text"].measure(c) for c, _ in HELP) + 24
         t.tag_configure("help", foreground="#3b5b7a", lmargin1=indent, lmargin2=column,
                         tabs=(column,))
+        t.tag_configure("day", foreground="#4a5058", font=self.fonts["bold"],
+                        justify="center", spacing1=8, spacing3=4)
+        t.tag_configure("separator", foreground="#1c4fa0", justify="center", spacing1=6,
+                        spacing3=6)
+        t.tag_configure("start", foreground="#7a7f87", font=self.fonts["small"],
+                        justify="center", spacing1=4, spacing3=4)
+        # Made last, so its colour wins over the nick's and the text's: history is grey.
+        t.tag_configure("history", foreground="#80858d")
         t.tag_raise("sel")
         # The user's own scrolling decides whether the view follows new lines.
         vbar = getattr(t, "vbar", None)
@@ -511,6 +524,9 @@ class ChatView:
 
         self.entry.bind("<Return>", send)
         self.entry.bind("<KP_Enter>", send)
+        # Page Up / Page Down in the message field scroll the log (at the top: older lines).
+        self.entry.bind("<Prior>", lambda e: self._page(-1))
+        self.entry.bind("<Next>", lambda e: self._page(1))
         self.send_button = ttk.Button(inrow, text="Send", command=send)
         self.send_button.grid(row=0, column=1, padx=(6, 0))
 
@@ -562,9 +578,18 @@ class ChatView:
         info = t.dlineinfo("end-1c")
         return info is not None and info[1] + info[3] <= t.winfo_height()
 
+    def at_top(self) -> bool:
+        """Is the first line in view?"""
+        return bool(self.text.yview()[0] <= 0.0)
+
     def _scrollbar(self, *args: str) -> None:
         self.text.yview(*args)
-        self.follow = self.at_bottom()
+        self._recheck()
+
+    def _page(self, pages: int) -> str:
+        self.text.yview_scroll(pages, "pages")
+        self._recheck()
+        return "break"
 
     def _user_scrolled(self) -> None:
         # Widget bindings run before the class binding that scrolls: look afterwards.
@@ -573,8 +598,11 @@ class ChatView:
     def _recheck(self) -> None:
         try:
             self.follow = self.at_bottom()
+            top = self.at_top()
         except tk.TclError:
-            pass
+            return
+        if top:
+            self.on_top()
 
     def _resized(self) -> None:
         if self.follow:
@@ -588,6 +616,7 @@ class ChatView:
         self.text.delete("1.0", "end")
         self.text.configure(state="disabled")
         self.follow = True
+        self.trimmed = False
         self.room_var.set(f"In {room}")
         self.topic_var.set("No topic is set")
         self.set_members(())
@@ -617,9 +646,47 @@ class ChatView:
         lines = self.line_count()
         if lines > self.scrollback:
             t.delete("1.0", f"{lines - self.scrollback + 1}.0")
+            self.trimmed = True
         t.configure(state="disabled")
         if self.follow:
             t.see("end")
+
+    def prepend(self, rows: list[Row], drop_first: bool = False) -> None:
+        """Insert ``rows`` above every line, the lines in view staying where they are: the
+        user reading at the top sees older lines arrive above, not a jump.  With
+        ``drop_first`` the present first line goes (a day line the new rows continue)."""
+        self.flush()
+        args: list[str | tuple[str, ...]] = []
+        for parts, line_tags in rows:
+            for text, tags in parts:
+                args += [strip_formatting(text), tags + line_tags]
+            args += ["\n", line_tags]
+        t = self.text
+        anchor = t.index("@0,0")  # the first line in view
+        before = t.dlineinfo(anchor)
+        # Text inserted at a mark of right gravity goes before it: the mark stays on the
+        # line that was first in view, however many lines come above it.
+        t.mark_set("reading", anchor)
+        t.mark_gravity("reading", "right")
+        t.configure(state="normal")
+        if drop_first:
+            t.delete("1.0", "2.0")
+        if args:
+            t.insert("1.0", *args)  # type: ignore[arg-type]  # (text, tags) pairs
+        t.configure(state="disabled")
+        if self.follow:
+            t.see("end")
+        else:
+            self._keep_in_view("reading", before)
+        t.mark_unset("reading")
+
+    def _keep_in_view(self, mark: str, before: tuple[int, int, int, int, int] | None) -> None:
+        """Scroll so the line at ``mark`` is where it was (``before``: its dlineinfo)."""
+        t = self.text
+        t.yview(mark)  # that line at the top
+        now = t.dlineinfo(mark)
+        if before is not None and now is not None and now[1] != before[1]:
+            t.yview_scroll(now[1] - before[1], "pixels")
 
     def line_count(self) -> int:
         return int(self.text.index("end-1c").split(".")[0]) - 1

@@ -32,8 +32,11 @@ from conftest import (
     make_cert,
     server_context,
 )
+from test_client_history import local_noon, seed
 
 from chatroom import app as A
+from chatroom import lines as LN
+from chatroom import protocol as P
 from chatroom import session as S
 from chatroom import slash
 from chatroom.pins import PinStore
@@ -281,9 +284,9 @@ def test_two_windows_talk_and_count_follows(root: tk.Tk, make_app: Factory,
          what="the message field to have focus")
 
     say(root, bob, "hello 😀 from bob")
-    # The own line shows at once (IRC does not echo it), and the field clears.
-    assert "bob: hello 😀 from bob" in bob.chat.contents()
+    # The field clears at once; the own line is the server's echo (echo-message).
     assert bob.chat.entry.get() == ""
+    pump(root, lambda: "bob: hello 😀 from bob" in bob.chat.contents(), what="the echo")
     pump(root, lambda: "bob: hello 😀 from bob" in alice.chat.contents(), what="relay")
     line = next(ln for ln in alice.chat.contents().splitlines() if "hello" in ln)
     assert line[0] == "[" and line[6:8] == "] "  # [HH:MM] name: text
@@ -326,7 +329,9 @@ def test_leave_then_join_again_under_another_name(root: tk.Tk, make_app: Factory
     assert "bob left #chat" in alice.chat.contents()
     join(root, bob, "robert")
     pump(root, lambda: listed(alice) == ["@alice", "robert"], what="robert joined")
-    assert "bob" not in bob.chat.contents()  # a fresh view
+    # A fresh view (the room's history, bob's lines in it too, is fetched again).
+    pump(root, lambda: "new messages below" in bob.chat.contents(), what="the history")
+    assert "You joined #chat as bob." not in bob.chat.contents()
     say(root, bob, "I'm back")
     pump(root, lambda: "robert: I'm back" in alice.chat.contents(), what="message")
 
@@ -356,11 +361,12 @@ def test_slash_commands(root: tk.Tk, make_app: Factory, srv: RunningServer) -> N
     alice, bob = make_app(srv), make_app(srv)
     join_all(root, (alice, "alice"), (bob, "bob"))
     say(root, bob, "/me waves 👋")
-    assert "* bob waves 👋" in bob.chat.contents()
+    pump(root, lambda: "* bob waves 👋" in bob.chat.contents(), what="own action")
     pump(root, lambda: "* bob waves 👋" in alice.chat.contents(), what="action")
     assert "action" in alice.chat.text.tag_names("end-2l lineend -2c")
     say(root, bob, "/msg alice just between us")
-    assert "bob → alice (private): just between us" in bob.chat.contents()
+    pump(root, lambda: "bob → alice (private): just between us" in bob.chat.contents(),
+         what="own private message")
     pump(root, lambda: "bob (private): just between us" in alice.chat.contents(), what="msg")
     assert "private" in alice.chat.text.tag_names("end-2l linestart +8c")
     say(root, alice, "/topic Friday plans 🎉")
@@ -428,6 +434,7 @@ def test_emoji_and_any_unicode_display(root: tk.Tk, make_app: Factory,
     pump(root, lambda: "🐍 private action" in bob.chat.contents(), what="private action")
     # Tags were applied at insert time: the nick after an emoji line is still the nick.
     say(root, bob, "🦄🦄 after")
+    pump(root, lambda: "bob: 🦄🦄 after" in bob.chat.contents(), what="own line")
     assert bob.chat.text.get("end-2l linestart +8c", "end-2l linestart +11c") == "bob"
     assert "own_nick" in bob.chat.text.tag_names("end-2l linestart +8c")
 
@@ -482,7 +489,7 @@ def test_flood_is_capped_and_ui_stays_responsive(root: tk.Tk, make_app: Factory,
     assert app.chat.entry.get() == typed
     app.chat.entry.delete(0, "end")
     say(root, app, "after the flood")
-    assert "alice: after the flood" in app.chat.contents()
+    pump(root, lambda: "alice: after the flood" in app.chat.contents(), what="own line")
 
 
 def test_reconnect_shows_and_recovers(root: tk.Tk, make_app: Factory,
@@ -1045,3 +1052,133 @@ def test_plaintext_chat_says_it_is_not_encrypted(root: tk.Tk, make_app: Factory,
     assert app.chat.security_var.get() == ("Not encrypted: the server offers TLS on port "
                                            "6697")
     assert "This connection is not encrypted" in app.chat.contents()
+
+
+# --- history ------------------------------------------------------------------------------
+
+
+SEPARATOR = "Earlier messages above · new messages below"
+
+
+def shown(app: A.ChatApp) -> list[str]:
+    return app.chat.contents().splitlines()
+
+
+def stamp(ms: int) -> str:
+    return time.strftime("[%H:%M] ", time.localtime(ms / 1000))
+
+
+def test_history_on_join_with_its_times_a_separator_then_live_lines(
+        root: tk.Tk, make_app: Factory, make_server: Callable[..., RunningServer],
+        tmp_path: Path) -> None:
+    midnight = local_noon(0) - 12 * 3600_000
+    recent = max(int(time.time() * 1000) - 120_000, midnight + 1000)  # today, just now
+    said = [(local_noon(1) + i * 60_000, "ann", f"yesterday {i}") for i in range(3)]
+    said.append((recent, "raj", "earlier today"))
+    seed(tmp_path, "#chat", said)
+    srv = make_server(data_dir=str(tmp_path))
+    app = make_app(srv)
+    join(root, app, "alice")
+    pump(root, lambda: SEPARATOR in app.chat.contents(), what="the history")
+    bob = srv.client("bob", "#chat")
+    bob.send("PRIVMSG #chat :live now")
+    pump(root, lambda: "bob: live now" in app.chat.contents(), what="the live line")
+    got = shown(app)
+    want = ["This is the start of the conversation in #chat.", LN.day(said[0][0] / 1000)[0][0]]
+    want += [f"{stamp(ms)}{nick}: {text}" for ms, nick, text in said[:3]]
+    want += [LN.day(recent / 1000)[0][0], f"{stamp(recent)}raj: earlier today"]
+    assert got[:len(want)] == want, got  # each line with its own time, a day line between
+    rest = got[len(want):]
+    assert rest[0].strip("─ ") == SEPARATOR
+    assert rest[1] == "You joined #chat as alice. Type /help for commands."
+    assert [x[8:] for x in rest[2:]] == ["— bob joined #chat", "bob: live now"]
+    t = app.chat.text
+    assert "history" in t.tag_names("3.10") and "history" not in t.tag_names("end-2l +10c")
+    assert got.count(f"{stamp(recent)}raj: earlier today") == 1  # and never twice
+
+
+def first_message_in_view(app: A.ChatApp) -> str:
+    t = app.chat.text
+    line = int(t.index("@0,0").split(".")[0])
+    while not (text := t.get(f"{line}.0", f"{line}.end")).startswith("["):
+        line += 1
+    return text
+
+
+def test_scrolling_to_the_top_loads_older_lines_without_a_jump(
+        root: tk.Tk, make_app: Factory, make_server: Callable[..., RunningServer],
+        tmp_path: Path) -> None:
+    then = int(time.time() * 1000) - 3 * 3600_000
+    seed(tmp_path, "#chat", [(then + i * 1000, "ann", f"old line {i:02d}") for i in range(70)])
+    srv = make_server(data_dir=str(tmp_path))
+    app = make_app(srv, session_options={**FAST, "history_page": 25})
+    join(root, app, "alice")
+    pump(root, lambda: "old line 69" in app.chat.contents(), what="the latest page")
+    assert "old line 45" not in app.chat.contents()
+    t = app.chat.text
+    # The user drags the scrollbar to the top: that asks for the page before (its answer
+    # comes in a later tick of the app, so what is in view can be read now).
+    root.tk.call(t.vbar.cget("command"), "moveto", "0")  # type: ignore[attr-defined]
+    root.update_idletasks()
+    before = first_message_in_view(app)
+    pump(root, lambda: "old line 21" in app.chat.contents(), what="an older page")
+    root.update_idletasks()
+    assert first_message_in_view(app) == before  # what was read stays in place
+    assert not app.chat.follow and "old line 20" not in app.chat.contents()
+    # The keyboard: Page Up in the message field, at the top, asks for more.
+    app.chat.entry.focus_force()
+    pump(root, lambda: root.focus_get() is app.chat.entry, what="focus")
+    for _ in range(5):
+        app.chat.entry.event_generate("<Prior>")
+    pump(root, lambda: "old line 20" in app.chat.contents(), what="the last page")
+    pump(root, lambda: "start of the conversation" in app.chat.contents(), what="the start")
+    t.event_generate("<Button-4>")  # the wheel at the top: there is nothing more to ask for
+    pump(root, lambda: True)
+    got = [x[8:] for x in shown(app) if x.startswith("[")]
+    olds = [x for x in got if x.startswith("ann: old line")]
+    assert olds == [f"ann: old line {i:02d}" for i in range(70)]  # each once, in order
+    assert shown(app)[0] == "This is the start of the conversation in #chat."
+    assert app.chat.contents().count("start of the conversation") == 1
+    assert shown(app).count(LN.day(then / 1000)[0][0]) == 1  # one day: one day line
+    assert app.session is not None and not app.session.can_load_older
+
+
+def test_an_old_server_shows_our_line_at_once(root: tk.Tk, make_app: Factory,
+                                              fake: FakeServer) -> None:
+    app = make_app(fake)
+    app.login.name_var.set("alice")
+    app.login.join_button.invoke()
+    peer = fake.peer()
+    peer.welcome()  # no CAP, so no echo-message: the window shows our lines itself
+    peer.join()
+    pump(root, lambda: app.phase == "chat", what="chat")
+    say(root, app, "hi there")
+    assert "alice: hi there" in app.chat.contents()
+    assert P.parse(peer.expect("PRIVMSG")).params == ("#chat", "hi there")
+    assert SEPARATOR not in app.chat.contents()
+
+
+def test_what_was_said_while_disconnected_shows_once_after_reconnecting(
+        root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    app = make_app(srv, session_options={"backoff": S.Backoff(initial=0.5, jitter=0.0)})
+    join(root, app, "alice")
+    bob = srv.client("bob", "#chat")
+    bob.send("PRIVMSG #chat :before")
+    pump(root, lambda: "bob: before" in app.chat.contents(), what="a live line")
+    with srv.server.reg.lock:
+        victim = srv.server.reg.nicks["alice"]
+    srv.server.kill(victim, "testing")
+    pump(root, lambda: "Connection lost" in app.chat.contents(), what="lost")
+    bob.send("PRIVMSG #chat :while you were out")
+    bob.send("PING :sync")
+    bob.expect("PONG")
+    pump(root, lambda: "bob: while you were out" in app.chat.contents(), what="missed line")
+    bob.send("PRIVMSG #chat :live again")
+    pump(root, lambda: "bob: live again" in app.chat.contents(), what="live again")
+    got = shown(app)
+    i = got.index("While you were disconnected:")
+    assert any(x.startswith("[") and "Reconnected" in x for x in got[:i])
+    after = [x[8:] for x in got[i:] if x.startswith("[")]
+    said = [x for x in after if x.startswith("bob:")]
+    assert said == ["bob: while you were out", "bob: live again"]
+    assert sum(x.endswith("bob: before") for x in got) == 1
