@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import re
 import shutil
 import signal
 import subprocess
@@ -127,3 +128,15 @@ def test_signal_tells_clients_and_exits_zero(sig: signal.Signals, n: int, tmp_pa
     log = proc.stderr.read()
     assert "registered" in log and "join sig0 #chat" in log and "shutting down" in log
     assert "Traceback" not in log
+
+
+def test_every_option_in_help_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for face in ("server.py", "client.py"):
+        out = subprocess.run([sys.executable, str(ROOT / face), "--help"], capture_output=True,
+                             text=True, timeout=60, check=True).stdout
+        options = {m for m in re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", out)}
+        options.discard("--help")
+        missing = sorted(o for o in options if f"`{o}" not in readme and f"{o} " not in readme
+                         and f"[{o}" not in readme)
+        assert not missing, f"{face}: options missing from README.md: {missing}"
