@@ -177,6 +177,21 @@ def test_sasl_400_byte_chunks_and_the_plus_terminator(srv: RunningServer) -> Non
     assert d.expect(" 903 ")[-1] == ":chat.test 903 e4 :SASL authentication successful"
 
 
+def test_nick_and_user_in_the_middle_of_an_exchange(srv: RunningServer) -> None:
+    create_account(srv, "midway")
+    c = fresh(srv, "sasl")
+    c.send("AUTHENTICATE PLAIN")
+    assert c.recv_line() == "AUTHENTICATE +"
+    c.send("NICK midway")
+    c.send("USER m 0 * :M")  # no CAP END yet: registration still waits
+    c.send("AUTHENTICATE " + b64("\0midway\0" + PW))
+    assert c.recv_line() == (":chat.test 900 midway midway!~m@127.0.0.1 midway :You are now "
+                             "logged in as midway")
+    assert c.recv_line() == ":chat.test 903 midway :SASL authentication successful"
+    assert finish(c)[0].startswith(":chat.test 001 midway ")
+    c.no_line()  # no warning: the nick is its own
+
+
 def test_cap_end_during_sasl_aborts_and_registers_as_guest(srv: RunningServer) -> None:
     c = fresh(srv, "sasl", "hasty")
     c.send("AUTHENTICATE PLAIN")
