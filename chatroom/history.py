@@ -9,10 +9,11 @@ for longer than a list append:
   queue and :attr:`History.appended` counts it.
 * The writer thread, before it sends anything it took from a buffer, calls
   :meth:`History.wait_durable` with the count it read when it took the buffers (the same
-  lock hold), so every event those bytes carry is committed first.
-* This store's own thread commits whatever is queued in one transaction (a group commit:
-  under load one commit covers hundreds of events) and wakes the writer.  While the writer
-  sends, the next group is being committed.
+  lock hold), so every event those bytes carry is committed first.  It commits them itself,
+  everything queued in one transaction (a group commit: under load one covers hundreds of
+  events), unless a commit is already running; then it waits for that one.
+* This store's own thread commits what no writer asked for (events nobody receives) within
+  :data:`UNASKED_COMMIT`, and prunes.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a committed transaction is in the WAL
 file before the commit returns, so it survives the process dying; after a power cut the
@@ -109,7 +110,16 @@ class History:
         self._pending: deque[tuple[Any, ...]] = deque()
         self.appended = 0  # rows ever added (registry lock)
         self.durable = 0  # rows ever committed (or given up on: see _commit)
-        self._cond = threading.Condition()
+        # Two conditions on one lock: ``_cond`` wakes this store's thread (asked, stopping),
+        # ``_done`` wakes those waiting for commits or prunes.  Told apart, a commit the
+        # writer made itself does not wake the idle thread for nothing.
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._done = threading.Condition(lock)
+        # One commit at a time, by this store's thread or by a writer that would otherwise
+        # wait for it (wait_durable).  Rows leave ``_pending`` in order under it, so
+        # ``durable`` always counts a prefix of what was added.
+        self._commit_lock = threading.Lock()
         self._asked = False
         self._stopping = False
         self._next_prune = time.monotonic()
@@ -161,13 +171,26 @@ class History:
     # --- the writer ---------------------------------------------------------------------
 
     def wait_durable(self, mark: int) -> None:
-        """Return once the first ``mark`` rows added are committed."""
-        if self.durable >= mark:
-            return
-        with self._cond:
-            self._asked = True
-            self._cond.notify_all()
-            self._cond.wait_for(lambda: self.durable >= mark or not self._thread.is_alive())
+        """Return once the first ``mark`` rows added are committed.
+
+        The caller (the writer) commits them itself when no commit is running: a hand-off
+        to this store's thread and back would cost two thread switches per group, more
+        than the commit.  If one is running, it waits for that thread instead."""
+        while self.durable < mark:
+            if self._commit_lock.acquire(blocking=False):
+                try:
+                    if self.durable < mark:
+                        self._commit_locked()
+                finally:
+                    self._commit_lock.release()
+                continue
+            with self._cond:
+                self._asked = True
+                self._cond.notify_all()
+                self._done.wait_for(lambda: self.durable >= mark or not self._thread.is_alive(),
+                                    timeout=UNASKED_COMMIT)
+                if not self._thread.is_alive():
+                    return
 
     def flush(self) -> None:
         """Wait until everything added so far is committed (stop, tests)."""
@@ -223,12 +246,11 @@ class History:
                                     timeout=self._wait_time())
                 self._asked = False
                 stopping = self._stopping
-            done = self._commit()
+            with self._commit_lock:
+                self._commit_locked()
             with self._cond:
-                self.durable += done
                 if self._pending:
                     self._asked = True  # more came in meanwhile: commit it without being asked
-                self._cond.notify_all()
             if stopping and not self._pending:
                 break
             if self.retention_ms and time.monotonic() >= self._next_prune:
@@ -310,9 +332,9 @@ class History:
                         self._commit_now()
         except sqlite3.Error as exc:
             log.error("history: pruning failed: %s", exc)
-        with self._cond:
+        with self._done:
             self._prunes += 1
-            self._cond.notify_all()
+            self._done.notify_all()
         if removed:
             log.info("history: pruned %d events older than %s", removed,
                      time.strftime("%Y-%m-%d %H:%M", time.gmtime(cutoff / 1000)))
@@ -324,14 +346,20 @@ class History:
             self._next_prune = time.monotonic()
             self._asked = True
             self._cond.notify_all()
-            self._cond.wait_for(lambda: self._prunes > done or not self._thread.is_alive(),
+            self._done.wait_for(lambda: self._prunes > done or not self._thread.is_alive(),
                                 timeout=30)
 
     def _commit_now(self) -> None:
+        with self._commit_lock:
+            self._commit_locked()
+
+    def _commit_locked(self) -> None:
+        """One group commit, and waiters told (``_commit_lock`` held)."""
         done = self._commit()
-        with self._cond:
-            self.durable += done
-            self._cond.notify_all()
+        if done:
+            with self._done:
+                self.durable += done
+                self._done.notify_all()
 
     # --- stop (main thread) -------------------------------------------------------------
 
