@@ -206,7 +206,14 @@ def parse_phc(text: str) -> tuple[ScryptParams, bytes, bytes]:
 
 
 def _lowest_priority() -> None:
-    """A hashing thread yields the CPU to everything else (Linux: niceness is per thread)."""
+    """A hashing thread yields the CPU to everything else.  Linux schedules threads one by
+    one: SCHED_IDLE runs it only when nothing else wants the CPU (a chat thread that wakes
+    preempts it at once); failing that, the highest niceness."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError) as exc:
+        log.debug("hashing threads are not SCHED_IDLE: %s", exc)
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError) as exc:

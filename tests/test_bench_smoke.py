@@ -174,3 +174,34 @@ def test_history_bench_fills_restarts_and_checks_every_answer(tmp_path: Path) ->
                                            "before the newest", "LATEST *"}
     assert "data_dir_kept" not in r  # the temporary data directory is gone
     assert "BEFORE msgid 100" in proc.stdout
+
+
+def test_login_bench_logs_in_fails_and_storms(tmp_path: Path) -> None:
+    """bench.login end to end, tiny: accounts from the admin command line, SASL PLAIN
+    logins one at a time, wrong passwords and unknown names, and a small storm during chat,
+    all with the default scrypt parameters."""
+    out = tmp_path / "login.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.login", "--logins", "3", "--warmup", "1",
+         "--failures", "2", "--unknown", "1", "--storm", "3", "--members", "2",
+         "--warmup-s", "0.2", "--idle", "0.5", "--after", "0.3", "--hashes", "2",
+         "--json", str(out), "--timeout", "10", "--deadline", "60", "--storm-deadline", "30"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert r["ok"] and r["failures"] == []
+    assert r["accounts"]["stored"] == 5 and r["accounts"]["stored_params"] == ["ln=14,r=8,p=1"]
+    seq = r["sequential"]
+    assert seq["login"]["connect_to_903"]["count"] == seq["login"]["connect_to_001"]["count"] == 3
+    assert seq["wrong_password"]["response_to_904"]["count"] == 2
+    assert seq["unknown_account"]["response_to_904"]["count"] == 1
+    assert seq["wrong_password"]["throttled"] == seq["unknown_account"]["throttled"] == 0
+    st = r["storm"]
+    assert st["storm"]["accepted"] == 3 and st["storm"]["duration_ms"] > 0
+    chat = st["chat"]
+    assert chat["deliveries"] == chat["deliveries_expected"] > 0 and chat["lost"] == 0
+    assert chat["idle"]["count"] > 0
+    assert st["rss"]["peak_kb"] >= st["rss"]["before_kb"] > 0
+    assert set(st["targets"]) == {"chat_p99_storm_over_idle", "chat_p99_within_2x",
+                                  "memory_within_100mb"}
+    assert "storm: 3 responses at once" in proc.stdout
