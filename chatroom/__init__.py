@@ -37,6 +37,7 @@ client side
     ``events``       the typed events a session puts on its queue.
     ``serverinfo``   what a server's ISUPPORT says, and a room's ordered member list.
     ``pins``         the certificate fingerprints the user trusts, per host:port, on disk.
+    ``secrets_store`` the account passwords the user asked to remember, per host:port:name.
     ``session``      :class:`ChatSession`: network and sender threads, no Tk.
     ``slash``        the slash-command table and the text it parses (no Tk).
     ``lines``        how events look as lines of the log (no Tk).

@@ -31,6 +31,19 @@ pins that fingerprint (:class:`~chatroom.pins.PinStore`, the user's config direc
 connects again with a new session.  The chat view says quietly whether the connection is
 encrypted.
 
+Accounts: the login view offers three ways in, as a guest, logging in to an account and
+creating one (its password twice, compared here before anything is sent).  The session logs
+in (or creates the account) while registering and says how it went; a refusal comes back to
+the login view in words, with the field at fault selected (the password for a wrong
+password, the name for a taken one).  "Remember my password" (off unless the user ticks it)
+keeps the password, once the server has accepted it, in the user's config directory
+(:class:`~chatroom.secrets_store.PasswordStore`) and fills it in at the next start; unticking
+the box, logging out (the chat view's Log Out) or a wrong password deletes it.  Not
+remembered, the password lives only in the session (for its reconnects) and leaves the
+login form once accepted.  A guest on a registered name sees a banner counting down the
+server's grace, with Log In (back to the login view, Log in chosen, the password field
+focused), then the rename in words.
+
 ``python client.py --help`` lists the options.
 """
 
@@ -45,6 +58,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from chatroom import lines, slash, views
 from chatroom import protocol as P
@@ -57,6 +71,7 @@ from chatroom.events import (
     HistoryKind,
     Joined,
     Left,
+    LoggedIn,
     LoginFailed,
     LoginKind,
     Message,
@@ -64,6 +79,7 @@ from chatroom.events import (
     Notice,
     Reconnecting,
     Registered,
+    RenameWarning,
     ServerError,
     Topic,
     UserJoined,
@@ -72,6 +88,7 @@ from chatroom.events import (
     UserRenamed,
 )
 from chatroom.pins import PinStore
+from chatroom.secrets_store import PasswordStore
 from chatroom.serverinfo import ServerInfo
 from chatroom.session import (
     DEFAULT_HOST,
@@ -80,14 +97,38 @@ from chatroom.session import (
     NICK_ERRORS,
     QUIT_REASON,
     TLS_PORT,
+    AccountMode,
     ChatSession,
+    Credentials,
     clean_text,
     close_sessions,
+    password_problem,
 )
 
 log = logging.getLogger(__name__)
 
 CERT_KINDS = (LoginKind.UNTRUSTED_CERT, LoginKind.CERT_CHANGED)
+# The login view's field to select when the session says why it could not get in (the
+# name for the rest, as before there were accounts).
+FIELD_AT_FAULT = {
+    LoginKind.WRONG_PASSWORD: "password", LoginKind.BAD_ACCOUNT_PASSWORD: "password",
+    LoginKind.THROTTLED: "password", LoginKind.NAME_REGISTERED: "name",
+    LoginKind.INSECURE: "tls", LoginKind.BAD_PASSWORD: "server_password",
+    LoginKind.NO_ACCOUNTS: "guest", LoginKind.REGISTRATION_CLOSED: "guest",
+    LoginKind.ACCOUNT_REQUIRED: "login",
+}
+MIN_SIZE = (560, 480)  # the login view's longest form (create account) fits
+
+
+@dataclass
+class _Attempt:
+    """The account a connection attempt logs in to, and the password to remember once the
+    server accepts it (None: not to be remembered).  Tk thread."""
+
+    host: str
+    port: int
+    name: str
+    secret: str | None = field(default=None, repr=False)
 
 
 class ChatApp:
@@ -104,7 +145,8 @@ class ChatApp:
                  port: int = DEFAULT_PORT, name: str = "", room: str = DEFAULT_ROOM, *,
                  poll_ms: int = 50, batch: int = 300, scrollback: int = 5000,
                  session_options: dict[str, object] | None = None, tls: bool | None = None,
-                 cafile: str | None = None, pins: PinStore | None = None) -> None:
+                 cafile: str | None = None, pins: PinStore | None = None,
+                 passwords: PasswordStore | None = None) -> None:
         if not views.AVAILABLE:
             raise RuntimeError("the chat window needs tkinter (python3-tk)")
         self.master = master
@@ -115,6 +157,12 @@ class ChatApp:
         self.session_options = dict(session_options or {})
         self.cafile = cafile
         self.pins = pins if pins is not None else PinStore()  # reads nothing until used
+        self.passwords = passwords if passwords is not None else PasswordStore()
+        self._attempt: _Attempt | None = None  # the account of the session, if any
+        self._account: str | None = None  # what the session is logged in as
+        self._prefilled: str | None = None  # the remembered password we filled in
+        self._claim: tuple[str, float] | None = None  # registered name, rename deadline
+        self._save_error: str | None = None  # remembering the password failed: say so
         self._question: LoginFailed | None = None  # a certificate the user is asked about
         self._tls: str | None = None  # this connection's TLS version; None in clear
         self._tls_offer: int | None = None  # the server says it has TLS on this port
@@ -137,12 +185,15 @@ class ChatApp:
         self._top_day: lines.Day | None = None  # of the oldest history line shown
         self._missed_shown = False  # "While you were disconnected:" is up for this return
         views.style(master)
-        self.window.setup("Chat", (560, 380), self.exit_program, self._on_focus)
+        self.window.setup("Chat", MIN_SIZE, self.exit_program, self._on_focus)
         self.login = views.LoginView(master, room, host, port, name, self.join_clicked,
                                      self._enter_pressed, tls, self.trust_clicked,
-                                     self.distrust_clicked)
+                                     self.distrust_clicked, self.remember_toggled,
+                                     self._identity_changed)
         self.chat = views.ChatView(master, scrollback, self.send_text, self.leave_chat,
-                                   self.exit_program, self.refresh_names, self.older_wanted)
+                                   self.exit_program, self.refresh_names, self.older_wanted,
+                                   self.log_in_instead, self.back_to_login)
+        self._fill_remembered()
         self.login.show()
         self.login.focus_name()
         self._after_id: str | None = self.window.after(self.poll_ms, self._poll)
@@ -184,21 +235,128 @@ class ChatApp:
                                   "default is 1027).")
             self.login.focus_port()
             return
+        mode, secret, confirm, remember = self.login.account_values()
+        account: Credentials | None = None
+        if mode != AccountMode.GUEST:
+            bad = password_problem(secret, confirm if mode == AccountMode.CREATE else None)
+            if bad:
+                where, words = bad
+                self.login.show_error(words)
+                self.login.focus_field(where)
+                return
+            account = Credentials(name, secret, create=mode == AccountMode.CREATE)
+            self._attempt = _Attempt(host, port, name, secret if remember else None)
+        else:
+            self._attempt = None
         self._early.clear()
         self._retry = None
         self._question = None
+        self._claim = None
+        self._account = None
         self._tls = self._tls_offer = None
         self.login.hide_trust()
         tls = self.login.use_tls()
         options: dict[str, object] = {"pins": self.pins, "cafile": self.cafile}
         options.update(self.session_options)
         self.session = ChatSession(host, port, name, self.room, password or None, tls=tls,
-                                   **options)  # type: ignore[arg-type]
+                                   account=account, **options)  # type: ignore[arg-type]
         self.session.start()
         self.phase = "connecting"
         self.login.set_busy(True)
         how = " (encrypted)" if tls else ""
-        self.login.show_status(f"Connecting to {host}:{port}{how}…")
+        doing = {"login": ", logging in", "create": ", creating the account"}.get(mode, "")
+        self.login.show_status(f"Connecting to {host}:{port}{how}{doing}…")
+
+    # --- remembered passwords -----------------------------------------------------------
+
+    def _server_of_form(self) -> tuple[str, str, int] | None:
+        """(name, host, port) as the login form has them, if the port is a port."""
+        name, host, port_text, _ = self.login.values()
+        try:
+            port = int(port_text)
+        except ValueError:
+            return None
+        return (name, host, port) if name and host and 0 < port < 65536 else None
+
+    def _fill_remembered(self) -> None:
+        """At start: the password remembered for the name given (or, with none, for whoever
+        last logged in to this server), with Log in chosen and the box ticked."""
+        form = self._server_of_form()
+        if form is None:
+            _name, host, port_text, _ = self.login.values()
+            if not port_text.isdigit() or not host:
+                return
+            latest = self.passwords.latest(host, int(port_text))
+            if latest is None:
+                return
+            self.login.set_name(latest[0])  # fills the password (_identity_changed)
+        else:
+            self._identity_changed()
+        if self._prefilled is not None:
+            self.login.set_mode(AccountMode.LOGIN.value)
+
+    def _identity_changed(self) -> None:
+        """The name, host or port changed: fill in what is remembered for the new one, or
+        take away what we filled in for the old one.  A password the user typed stays."""
+        if not hasattr(self, "login"):  # (a trace firing while the view is being built)
+            return
+        current = self.login.password_var.get()
+        if current and current != self._prefilled:
+            return
+        form = self._server_of_form()
+        stored = self.passwords.get(form[1], form[2], form[0]) if form is not None else None
+        if stored is not None:
+            self.login.set_password(stored, remembered=True)
+        elif self._prefilled is not None:
+            self.login.set_password("", remembered=False)
+        self._prefilled = stored
+
+    def remember_toggled(self, on: bool) -> None:
+        """The user unticked "Remember my password": forget it now (ticked, it is kept
+        once the server has accepted it)."""
+        if on:
+            return
+        form = self._server_of_form()
+        self._prefilled = None
+        if self._attempt is not None:
+            self._attempt.secret = None
+        if form is None:
+            return
+        try:
+            removed = self.passwords.remove(form[1], form[2], form[0])
+        except OSError as exc:
+            self.login.show_error(f"Could not delete the remembered password in "
+                                  f"{self.passwords.path}: {exc.strerror or exc}.")
+            return
+        if removed:
+            self.login.show_status("The remembered password was deleted from this computer.")
+
+    def _forget(self, host: str, port: int, name: str) -> bool:
+        """Delete the password remembered for ``name`` (wrong, or logged out)."""
+        try:
+            return self.passwords.remove(host, port, name)
+        except OSError as exc:
+            log.warning("could not delete the remembered password for %s on %s:%d: %s",
+                        name, host, port, exc.strerror or exc)
+            return False
+
+    def _logged_in(self, ev: LoggedIn) -> None:
+        """The server took the password: remember it if asked to; else the form lets go."""
+        self._account = ev.account
+        attempt = self._attempt
+        if attempt is None:
+            return
+        if attempt.secret is not None:
+            try:
+                self.passwords.set(attempt.host, attempt.port, attempt.name, attempt.secret)
+                self._prefilled = attempt.secret
+            except OSError as exc:
+                self._save_error = (f"Your password could not be remembered: "
+                                    f"{exc.strerror or exc} ({self.passwords.path}).")
+            attempt.secret = None
+        else:  # kept by the session for its reconnects, and nowhere else
+            self.login.set_password("")
+            self._prefilled = None
 
     # --- the certificate question -------------------------------------------------------
 
@@ -250,7 +408,7 @@ class ChatApp:
                 s.quit()
             self.retired.append(s)
 
-    def _show_login(self, error: str = "", status: str = "") -> None:
+    def _show_login(self, error: str = "", status: str = "", focus: str = "name") -> None:
         self.chat.hide()
         self.login.show()
         self.login.set_busy(False)
@@ -261,7 +419,8 @@ class ChatApp:
         self.phase = "login"
         self.unread = 0
         self._retry = None
-        self.login.focus_name(select=bool(error))
+        self._claim = None
+        self.login.focus_field(focus, select=bool(error))
 
     def _show_chat(self, nick: str) -> None:
         self.login.hide()
@@ -275,10 +434,21 @@ class ChatApp:
         self._bottom_day = self._top_day = None
         self.chat.focus_entry()
         self._show_security()
+        self.chat.set_account(self._account)
         for text in self._early:
             self.chat.add(lines.plain(text, "notice"))
         self._early.clear()
-        self.info(f"You joined {self.room} as {nick}. Type /help for commands.")
+        account = self._account
+        if account is None:
+            who = ""
+        elif P.casefold(account) == P.casefold(nick):
+            who = ", logged in to your account"
+        else:
+            who = f", logged in as {account}"
+        self.info(f"You joined {self.room} as {nick}{who}. Type /help for commands.")
+        if self._save_error:
+            self.error(self._save_error)
+            self._save_error = None
 
     # --- chat actions -----------------------------------------------------------------
 
@@ -447,11 +617,42 @@ class ChatApp:
         if self.session is not None:
             self.session.request_names()
 
-    def leave_chat(self) -> None:
-        """Leave the room, back to the login view (join again, also under another name)."""
+    def back_to_login(self) -> None:
+        """The banner's Back to Login: leave, keeping a remembered password (not a log out)."""
+        self.leave_chat(log_out=False)
+
+    def log_in_instead(self) -> None:
+        """The registered-name banner's Log In: leave, and offer the login to that name."""
+        claim = self._claim
+        s = self.session
+        name = claim[0] if claim is not None else (s.nick if s is not None else "")
+        self.leave_chat(log_out=False)
+        self.login.set_mode(AccountMode.LOGIN.value)
+        if name:
+            self.login.set_name(name)
+        self.login.show_status(f"Enter the password of {name} to log in to it, then press "
+                               f"Log In and Join." if name else "Log in to your account.")
+        self.login.focus_field("password" if name else "name", select=True)
+
+    def leave_chat(self, log_out: bool = True) -> None:
+        """Leave the room, back to the login view (join again, also under another name).
+
+        Logged in to an account the button says Log Out, and does: a password remembered
+        for the account is deleted, and the form's password field cleared.
+        """
         s = self.session
         nick = s.nick if s is not None else ""
-        if s is not None and s.in_room:
+        attempt = self._attempt
+        forgotten = False
+        if log_out and self._account is not None and attempt is not None:
+            forgotten = self._forget(attempt.host, attempt.port, attempt.name)
+            self._prefilled = None
+            self.login.set_password("", remembered=False)
+        if self._account is not None and log_out:
+            status = (f"You logged out of {self._account} and left {self.room}."
+                      + (" Your password is no longer remembered on this computer."
+                         if forgotten else ""))
+        elif s is not None and s.in_room:
             status = (f"You left {self.room}. Press Join Chat to join again, under this "
                       f"name or another.")
         elif s is not None and s.state in ("joining", "joined"):
@@ -462,7 +663,9 @@ class ChatApp:
                       f"lost). Press Join Chat to connect again, under this name or another.")
         question = self._question
         self._retire(leave=True)
-        if nick:
+        self._account = None
+        self._claim = None
+        if nick and self._attempt is None:  # an account's name stays as typed
             self.login.set_name(nick)
         self._show_login(status=status)
         if question is not None:  # a reconnect met a certificate we must ask about
@@ -604,6 +807,7 @@ class ChatApp:
             self.chat.set_members(members)
         self.chat.flush()
         self._countdown()
+        self._claim_countdown()
         self.retired = [r for r in self.retired if r.alive]
         self._update_title()
         return self.session is not None and not self.session.events.empty()
@@ -632,6 +836,17 @@ class ChatApp:
         elif self.phase == "connecting":
             self.login.show_status(f"Could not connect. Trying again {wait}…")
 
+    def _claim_countdown(self) -> None:
+        """The registered-name banner, counting down to the server's rename."""
+        if self.phase != "chat":
+            return
+        if self._claim is None:
+            if self.chat.claim_showing():
+                self.chat.set_claim(None)
+            return
+        nick, deadline = self._claim
+        self.chat.set_claim(lines.claim_countdown(nick, math.ceil(deadline - time.monotonic())))
+
     def _handle(self, ev: Event) -> None:
         if self.phase == "connecting":
             self._handle_login(ev)
@@ -642,13 +857,24 @@ class ChatApp:
         match ev:
             case LoginFailed(kind=kind, message=message):
                 self._retire()
-                self._show_login(error=message)
+                self._account_refused(kind)
+                self._show_login(error=message, focus=FIELD_AT_FAULT.get(kind, "name"))
                 if kind in CERT_KINDS and ev.fingerprint:
                     self._ask_about_certificate(ev)
+            case LoggedIn(account=account, created=created):
+                self._logged_in(ev)
+                if created:
+                    self._early.append(f"Your account {account} was created: from now on, log "
+                                       f"in to it with its password.")
+                done = "Account created" if created else "Logged in"
+                self.login.show_status(f"{done}: you are {account}. Joining {self.room}…")
+            case RenameWarning(nick=nick, deadline=deadline):
+                self._claim = (nick, deadline)
             case Registered(nick=nick, tls=tls):
                 self._retry = None
                 self._tls = tls
-                self.login.show_status(f"Connected as {nick}. Joining {self.room}…")
+                if self._account is None:
+                    self.login.show_status(f"Connected as {nick}. Joining {self.room}…")
             case Notice(text=text, tls_port=offer):
                 self._early.append(text)
                 self._tls_offer = offer or self._tls_offer
@@ -676,11 +902,20 @@ class ChatApp:
                   | UserQuit(members=members)):
                 self._add_row(ev.time, lines.render(ev))
                 self._set_members(members)
-            case UserRenamed(is_self=is_self, members=members):
-                self._add_row(ev.time, lines.render(ev))
+            case UserRenamed(is_self=is_self, members=members, forced=forced):
+                if forced:  # the server took a registered name back: say it plainly
+                    chat.add(lines.plain(lines.renamed_to_guest(ev.old, ev.new), "notice"))
+                else:
+                    self._add_row(ev.time, lines.render(ev))
                 if is_self:
                     self._expect = None
+                    self._claim = None
                 self._set_members(members)
+            case RenameWarning(nick=nick, deadline=deadline):
+                self._claim = (nick, deadline)
+            case LoggedIn(account=account):  # logged in again after a reconnect
+                self._account = account
+                chat.set_account(account)
             case Names(room=room, members=members):
                 fold = (self.session.server_info if self.session else ServerInfo()).fold
                 if fold(room) == fold(self.room):
@@ -725,6 +960,7 @@ class ChatApp:
             case Disconnected(reason=reason, will_retry=retry):
                 self._members = None
                 self._lost = True
+                self._claim = None  # the server forgets its timer with the connection
                 self._show_names = self._show_topic = False
                 chat.set_offline()
                 chat.add(lines.plain(lines.connection_lost(reason, retry), "error"))
@@ -738,6 +974,7 @@ class ChatApp:
                 if kind in CERT_KINDS and ev.fingerprint:
                     self._question = ev
                     message += " Press Back to Login to see it."
+                self._account_refused(kind)
                 self._members = None
                 self._retry = None
                 self._final = True
@@ -748,6 +985,14 @@ class ChatApp:
                 self._retry = None
                 if not self._final:
                     chat.set_connection("Disconnected. Go back to the login to join again.")
+
+    def _account_refused(self, kind: LoginKind) -> None:
+        """A wrong password is not worth remembering: delete it (the box stays ticked, so
+        the right one is kept once it is accepted)."""
+        attempt = self._attempt
+        if (kind is LoginKind.WRONG_PASSWORD and attempt is not None
+                and self._forget(attempt.host, attempt.port, attempt.name)):
+            self._prefilled = None
 
     # --- title and focus --------------------------------------------------------------
 

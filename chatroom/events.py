@@ -38,6 +38,28 @@ class Registered(Event):
 
 
 @dataclass(frozen=True)
+class LoggedIn(Event):
+    """The server logged this connection in to ``account`` (while registering, before
+    :class:`Registered`); ``created`` when the account was made just now (create account).
+    Comes on every connection of an account session, reconnects included."""
+
+    account: str
+    created: bool = False
+
+
+@dataclass(frozen=True)
+class RenameWarning(Event):
+    """Our name ``nick`` belongs to an account we are not logged in to: the server renames
+    us to a guest name in ``seconds`` unless we log in.  ``deadline`` is that moment on
+    :func:`time.monotonic`'s clock, for a countdown.  A :class:`UserRenamed` with ``forced``
+    follows when the time is up (or nothing, if we took another name meanwhile)."""
+
+    nick: str
+    seconds: float
+    deadline: float
+
+
+@dataclass(frozen=True)
 class Joined(Event):
     """We are in ``room``; ``rejoined`` after a reconnect."""
 
@@ -123,7 +145,9 @@ class UserQuit(Event):
 
 @dataclass(frozen=True)
 class UserRenamed(Event):
-    """``old`` is now ``new`` in ``room``; ``is_self`` when it is us."""
+    """``old`` is now ``new`` in ``room``; ``is_self`` when it is us.  ``forced`` when it is
+    us and we did not ask: the server gave us a guest name, because ``old`` is registered to
+    someone else (see :class:`RenameWarning`)."""
 
     old: str
     new: str
@@ -132,6 +156,7 @@ class UserRenamed(Event):
     room: str = ""
     time: float = field(default_factory=time.time)
     msgid: str | None = None
+    forced: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,6 +219,16 @@ class LoginKind(str, enum.Enum):
     TLS_FAILED = "tls_failed"  # no TLS answer, or the TLS handshake failed
     UNTRUSTED_CERT = "untrusted_cert"  # could not be verified and is not pinned: ask the user
     CERT_CHANGED = "cert_changed"  # not the certificate pinned for this server: refused
+    # Accounts (log in, create account): what the login view selects for the user to fix.
+    WRONG_PASSWORD = "wrong_password"  # wrong name or password (the server won't say which)
+    THROTTLED = "throttled"  # too many tries: ``wait`` seconds first
+    NAME_REGISTERED = "name_registered"  # create: the name is someone's account already
+    REGISTRATION_CLOSED = "registration_closed"  # create: accounts are made by the admin
+    INSECURE = "insecure"  # passwords only over TLS on this server
+    BAD_ACCOUNT_PASSWORD = "bad_account_password"  # not 1 to 300 bytes
+    NO_ACCOUNTS = "no_accounts"  # the server has no accounts (no sasl, no registration)
+    ACCOUNT_REQUIRED = "account_required"  # the server is for registered users only
+    ACCOUNT_REFUSED = "account_refused"  # any other refusal of a login or a new account
 
 
 @dataclass(frozen=True)
@@ -203,7 +238,8 @@ class LoginFailed(Event):
     For the certificate kinds, ``host`` and ``port`` say which server, ``fingerprint`` is the
     SHA-256 fingerprint of the certificate it showed and ``pinned`` the one we had pinned
     (CERT_CHANGED); the app asks the user and, on a yes, pins ``fingerprint`` and connects
-    with a new session.
+    with a new session.  ``wait`` (THROTTLED) is how many seconds the server wants us to
+    wait before the next try; ``tls_port`` (INSECURE) the port where it offers TLS, if it said.
     """
 
     kind: LoginKind
@@ -212,6 +248,8 @@ class LoginFailed(Event):
     pinned: str = ""
     host: str = ""
     port: int = 0
+    wait: int = 0
+    tls_port: int | None = None
 
 
 @dataclass(frozen=True)

@@ -182,11 +182,25 @@ def membership(ev: UserJoined | UserLeft | UserQuit | UserRenamed) -> str:
             return f"{nick} left {room}" + _reason(reason)
         case UserQuit(nick=nick, reason=reason):
             return f"{nick} quit" + _reason(reason)
+        case UserRenamed(old=old, new=new, is_self=True, forced=True):
+            return renamed_to_guest(old, new)
         case UserRenamed(new=new, is_self=True):
             return f"You are now known as {new}"
         case UserRenamed(old=old, new=new):
             return f"{old} is now known as {new}"
     raise TypeError(ev)  # pragma: no cover - the union above is complete
+
+
+def renamed_to_guest(old: str, new: str) -> str:
+    """The server took a registered name back from us."""
+    return (f"You are now {new}: the name {old} is registered to someone else. To use it, "
+            f"log in (Leave Chat, then “Log in”); or pick another name with /nick.")
+
+
+def claim_countdown(nick: str, left: int) -> str:
+    """The banner before that: our name is registered, and the server's grace runs out."""
+    when = f"in {left} s" if left > 0 else "now"
+    return f"{nick} is registered to someone else: you'll be renamed {when} unless you log in."
 
 
 def topic_changed(by: str, text: str) -> str:

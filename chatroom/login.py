@@ -327,5 +327,5 @@ def after_welcome(hub: Hub, c: Client) -> None:
     protect_nick(hub, c)
     if hub.config.require_account and c.account is None:
         hub.send(c, P.format_line(hub.config.name, "NOTICE", c.nick,
-                                  "This server is for registered users: log in (SASL) to "
-                                  "join rooms and talk."))
+                                  "This server is for registered users: log in to your "
+                                  "account to join rooms and talk."))

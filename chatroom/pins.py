@@ -130,30 +130,40 @@ class PinStore:
         return loaded
 
     def _save(self, pins: dict[str, dict[str, str]]) -> None:
-        directory = self.path.parent
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         body = json.dumps({"version": self.VERSION, "pins": pins}, indent=2, sort_keys=True)
-        # mkstemp makes the file 0600 in the same directory, so os.replace is atomic and
-        # the pins are never readable by others, not even for a moment.
-        fd, tmp = tempfile.mkstemp(prefix=".pins-", suffix=".tmp", dir=directory)
+        write_private(self.path, body + "\n")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, atomically and readable by the user only.
+
+    The directory is made 0700 if missing.  The text goes to a temporary file that
+    ``mkstemp`` makes 0600 in the same directory (so it is never readable by others, not
+    even for a moment), is flushed and fsynced, then renamed over ``path`` (``os.replace``
+    is atomic: a crash or a full disk never leaves half a file), and the directory is
+    fsynced so the rename itself is durable.  Raises OSError.
+    """
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                os.fchmod(f.fileno(), 0o600)
-                f.write(body + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        try:  # make the rename itself durable
-            dfd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            os.unlink(tmp)
         except OSError:
             pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass

@@ -26,6 +26,15 @@ Threads and who owns what:
   ``msgid`` (a bounded set per room), so none is shown twice: not the live line that is
   also in the fetched history, not one seen before a reconnect.  :meth:`load_older` asks
   for the page before the oldest line shown (``CHATHISTORY BEFORE``).
+* With an account (:class:`Credentials`) registration also logs in: after CAP LS the
+  session asks for ``sasl`` (and ``draft/account-registration`` to create the account)
+  and, before CAP END, runs ``AUTHENTICATE PLAIN`` or ``REGISTER * * :<password>``; the
+  outcome is a :class:`~chatroom.events.LoggedIn` or a
+  :class:`~chatroom.events.LoginFailed` whose kind says what to fix.  The password lives
+  in the :class:`Credentials` (left out of its repr) and in the network thread's locals
+  while a line is made, until the session ends; it is never logged.  A guest on a
+  registered name gets a :class:`~chatroom.events.RenameWarning` (from the server's
+  notice) and later a ``forced`` :class:`~chatroom.events.UserRenamed`.
 * With ``tls`` the network thread also does the TLS handshake (within ``connect_timeout``)
   and decides whether to trust the certificate before anything is sent: verified against
   the system's CAs, or matching the pin the user saved for this host:port (see
@@ -55,6 +64,7 @@ IRC does not echo them, and the caller shows its own lines itself.
 
 from __future__ import annotations
 
+import base64
 import enum
 import errno
 import logging
@@ -81,6 +91,7 @@ from chatroom.events import (
     HistoryKind,
     Joined,
     Left,
+    LoggedIn,
     LoginFailed,
     LoginKind,
     Message,
@@ -88,6 +99,7 @@ from chatroom.events import (
     Notice,
     Reconnecting,
     Registered,
+    RenameWarning,
     RoomLine,
     ServerError,
     Topic,
@@ -140,6 +152,71 @@ HISTORY_CAPS = frozenset({"draft/chathistory", "batch", "message-tags"})
 HISTORY_PAGE = 100  # lines per CHATHISTORY request (fewer if the server's limit is lower)
 CATCH_UP_PAGES = 5  # after a reconnect, AFTER pages fetched at most before going live
 SEEN_PER_ROOM = 5000  # msgids remembered per room (more than a window's scrollback)
+
+# Accounts (IRCv3 sasl-3.1 with PLAIN, draft/account-registration before-connect).
+SASL_CAP = "sasl"
+REGISTRATION_CAP = "draft/account-registration"
+PASSWORD_MAX = 300  # bytes of UTF-8, as servers of this project accept
+NAME_FALLBACKS = 3  # other names tried while logging in when ours is in use
+# Our server's words (the numerics and FAIL codes carry no more than that):
+# "The nick bob is registered. Log in to it within 30 s, or you will be renamed ...".
+_RENAME_WARNING = re.compile(r"^The nick (\S+) is registered\. Log in to it within "
+                             r"(\d+(?:\.\d+)?) s\b", re.IGNORECASE)
+_TRY_AGAIN = re.compile(r"\btry again in (\d+) ?s\b", re.IGNORECASE)
+_TLS_PORT_WORDS = re.compile(r"\bport (\d{1,5})\b", re.IGNORECASE)
+
+
+class AccountMode(str, enum.Enum):
+    """The three ways in: as a guest, logging in to an account, creating one."""
+
+    GUEST = "guest"
+    LOGIN = "login"
+    CREATE = "create"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An account name and its password, for the session that logs in with them.
+
+    ``create`` asks the server to make the account first (REGISTER); once it exists the
+    session logs in to it (SASL PLAIN) on every later connection.  The password is left out
+    of the repr (and so of any log line or traceback that shows the object).
+    """
+
+    name: str
+    password: str = field(repr=False)
+    create: bool = False
+
+    @property
+    def mode(self) -> AccountMode:
+        return AccountMode.CREATE if self.create else AccountMode.LOGIN
+
+
+def password_problem(password: str, confirm: str | None = None) -> tuple[str, str] | None:
+    """Why ``password`` (and, creating an account, its ``confirm``) will not do, checked
+    before anything is sent: (the field at fault, "password" or "confirm"; words), or None."""
+    if not password:
+        return "password", "Enter the password."
+    if len(password.encode("utf-8", "surrogatepass")) > PASSWORD_MAX:
+        return "password", (f"The password must be 1 to {PASSWORD_MAX} bytes (most characters "
+                            f"take one; accented letters and emoji two to four).")
+    if any(ch in password for ch in "\0\r\n"):
+        return "password", "The password cannot contain line breaks."
+    if confirm is not None and confirm != password:
+        return "confirm", ("The two passwords are not the same. Type the password again in "
+                           "“Confirm”.")
+    return None
+
+
+def sasl_plain_lines(name: str, password: str) -> bytes:
+    """The AUTHENTICATE lines of a PLAIN response (RFC 4616: no authzid, name, password),
+    in 400-byte chunks; a response that fills its last chunk is ended with ``+``."""
+    raw = b"\0" + name.encode("utf-8") + b"\0" + password.encode("utf-8")
+    encoded = base64.b64encode(raw).decode("ascii")
+    chunks = [encoded[i:i + P.SASL_CHUNK] for i in range(0, len(encoded), P.SASL_CHUNK)]
+    if len(encoded) % P.SASL_CHUNK == 0:
+        chunks.append("+")
+    return b"".join(P.format_line(None, "AUTHENTICATE", chunk) for chunk in chunks)
 
 def clean_text(text: str) -> str:
     """Text from Tk made safe to encode: surrogate pairs joined, lone surrogates to U+FFFD."""
@@ -272,13 +349,16 @@ class _Failure(Exception):
     """Why this connection could not get (or stay) in: raised into ``_Conn.failure``."""
 
     def __init__(self, kind: LoginKind, message: str, retry: bool = False, *,
-                 fingerprint: str = "", pinned: str = "") -> None:
+                 fingerprint: str = "", pinned: str = "", wait: int = 0,
+                 tls_port: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retry = retry  # worth another connection (a timeout, not a refusal)
         self.fingerprint = fingerprint  # the certificate the server showed (TLS kinds)
         self.pinned = pinned  # the certificate we had pinned (CERT_CHANGED)
+        self.wait = wait  # THROTTLED: seconds the server wants us to wait
+        self.tls_port = tls_port  # INSECURE: where the server offers TLS
 
 
 class _Cancelled(OSError):
@@ -305,6 +385,14 @@ class _Conn:
         self.batches: dict[str, _Batch] = {}  # open batches by reference
         self.sync_due: set[str] = set()  # folded rooms to fetch history for at their 366
         self.sync_by: dict[str, float] = {}  # folded room -> when to stop waiting for it
+        self.cap_values: dict[str, str] = {}  # CAP 302 values: "sasl" -> "PLAIN", ...
+        self.cap_retried = False  # after a NAK, asked again for the account caps alone
+        # Accounts: "" (guest, or not yet), "sasl" (AUTHENTICATE sent), "register"
+        # (REGISTER sent), "done" (logged in: CAP END sent).
+        self.auth = ""
+        self.account: str | None = None  # what 900 (or REGISTER SUCCESS) says we are
+        self.name_tries = 0  # fallback names tried while logging in (ours in use)
+        self.mechanisms: str | None = None  # 908: the SASL mechanisms the server has
 
 
 def _nick_of(source: str | None) -> str:
@@ -372,6 +460,20 @@ def describe_connect_error(exc: OSError, host: str, port: int) -> tuple[LoginKin
                                    f"Check the host and port.")
 
 
+_NO_ACCOUNTS = ("This server has no accounts: join as a guest (choose “Guest”).")
+_NO_PLAIN = ("This server does not accept passwords the way this program sends them, so you "
+             "cannot log in to it here: join as a guest.")
+_REGISTRATION_CLOSED = ("Registration is closed on this server: ask its administrator for an "
+                        "account, or join as a guest.")
+_WRONG_PASSWORD = "Wrong name or password. Check both and try again."
+_PASSWORD_SIZE = (f"The password must be 1 to {PASSWORD_MAX} bytes (most characters take one; "
+                  f"accented letters and emoji two to four).")
+
+
+def _throttled(seconds: int) -> str:
+    return f"Too many tries: wait {seconds} s, then try again."
+
+
 def _friendly_error(code: str, params: tuple[str, ...]) -> str:
     """An error numeric (``params`` without our nick) in words."""
     text = params[-1] if params else ""
@@ -406,6 +508,18 @@ class ChatSession:
     says goodbye; :meth:`close` also waits for the threads to end (:func:`close_sessions`
     does that for several sessions at once).
 
+    With ``account`` (:class:`Credentials`) the session logs in to that account (SASL
+    PLAIN), or first creates it (REGISTER), while registering, before CAP END; a
+    :class:`~chatroom.events.LoggedIn` event says it worked, a
+    :class:`~chatroom.events.LoginFailed` of an account kind why not (WRONG_PASSWORD,
+    THROTTLED with ``wait``, NAME_REGISTERED, REGISTRATION_CLOSED, INSECURE,
+    BAD_ACCOUNT_PASSWORD, NO_ACCOUNTS...).  ``nick`` should be the account's name.  Every
+    reconnect logs in again with the same credentials, which the session keeps in memory
+    until it ends, and nowhere else: no log line, repr or exception holds the password.
+    As a guest on a name that is registered, a :class:`~chatroom.events.RenameWarning`
+    comes with the server's deadline, and a forced :class:`~chatroom.events.UserRenamed`
+    when it passes.
+
     With ``tls`` the connection is encrypted: the certificate is checked against the
     system's certificate authorities (and those in ``cafile``), unless ``pins`` holds a
     fingerprint for this ``host:port``, in which case that certificate and no other is
@@ -434,7 +548,8 @@ class ChatSession:
                  realname: str = "Chat desktop client",
                  max_events: int = 20000, max_outgoing: int = 1000, tls: bool = False,
                  cafile: str | None = None, pins: PinStore | None = None,
-                 history_page: int = HISTORY_PAGE, history_timeout: float = 20.0) -> None:
+                 history_page: int = HISTORY_PAGE, history_timeout: float = 20.0,
+                 account: Credentials | None = None) -> None:
         self.host = host
         self.port = port
         self.tls = tls
@@ -442,7 +557,11 @@ class ChatSession:
         self.pins = pins  # None: nothing is pinned, and nothing can be
         self._contexts: tuple[ssl.SSLContext, ssl.SSLContext] | None = None  # network thread
         self.room = room
-        self.password = password or None
+        self.password = password or None  # the server's password (PASS), not an account's
+        # The account to log in to (or create) on every connection; None: a guest.  Dropped
+        # when the session ends (the network thread's ``finally``).
+        self._account = account
+        self.account_name = account.name if account is not None else None
         self.reconnect = reconnect
         self.backoff = backoff or Backoff()
         self.connect_timeout = connect_timeout
@@ -476,6 +595,8 @@ class ChatSession:
         self._motd_shown = False
         self._started = False
         self._taken_tries = 0
+        self._asked_nick: str | None = None  # the name change the user asked for, if any
+        self._renamed_to: str | None = None  # forced rename: the server's notice follows
         # Network thread only: a flood of CTCP requests must not make us flood the server.
         self._ctcp = P.TokenBucket(self.CTCP_BURST, 1.0 / self.CTCP_EVERY, time.monotonic())
         self._net = threading.Thread(target=self._run, name=f"chat-net-{nick}", daemon=True)
@@ -636,8 +757,11 @@ class ChatSession:
 
     def change_nick(self, new: str) -> bool:
         """Ask for a new name; a UserRenamed event (or a ServerError) follows."""
-        return (self._connected() and P.valid_nick(new, self.nicklen)
-                and self._queue_line("NICK", new))
+        if not (self._connected() and P.valid_nick(new, self.nicklen)):
+            return False
+        with self._lock:
+            self._asked_nick = new
+        return self._queue_line("NICK", new)
 
     def set_topic(self, text: str) -> bool:
         """Set the room topic (cut to the server's TOPICLEN, as the server would)."""
@@ -826,6 +950,7 @@ class ChatSession:
         except Exception:  # a bug must not leave the window waiting for events forever
             log.exception("chat session %s: network thread failed", self.host)
         finally:
+            self._account = None  # the password goes with the session
             self._set_state("closed")
             self._stop.set()
             self._stop_sender()
@@ -1102,7 +1227,9 @@ class ChatSession:
         hello = [P.format_line(None, "CAP", "LS", "302")]
         if self.password:
             hello.append(P.format_line(None, "PASS", self.password))
-        hello.append(P.format_line(None, "NICK", self.nick))
+        account = self._account
+        # Logging in, the name is the account's, even if a reconnect gave us another.
+        hello.append(P.format_line(None, "NICK", account.name if account else self.nick))
         hello.append(P.format_line(None, "USER", self.username, "0", "*", self.realname))
         self._write_now(conn, b"".join(hello))
         splitter = P.LineSplitter(_MAX_INCOMING)
@@ -1195,12 +1322,14 @@ class ChatSession:
             if failure is None:
                 text = conn.error or reason or "The server closed the connection"
                 failure = _Failure(LoginKind.REFUSED, f"The server turned us away: {text}.")
+            # THROTTLED, reconnecting: someone else's failed tries on our account; a
+            # throttled try does not count as one, so trying again does no harm.
             retryable = failure.kind in (LoginKind.NICK_TAKEN, LoginKind.REFUSED,
-                                         LoginKind.UNREACHABLE)
+                                         LoginKind.UNREACHABLE, LoginKind.THROTTLED)
             if stopping:
                 return _Outcome.FATAL, failure.message
             if conn.first or not retryable:
-                self._emit(LoginFailed(failure.kind, failure.message))
+                self._emit(self._failed(failure))
                 return _Outcome.FATAL, failure.message
             if failure.kind is LoginKind.NICK_TAKEN:
                 return self._name_taken_again()
@@ -1212,7 +1341,7 @@ class ChatSession:
                 self._emit(Disconnected(failure.message, will_retry=True))
                 return _Outcome.RETRY, failure.message
             if not stopping:
-                self._emit(LoginFailed(failure.kind, failure.message))
+                self._emit(self._failed(failure))
             return _Outcome.FATAL, failure.message
         self._emit(Disconnected(reason, will_retry=self.reconnect and not stopping))
         # Start the backoff afresh only after a connection that stayed up a while; a server
@@ -1220,6 +1349,10 @@ class ChatSession:
         stable = (conn.joined_at is not None
                   and time.monotonic() - conn.joined_at >= self.STABLE_AFTER)
         return (_Outcome.DROPPED if stable else _Outcome.RETRY), reason
+
+    def _failed(self, failure: _Failure) -> LoginFailed:
+        return LoginFailed(failure.kind, failure.message, failure.fingerprint, failure.pinned,
+                           wait=failure.wait, tls_port=failure.tls_port)
 
     def _name_taken_again(self) -> tuple[_Outcome, str]:
         """Reconnecting, the server says our name is taken: say so; retry a few times."""
@@ -1275,7 +1408,14 @@ class ChatSession:
     def _dispatch_registering(self, conn: _Conn, msg: P.Message) -> None:
         cmd, p = msg.command, msg.params
         nick = self.nick
+        if self._account is not None and self._on_account_line(conn, msg):
+            return
         if cmd == P.RPL_WELCOME:
+            if self._account is not None and conn.account is None:
+                # A server without CAP (or one that registered us anyway): no login.
+                conn.registered = True  # so that we say QUIT on the way out
+                conn.failure = _Failure(LoginKind.NO_ACCOUNTS, _NO_ACCOUNTS)
+                return
             conn.registered = True
             self._ever_registered = True
             self._taken_tries = 0
@@ -1300,11 +1440,184 @@ class ChatSession:
                 f"The server does not accept the name “{nick}”. Choose another name "
                 f"(letters, digits and -[]\\`_^{{|}}, not starting with a digit)."))
         elif cmd == P.ERR_PASSWDMISMATCH:
-            if self.password:
-                text = "The server refused the password. Check it and join again."
-            else:
-                text = "This server needs a password. Enter it and join again."
-            conn.failure = _Failure(LoginKind.BAD_PASSWORD, text)
+            conn.failure = _Failure(LoginKind.BAD_PASSWORD, self._server_password_words())
+
+    def _server_password_words(self) -> str:
+        if self.password:
+            return ("The server refused the password in “Server password”. Check it and join "
+                    "again.")
+        return "This server needs a password: enter it in “Server password” and join again."
+
+    # --- accounts (network thread, while registering) -------------------------------------
+
+    def _account_caps(self, conn: _Conn) -> list[str] | None:
+        """The caps logging in (or creating the account) needs, after CAP LS; None, with
+        ``conn.failure`` set, when the server cannot do it."""
+        account = self._account
+        assert account is not None
+        offered = conn.offered
+        can_create = REGISTRATION_CAP in offered
+        if SASL_CAP not in offered and not (account.create and can_create):
+            conn.failure = _Failure(LoginKind.NO_ACCOUNTS, _NO_ACCOUNTS)
+            return None
+        if account.create:
+            if not can_create:  # a server with logins but no REGISTER (or closed)
+                conn.failure = _Failure(LoginKind.REGISTRATION_CLOSED, _REGISTRATION_CLOSED)
+                return None
+            return [c for c in (REGISTRATION_CAP, SASL_CAP) if c in offered]
+        mechanisms = conn.cap_values.get(SASL_CAP)
+        if mechanisms and "PLAIN" not in mechanisms.upper().split(","):
+            conn.failure = _Failure(LoginKind.NO_ACCOUNTS, _NO_PLAIN)
+            return None
+        return [SASL_CAP]
+
+    def _start_account(self, conn: _Conn) -> None:
+        """The caps are in: log in (AUTHENTICATE PLAIN) or create the account (REGISTER)."""
+        account = self._account
+        assert account is not None
+        if not account.create and SASL_CAP not in self.caps:
+            conn.failure = _Failure(LoginKind.NO_ACCOUNTS, _NO_ACCOUNTS)
+            return
+        if account.create:
+            conn.auth = "register"
+            try:
+                line = P.format_line(None, "REGISTER", "*", "*", account.password,
+                                     trailing=True)
+            except (ProtocolError, UnicodeError):
+                conn.failure = _Failure(LoginKind.BAD_ACCOUNT_PASSWORD, _PASSWORD_SIZE)
+                return
+            self._write_now(conn, line)
+        else:
+            conn.auth = "sasl"
+            self._write_now(conn, P.format_line(None, "AUTHENTICATE", "PLAIN"))
+
+    def _logged_in(self, conn: _Conn, created: bool) -> None:
+        """The server says we are in: tell the user, end CAP (the server registers us)."""
+        account = self._account
+        assert account is not None
+        name = conn.account or account.name
+        conn.account = name
+        conn.auth = "done"
+        if created:  # from now on (reconnects) it is a login to the account just made
+            self._account = Credentials(name, account.password)
+        log.info("logged in to %s:%d as %s%s", self.host, self.port, name,
+                 " (new account)" if created else "")
+        self._emit(LoggedIn(name, created))
+        self._end_caps(conn)
+
+    def _on_account_line(self, conn: _Conn, msg: P.Message) -> bool:
+        """SASL, REGISTER and the name while logging in; True if ``msg`` was taken."""
+        account = self._account
+        assert account is not None
+        cmd, p = msg.command, msg.params
+        if cmd == "AUTHENTICATE" and p and p[0] == "+" and conn.auth == "sasl":
+            try:
+                lines = sasl_plain_lines(account.name, account.password)
+            except (ProtocolError, UnicodeError):
+                conn.failure = _Failure(LoginKind.BAD_ACCOUNT_PASSWORD, _PASSWORD_SIZE)
+                return True
+            self._write_now(conn, lines)
+            return True
+        if cmd == P.RPL_LOGGEDIN:
+            if len(p) >= 3:
+                conn.account = p[2]
+            return True
+        if cmd == P.RPL_SASLSUCCESS or (cmd == P.ERR_SASLALREADY and conn.auth == "sasl"):
+            self._logged_in(conn, created=False)
+            return True
+        if cmd == P.RPL_SASLMECHS:
+            conn.mechanisms = p[1] if len(p) > 2 else ""
+            return True
+        if cmd in (P.ERR_SASLFAIL, P.ERR_SASLTOOLONG, P.ERR_SASLABORTED, P.ERR_NICKLOCKED):
+            if conn.auth == "sasl":
+                conn.failure = self._sasl_failure(conn, cmd, p[-1] if p else "")
+            return True
+        if cmd == "REGISTER" and len(p) >= 2 and p[0].upper() == "SUCCESS":
+            conn.account = p[1]
+            self._logged_in(conn, created=True)
+            return True
+        if cmd == "FAIL" and len(p) >= 3 and p[0].upper() == "REGISTER":
+            conn.failure = self._register_failure(p[1].upper(), p[-1])
+            return True
+        if (cmd in (P.ERR_NICKNAMEINUSE, ERR_UNAVAILRESOURCE) and not account.create
+                and conn.name_tries < NAME_FALLBACKS):
+            # Our name is held: by a guest (the server gives it back to us once we are
+            # logged in) or by our own old connection.  Register under another meanwhile.
+            conn.name_tries += 1
+            self._write_now(conn, P.format_line(None, "NICK", self._fallback_name(
+                account.name, conn.name_tries)))
+            return True
+        return False
+
+    def _fallback_name(self, name: str, attempt: int) -> str:
+        """``alice_``, then ``alice_`` and three digits: a name to register under while
+        ``name`` is in use (within NICKLEN)."""
+        tail = "_" if attempt == 1 else f"_{random.randrange(1000):03d}"
+        return name[:max(1, self.nicklen - len(tail))] + tail
+
+    def _sasl_failure(self, conn: _Conn, code: str, text: str) -> _Failure:
+        """A refused login (904-906, 902) in words the user can act on."""
+        conn.auth = ""
+        why = text.split(":", 1)[1].strip() if ":" in text else ""
+        lower = text.lower()
+        if code == P.ERR_SASLTOOLONG:
+            return _Failure(LoginKind.BAD_ACCOUNT_PASSWORD, _PASSWORD_SIZE)
+        if code == P.ERR_SASLFAIL:
+            wait = _TRY_AGAIN.search(text)
+            if wait is not None:
+                seconds = int(wait.group(1))
+                return _Failure(LoginKind.THROTTLED, _throttled(seconds), wait=seconds)
+            if "wrong" in lower or "invalid" in lower or not why and conn.mechanisms is None:
+                return _Failure(LoginKind.WRONG_PASSWORD, _WRONG_PASSWORD)
+            if "tls" in lower or "encrypt" in lower or "secure" in lower:
+                return self._insecure(text)
+            if conn.mechanisms is not None and "PLAIN" not in conn.mechanisms.upper():
+                return _Failure(LoginKind.NO_ACCOUNTS, _NO_PLAIN)
+        if code == P.ERR_SASLABORTED:
+            return _Failure(LoginKind.ACCOUNT_REFUSED, "The login was cut short. Try again.")
+        if code == P.ERR_NICKLOCKED:
+            return _Failure(LoginKind.ACCOUNT_REFUSED, (
+                "That account is locked on this server: ask its administrator."))
+        return _Failure(LoginKind.ACCOUNT_REFUSED, (
+            f"The server did not log you in{': ' + why.rstrip('.') if why else ''}."))
+
+    def _register_failure(self, code: str, text: str) -> _Failure:
+        """A FAIL REGISTER in words the user can act on."""
+        name = self._account.name if self._account is not None else self.nick
+        lower = text.lower()
+        if code == "ACCOUNT_EXISTS":
+            return _Failure(LoginKind.NAME_REGISTERED, (
+                "That name is registered: log in, or pick another."))
+        if code == "UNACCEPTABLE_PASSWORD":
+            return _Failure(LoginKind.BAD_ACCOUNT_PASSWORD, _PASSWORD_SIZE)
+        if code == "INSECURE_CONNECTION":
+            return self._insecure(text)
+        if code == "TEMPORARILY_UNAVAILABLE":
+            wait = _TRY_AGAIN.search(text)
+            if wait is not None:
+                seconds = int(wait.group(1))
+                return _Failure(LoginKind.THROTTLED, _throttled(seconds), wait=seconds)
+            if "closed" in lower:
+                return _Failure(LoginKind.REGISTRATION_CLOSED, _REGISTRATION_CLOSED)
+            if "server password" in lower:
+                return _Failure(LoginKind.BAD_PASSWORD, self._server_password_words())
+        if code in ("BAD_ACCOUNT_NAME", "ACCOUNT_NAME_MUST_BE_NICK"):
+            return _Failure(LoginKind.BAD_NICK, (
+                f"The server will not make an account called “{name}”"
+                f"{': ' + text.rstrip('.') if text else ''}. Pick another name."))
+        if code == "NEED_NICK":
+            return _Failure(LoginKind.BAD_NICK, (
+                f"The server did not take the name “{name}”. Pick another name."))
+        return _Failure(LoginKind.ACCOUNT_REFUSED, (
+            f"The server did not create the account{': ' + text.rstrip('.') if text else ''}."))
+
+    def _insecure(self, text: str) -> _Failure:
+        port = _TLS_PORT_WORDS.search(text)
+        where = f", {port.group(1)}" if port else ""
+        return _Failure(LoginKind.INSECURE, (
+            f"Passwords are only accepted over an encrypted connection: tick “Use TLS” "
+            f"and connect to the server's TLS port{where}."),
+            tls_port=int(port.group(1)) if port else None)
 
     def _is_me(self, nick: str) -> bool:
         return self._fold(nick) == self._fold(self.nick)
@@ -1318,12 +1631,19 @@ class ChatSession:
             return
         sub = p[1].upper()
         more = len(p) > 3 and p[2] == "*"  # CAP 302: the list goes on in the next line
-        names = [word.split("=", 1)[0] for word in p[-1].split()]  # "sasl=PLAIN" -> "sasl"
+        words = [word.partition("=") for word in p[-1].split()]  # "sasl=PLAIN"
+        names = [name for name, _, _ in words]
         if sub == "LS":
             conn.offered.update(names)
+            conn.cap_values.update((name, value) for name, _, value in words if value)
             if not more and not conn.cap_asked:
                 conn.cap_asked = True
-                self._ask_caps(conn, conn.offered)
+                if self._account is None or conn.registered:
+                    self._ask_caps(conn, conn.offered)
+                    return
+                needed = self._account_caps(conn)
+                if needed is not None:
+                    self._ask_caps(conn, conn.offered, needed)
         elif sub == "NEW":
             conn.offered.update(names)
             self._ask_caps(conn, set(names))
@@ -1337,18 +1657,34 @@ class ChatSession:
                         caps.add(name)
                 self._caps = frozenset(caps)
             if sub == "ACK" and not more:
-                self._end_caps(conn)
+                self._caps_done(conn)
         elif sub == "NAK":  # all or nothing: go on without them
+            if self._account is not None and not conn.registered and not conn.cap_retried:
+                conn.cap_retried = True  # ask for what logging in needs, alone
+                needed = self._account_caps(conn)
+                if needed is not None:
+                    self._write_now(conn, P.format_line(None, "CAP", "REQ", " ".join(needed),
+                                                        trailing=True))
+                return
+            self._caps_done(conn)
+
+    def _caps_done(self, conn: _Conn) -> None:
+        """The answer to our CAP REQ is in: log in first if we have an account to, else
+        end CAP (that lets the server register us)."""
+        if self._account is not None and not conn.registered and conn.auth == "":
+            self._start_account(conn)
+        elif conn.auth in ("", "done"):
             self._end_caps(conn)
 
-    def _ask_caps(self, conn: _Conn, offered: set[str]) -> None:
+    def _ask_caps(self, conn: _Conn, offered: set[str], needed: Iterable[str] = ()) -> None:
         have = self.caps
         wanted = [c for c in WANTED_CAPS if c in offered and c not in have]
+        wanted += [c for c in needed if c not in wanted and c not in have]
         if wanted:
             self._write_now(conn, P.format_line(None, "CAP", "REQ", " ".join(wanted),
                                                 trailing=True))
         else:
-            self._end_caps(conn)
+            self._caps_done(conn)
 
     def _end_caps(self, conn: _Conn) -> None:
         """CAP END, once, while registering (it lets the server register us)."""
@@ -1362,6 +1698,13 @@ class ChatSession:
         if len(p) < 3:
             return
         command, code, text = p[0].upper(), p[1], p[-1]
+        if (msg.command == "FAIL" and command == "JOIN" and code == "ACCOUNT_REQUIRED"
+                and conn.join_deadline is not None):  # our own JOIN, on a members' server
+            conn.join_deadline = None
+            conn.failure = _Failure(LoginKind.ACCOUNT_REQUIRED, (
+                "This server is for registered users: log in (or create an account) to "
+                "join."))
+            return
         if msg.command == "FAIL" and command == "CHATHISTORY":
             target = next((x for x in p[2:-1] if P.is_channel(x)), None)
             req = self._claim(msg.tags.get("label"), target)
@@ -1702,10 +2045,15 @@ class ChatSession:
             return
         old, new = _nick_of(msg.source), msg.params[0]
         hits: list[tuple[RoomState, tuple[str, ...]]] = []
+        forced = False
         with self._lock:
             is_self = self._fold(old) == self._fold(self._nick)
             if is_self:
                 self._nick = new
+                asked, self._asked_nick = self._asked_nick, None
+                # Not the name we asked for: the server renamed us (a registered name).
+                forced = asked is None or self._fold(asked) != self._fold(new)
+                self._renamed_to = new if forced else None
             for room in self._rooms.values():
                 entry = room.members.pop(old)
                 if entry is not None:
@@ -1715,8 +2063,8 @@ class ChatSession:
                 hits.append((room, room.members.snapshot()))
         when, msgid = _msg_time(msg), msg.tags.get("msgid")
         for room, snap in hits:
-            self._emit_room(room, UserRenamed(old, new, is_self, snap, room.name, when, msgid),
-                            msg)
+            self._emit_room(room, UserRenamed(old, new, is_self, snap, room.name, when, msgid,
+                                              forced), msg)
 
     def _on_privmsg(self, conn: _Conn, msg: P.Message) -> None:
         if len(msg.params) < 2:
@@ -1725,6 +2073,8 @@ class ChatSession:
         source = msg.source or ""
         sender = _nick_of(source)
         if _from_server(source):
+            if msg.command == "NOTICE" and self._account_notice(text):
+                return
             offer = _TLS_OFFER.search(text) if conn.stream is None else None
             self._emit(Notice(text, sender or None,
                               tls_port=int(offer.group(1)) if offer else None))
@@ -1748,6 +2098,19 @@ class ChatSession:
             fresh = said.msgid is None or self._private_seen.add(said.msgid)
         if fresh:  # a message to ourselves comes as the echo and as the message, one msgid
             self._emit(ev)
+
+    def _account_notice(self, text: str) -> bool:
+        """The server's notices about our name: the warning that it is registered (a
+        RenameWarning instead), and the one after a forced rename, which the UserRenamed
+        events have said already.  True if ``text`` was one of them."""
+        warned = _RENAME_WARNING.match(text)
+        if warned is not None:
+            nick, seconds = warned.group(1), float(warned.group(2))
+            self._emit(RenameWarning(nick, seconds, time.monotonic() + seconds))
+            return True
+        with self._lock:
+            renamed, self._renamed_to = self._renamed_to, None
+        return renamed is not None and text.endswith(f"you are now {renamed}")
 
     def _message(self, msg: P.Message) -> Message | None:
         """A PRIVMSG or NOTICE from someone (live or from history) as a Message; None for

@@ -113,6 +113,10 @@ def style(root: tk.Misc) -> None:
     family, size = base.actual("family"), abs(int(base.actual("size"))) or 10
     style.configure("Heading.TLabel", font=(family, size + 6, "bold"))
     style.configure("Sub.TLabel", foreground="#555555")
+    style.configure("Note.TLabel", foreground="#555555", font=(family, max(size - 1, 8)))
+    style.configure("Claim.TFrame", background="#fff1c2")
+    style.configure("Claim.TLabel", background="#fff1c2", foreground="#3d3300",
+                    padding=(8, 4))
     style.configure("Error.TLabel", foreground="#b00020")
     style.configure("Status.TLabel", foreground="#3b5b7a")
     style.configure("Topic.TLabel", background="#fff8e1", foreground="#3d3300",
@@ -133,6 +137,9 @@ def style(root: tk.Misc) -> None:
                     font=("TkFixedFont", size))
 
 
+ENTRY_WIDTH = 26  # characters: the login form's fields
+
+
 def _enter_invokes(button: ttk.Button) -> None:
     """Enter on a focused button presses it (Tk's buttons answer only the space bar)."""
     button.bind("<Return>", lambda e: button.invoke())
@@ -140,11 +147,17 @@ def _enter_invokes(button: ttk.Button) -> None:
 
 
 class LoginView:
-    """Name (focused, Enter joins), host, port, Use TLS, optional password, Join Chat; errors
-    below, and under them the certificate panel when a certificate needs the user's word.
+    """The way in (guest, log in, create account), name (focused, Enter joins), password
+    and its confirmation, "Remember my password", host, port, Use TLS, the server's own
+    password, the button; errors below, and under them the certificate panel when a
+    certificate needs the user's word.
 
-    ``on_join`` is the button (Join Chat, or Cancel while busy); ``on_enter`` is Enter in
-    any field.  ``on_trust`` is the panel's Trust (or Accept the New Certificate) button,
+    The password fields show only for log in (one) and create account (two); the choice is
+    three radio buttons (Alt+G, Alt+L, Alt+C, or the arrow keys on them).  ``on_join`` is
+    the button (its text says what it does; Cancel while busy); ``on_enter`` is Enter in any
+    field.  ``on_remember`` gets the box's new state when the user changes it;
+    ``on_identity`` is called when the name, host or port changes (to fill in a remembered
+    password).  ``on_trust`` is the panel's Trust (or Accept the New Certificate) button,
     ``on_distrust`` its Cancel (also Escape).  "Use TLS" follows the port (on for 6697)
     until the user sets it.
     """
@@ -152,12 +165,18 @@ class LoginView:
     MESSAGE_LINES = 4  # room kept for the message, so the form does not move when it changes
     WRAP = 420
     TLS_PORT = "6697"
+    MODES = (("guest", "Guest", "Join Chat"), ("login", "Log in", "Log In and Join"),
+             ("create", "Create account", "Create Account and Join"))
+    REMEMBER_NOTE = "Stored on this computer, readable only by your user account."
+    NOTE_WRAP = 300
 
     def __init__(self, master: tk.Misc, room: str, host: str, port: int, name: str,
                  on_join: Callable[[], None], on_enter: Callable[[], None],
                  tls: bool | None = None, on_trust: Callable[[], None] = lambda: None,
-                 on_distrust: Callable[[], None] = lambda: None) -> None:
-        self.frame = ttk.Frame(master, padding=24)
+                 on_distrust: Callable[[], None] = lambda: None,
+                 on_remember: Callable[[bool], None] = lambda on: None,
+                 on_identity: Callable[[], None] = lambda: None) -> None:
+        self.frame = ttk.Frame(master, padding=(24, 16))
         self.frame.columnconfigure(0, weight=1)
         self.frame.columnconfigure(2, weight=1)
         self.frame.rowconfigure(0, weight=1)
@@ -167,34 +186,77 @@ class LoginView:
         self.name_var = tk.StringVar(value=name)
         self.host_var = tk.StringVar(value=host)
         self.port_var = tk.StringVar(value=str(port))
-        self.password_var = tk.StringVar()
+        self.mode_var = tk.StringVar(value="guest")
+        self.password_var = tk.StringVar()  # the account's password (log in, create)
+        self.confirm_var = tk.StringVar()  # it again (create)
+        self.remember_var = tk.BooleanVar(value=False)
+        self.server_password_var = tk.StringVar()  # the server's own password (PASS)
         self.tls_var = tk.BooleanVar(value=str(port) == self.TLS_PORT if tls is None else tls)
         self.tls_touched = tls is not None  # the user (or --tls) chose: the port won't change it
         self.message_var = tk.StringVar()  # an error (red)
         self.status_var = tk.StringVar()  # progress (blue); one of the two shows at a time
+        self._busy = False
 
-        ttk.Label(form, text="Join the chat", style="Heading.TLabel").grid(
-            row=0, column=0, columnspan=3, sticky="w")
-        self.room_label = ttk.Label(form, text=f"Room {room}", style="Sub.TLabel")
-        self.room_label.grid(row=1, column=0, columnspan=3, sticky="w", pady=(0, 14))
+        head = ttk.Frame(form)
+        head.grid(row=0, column=0, columnspan=3, sticky="w", pady=(0, 8))
+        ttk.Label(head, text="Join the chat", style="Heading.TLabel").pack(side="left")
+        self.room_label = ttk.Label(head, text=f"Room {room}", style="Sub.TLabel")
+        self.room_label.pack(side="left", padx=(12, 0), pady=(6, 0))
 
-        def row(r: int, label: str, widget: tk.Widget, hint: str = "") -> None:
-            ttk.Label(form, text=label).grid(row=r, column=0, sticky="w", padx=(0, 10), pady=4)
-            widget.grid(row=r, column=1, sticky="ew", pady=4)
+        def label(r: int, text: str) -> ttk.Label:
+            widget = ttk.Label(form, text=text)
+            widget.grid(row=r, column=0, sticky="w", padx=(0, 10), pady=3)
+            return widget
+
+        def row(r: int, text: str, widget: tk.Widget, hint: str = "") -> list[tk.Widget]:
+            shown: list[tk.Widget] = [label(r, text), widget]
+            widget.grid(row=r, column=1, sticky="ew", pady=3)
             if hint:
-                ttk.Label(form, text=hint, style="Sub.TLabel").grid(
-                    row=r, column=2, sticky="w", padx=(8, 0))
+                note = ttk.Label(form, text=hint, style="Sub.TLabel")
+                note.grid(row=r, column=2, sticky="w", padx=(8, 0))
+                shown.append(note)
+            return shown
 
-        self.name_entry = ttk.Entry(form, textvariable=self.name_var, width=28,
+        label(1, "Join as")
+        modes = ttk.Frame(form)
+        modes.grid(row=1, column=1, columnspan=2, sticky="w", pady=(3, 6))
+        self.mode_buttons: dict[str, ttk.Radiobutton] = {}
+        for value, text, _button in self.MODES:
+            rb = ttk.Radiobutton(modes, text=text, value=value, variable=self.mode_var,
+                                 underline=0, command=self._mode_changed)
+            rb.pack(side="left", padx=(0, 14))
+            rb.bind("<Left>", self._stepper(value, -1))
+            rb.bind("<Right>", self._stepper(value, 1))
+            rb.bind("<Return>", lambda e: on_enter())
+            rb.bind("<KP_Enter>", lambda e: on_enter())
+            self.mode_buttons[value] = rb
+
+        self.name_entry = ttk.Entry(form, textvariable=self.name_var, width=ENTRY_WIDTH,
                                     exportselection=False)
-        self.host_entry = ttk.Entry(form, textvariable=self.host_var, width=28)
-        self.password_entry = ttk.Entry(form, textvariable=self.password_var, width=28,
-                                        show="*")
+        self.password_entry = ttk.Entry(form, textvariable=self.password_var, width=ENTRY_WIDTH,
+                                        show="•", exportselection=False)
+        self.confirm_entry = ttk.Entry(form, textvariable=self.confirm_var, width=ENTRY_WIDTH,
+                                       show="•", exportselection=False)
+        self.host_entry = ttk.Entry(form, textvariable=self.host_var, width=ENTRY_WIDTH)
+        self.server_password_entry = ttk.Entry(form, textvariable=self.server_password_var,
+                                               width=ENTRY_WIDTH, show="•")
         row(2, "Name", self.name_entry)
-        row(3, "Server", self.host_entry)
-        ttk.Label(form, text="Port").grid(row=4, column=0, sticky="w", padx=(0, 10), pady=4)
+        self.password_row = row(3, "Password", self.password_entry)
+        self.confirm_row = row(4, "Confirm", self.confirm_entry, "(type it again)")
+        remember = ttk.Frame(form)
+        remember.grid(row=5, column=1, columnspan=2, sticky="w", pady=(0, 4))
+        self.remember_check = ttk.Checkbutton(
+            remember, text="Remember my password", underline=0, variable=self.remember_var,
+            command=lambda: on_remember(bool(self.remember_var.get())))
+        self.remember_check.pack(anchor="w")
+        self.remember_note = ttk.Label(remember, text=self.REMEMBER_NOTE, style="Note.TLabel",
+                                       wraplength=self.NOTE_WRAP, justify="left")
+        self.remember_note.pack(anchor="w", padx=(22, 0))
+        self.remember_row: list[tk.Widget] = [remember]
+        row(6, "Server", self.host_entry)
+        label(7, "Port")
         portrow = ttk.Frame(form)
-        portrow.grid(row=4, column=1, columnspan=2, sticky="w", pady=4)
+        portrow.grid(row=7, column=1, columnspan=2, sticky="w", pady=3)
         self.port_entry = ttk.Entry(portrow, textvariable=self.port_var, width=8)
         self.port_entry.pack(side="left")
         self.tls_check = ttk.Checkbutton(portrow, text="Use TLS (encrypted)", underline=9,
@@ -203,32 +265,143 @@ class LoginView:
         self._last_port = self.port_var.get().strip()
         self.port_var.trace_add("write", lambda *a: self._port_changed())
         self.host_var.trace_add("write", lambda *a: self.hide_trust())
-        row(5, "Password", self.password_entry, "(if the server has one)")
+        for var in (self.name_var, self.host_var, self.port_var):
+            var.trace_add("write", lambda *a: on_identity())
+        row(8, "Server password", self.server_password_entry, "(if it has one)")
         self.join_button = ttk.Button(form, text="Join Chat", command=on_join)
-        self.join_button.grid(row=6, column=1, sticky="w", pady=(12, 6))
+        self.join_button.grid(row=9, column=1, sticky="w", pady=(10, 6))
+        for key in ("<Return>", "<KP_Enter>"):  # joins; never cancels, as the click would
+            self.join_button.bind(key, lambda e: on_enter())
         # One label for both, in a row of fixed height and a column of fixed width.
         self.message_label = ttk.Label(form, textvariable=self.status_var,
                                        style="Status.TLabel", wraplength=self.WRAP,
                                        justify="left", anchor="nw")
-        self.message_label.grid(row=7, column=0, columnspan=3, sticky="nw")
+        self.message_label.grid(row=10, column=0, columnspan=3, sticky="nw")
         font = tkfont.nametofont("TkDefaultFont")
-        form.rowconfigure(7, minsize=self.MESSAGE_LINES * font.metrics("linespace") + 4)
-        for entry in (self.name_entry, self.host_entry, self.port_entry, self.password_entry):
+        form.rowconfigure(10, minsize=self.MESSAGE_LINES * font.metrics("linespace") + 4)
+        for entry in (self.name_entry, self.password_entry, self.confirm_entry,
+                      self.host_entry, self.port_entry, self.server_password_entry):
             entry.bind("<Return>", lambda e: on_enter())
             entry.bind("<KP_Enter>", lambda e: on_enter())
+        self.remember_check.bind("<Return>", lambda e: on_enter())
         self._build_trust(form, on_trust, on_distrust)
+        # The form keeps the height of its longest variant (create account), its fields at
+        # the top: choosing another way in never moves the fields above the change.
+        self.set_mode("create")
+        form.update_idletasks()
+        self.frame.rowconfigure(1, minsize=form.winfo_reqheight())
+        hint = form.grid_bbox(2, 4)  # "(type it again)", the widest hint
+        if hint is not None:
+            form.columnconfigure(2, minsize=hint[2])
+        form.grid_configure(sticky="n")
+        self.mode_var.set("guest")
         # Keys for the panel's buttons (the toplevel's bindings see keys in every widget).
         toplevel = self.frame.winfo_toplevel()
         toplevel.bind("<Alt-t>", lambda e: self._panel_key(self.trust_button, False), add="+")
         toplevel.bind("<Alt-a>", lambda e: self._panel_key(self.trust_button, True), add="+")
         toplevel.bind("<Escape>", lambda e: self._panel_key(self.distrust_button), add="+")
         toplevel.bind("<Alt-e>", lambda e: self._toggle_tls(), add="+")
+        for key, value in (("g", "guest"), ("l", "login"), ("c", "create")):
+            toplevel.bind(f"<Alt-{key}>", self._mode_keyer(value), add="+")
+        toplevel.bind("<Alt-r>", lambda e: self._remember_key(), add="+")
+        self._mode_changed()
+
+
+    # --- the way in -----------------------------------------------------------------------
+
+    def mode(self) -> str:
+        """guest, login or create."""
+        return str(self.mode_var.get())
+
+    def set_mode(self, mode: str) -> None:
+        self.mode_var.set(mode)
+        self._mode_changed()
+
+    def _mode_changed(self) -> None:
+        """Show the fields the chosen way in needs, and say on the button what it does."""
+        mode = self.mode()
+        for widgets, shown in ((self.password_row, mode != "guest"),
+                               (self.remember_row, mode != "guest"),
+                               (self.confirm_row, mode == "create")):
+            for w in widgets:
+                if shown:
+                    w.grid()
+                else:
+                    w.grid_remove()
+        if mode != "create":
+            self.confirm_var.set("")
+        if not self._busy:
+            self.join_button.configure(text=self._button_text())
+
+    def _button_text(self) -> str:
+        return next(b for v, _t, b in self.MODES if v == self.mode())
+
+    def _stepper(self, value: str, step: int) -> Callable[[tk.Event[tk.Misc]], str]:
+        return lambda e: self._step_mode(value, step)
+
+    def _mode_keyer(self, value: str) -> Callable[[tk.Event[tk.Misc]], None]:
+        return lambda e: self._mode_key(value)
+
+    def _step_mode(self, value: str, step: int) -> str:
+        """Left/Right on a way-in button: select (and focus) the next one, as radios do."""
+        order = [v for v, _t, _b in self.MODES]
+        new = order[(order.index(value) + step) % len(order)]
+        self.set_mode(new)
+        self.mode_buttons[new].focus_set()
+        return "break"
+
+    def _mode_key(self, value: str) -> None:
+        if self.frame.winfo_ismapped() and not self._busy:
+            self.set_mode(value)
+            self.mode_buttons[value].focus_set()
+
+    def _remember_key(self) -> None:
+        if self.frame.winfo_ismapped() and self.mode() != "guest":
+            self.remember_check.invoke()
+
+    def account_values(self) -> tuple[str, str, str, bool]:
+        """The way in, the password, its confirmation and "Remember my password"."""
+        return (self.mode(), clean_text(self.password_var.get()),
+                clean_text(self.confirm_var.get()), bool(self.remember_var.get()))
+
+    def set_password(self, password: str, remembered: bool | None = None) -> None:
+        """Fill in (or with "" clear) the password; ``remembered`` sets the box too."""
+        self.password_var.set(password)
+        self.confirm_var.set("")
+        if remembered is not None:
+            self.remember_var.set(remembered)
+
+    def remember(self) -> bool:
+        return bool(self.remember_var.get())
+
+    def set_remember(self, on: bool) -> None:
+        self.remember_var.set(on)
+
+    def focus_field(self, name: str, select: bool = True) -> None:
+        """Put the cursor in the field at fault (``name``: name, password, confirm, host,
+        port, tls, server_password, or a way in: guest, login, create), its text
+        selected, so typing replaces it."""
+        widget: tk.Widget
+        if name in self.mode_buttons:
+            widget = self.mode_buttons[name]
+        elif name == "tls":
+            widget = self.tls_check
+        else:
+            widget = {"name": self.name_entry, "password": self.password_entry,
+                      "confirm": self.confirm_entry, "host": self.host_entry,
+                      "port": self.port_entry,
+                      "server_password": self.server_password_entry}.get(name, self.name_entry)
+        widget.focus_set()
+        if isinstance(widget, ttk.Entry):
+            widget.icursor("end")
+            if select:
+                widget.selection_range(0, "end")
 
     def _build_trust(self, form: ttk.Frame, on_trust: Callable[[], None],
                      on_distrust: Callable[[], None]) -> None:
         """The certificate panel (hidden until :meth:`show_trust`)."""
         panel = self.trust_panel = ttk.Frame(form, style="Trust.TFrame", padding=(10, 6))
-        panel.grid(row=8, column=0, columnspan=3, sticky="ew", pady=(2, 0))
+        panel.grid(row=11, column=0, columnspan=3, sticky="ew", pady=(2, 0))
         self.trust_title = ttk.Label(panel, style="TrustHead.TLabel")
         self.trust_title.grid(row=0, column=0, columnspan=2, sticky="w", pady=(0, 4))
         # The fingerprints, to compare with what the operator says: "Saved" and "Now" for a
@@ -323,6 +496,18 @@ class LoginView:
         self.trust_panel.grid()
         self._trust_up = True
         self._trust_changed = bool(pinned)
+        self._fit()
+
+    def _fit(self) -> None:
+        """Make the window tall enough for the whole form (the certificate panel under a
+        login form does not fit the usual size), never taller than the screen."""
+        top = self.frame.winfo_toplevel()
+        top.update_idletasks()
+        need = self.frame.winfo_reqheight()
+        have = top.winfo_height()
+        if have > 1 and need > have:
+            height = min(need, top.winfo_screenheight() - 80)
+            top.geometry(f"{max(top.winfo_width(), self.frame.winfo_reqwidth())}x{height}")
 
     def hide_trust(self) -> None:
         if getattr(self, "_trust_up", False):  # (the traces fire before the panel exists)
@@ -359,9 +544,10 @@ class LoginView:
         self.port_var.set(str(port))
 
     def values(self) -> tuple[str, str, str, str]:
-        """Name, host, port and password as typed (text made safe, spaces trimmed)."""
+        """Name, host, port and the server's password as typed (text made safe, spaces
+        trimmed but in the password)."""
         return (clean_text(self.name_var.get()).strip(), clean_text(self.host_var.get()).strip(),
-                self.port_var.get().strip(), clean_text(self.password_var.get()))
+                self.port_var.get().strip(), clean_text(self.server_password_var.get()))
 
     def show_error(self, text: str) -> None:
         self.status_var.set("")
@@ -374,7 +560,8 @@ class LoginView:
         self.message_label.configure(textvariable=self.status_var, style="Status.TLabel")
 
     def set_busy(self, busy: bool) -> None:
-        self.join_button.configure(text="Cancel" if busy else "Join Chat")
+        self._busy = busy
+        self.join_button.configure(text="Cancel" if busy else self._button_text())
 
     def focus_name(self, select: bool = False) -> None:
         self.name_entry.focus_set()
@@ -397,7 +584,9 @@ class ChatView:
     def __init__(self, master: tk.Misc, scrollback: int, on_send: Callable[[str], bool],
                  on_leave: Callable[[], None], on_exit: Callable[[], None],
                  on_refresh: Callable[[], None],
-                 on_top: Callable[[], None] = lambda: None) -> None:
+                 on_top: Callable[[], None] = lambda: None,
+                 on_log_in: Callable[[], None] = lambda: None,
+                 on_back: Callable[[], None] | None = None) -> None:
         self.scrollback = scrollback
         self.on_top = on_top
         self._pending: list[str | tuple[str, ...]] = []
@@ -490,7 +679,8 @@ class ChatView:
 
         self.banner = ttk.Frame(f, style="Banner.TFrame")
         self.conn_var = tk.StringVar()
-        self.back_button = ttk.Button(self.banner, text="Back to Login", command=on_leave)
+        self.back_button = ttk.Button(self.banner, text="Back to Login",
+                                      command=on_back or on_leave)
         self.back_button.pack(side="right", padx=4, pady=3)
         self.conn_label = ttk.Label(self.banner, textvariable=self.conn_var,
                                     style="Banner.TLabel", anchor="w", justify="left")
@@ -500,8 +690,24 @@ class ChatView:
         self.banner.grid(row=2, column=0, columnspan=2, sticky="ew", pady=(6, 0))
         self.banner.grid_remove()
 
+        # "bob is registered to someone else: you'll be renamed in 27 s" and Log In (Alt+L).
+        self.claim = ttk.Frame(f, style="Claim.TFrame")
+        self.claim_var = tk.StringVar()
+        self.claim_button = ttk.Button(self.claim, text="Log In", underline=0,
+                                       command=on_log_in)
+        self.claim_button.pack(side="right", padx=4, pady=3)
+        _enter_invokes(self.claim_button)
+        self.claim_label = ttk.Label(self.claim, textvariable=self.claim_var,
+                                     style="Claim.TLabel", anchor="w", justify="left")
+        self.claim_label.pack(side="left", fill="x", expand=True)
+        self.claim_label.bind("<Configure>", lambda e: self.claim_label.configure(
+            wraplength=max(100, e.width - 16)))
+        self.claim.grid(row=3, column=0, columnspan=2, sticky="ew", pady=(6, 0))
+        self.claim.grid_remove()
+        self.frame.winfo_toplevel().bind("<Alt-l>", lambda e: self._claim_key(), add="+")
+
         inrow = ttk.Frame(f)
-        inrow.grid(row=3, column=0, columnspan=2, sticky="ew", pady=(8, 0))
+        inrow.grid(row=4, column=0, columnspan=2, sticky="ew", pady=(8, 0))
         inrow.columnconfigure(0, weight=1)
         self.entry_var = tk.StringVar()
         # exportselection=False: the "type over it" selection of refused text must not be the
@@ -531,23 +737,53 @@ class ChatView:
         self.send_button.grid(row=0, column=1, padx=(6, 0))
 
         buttons = ttk.Frame(f)
-        buttons.grid(row=4, column=0, columnspan=2, sticky="ew", pady=(8, 0))
-        self.hint_label = ttk.Label(buttons, text="Type /help for commands", style="Sub.TLabel")
+        buttons.grid(row=5, column=0, columnspan=2, sticky="ew", pady=(8, 0))
+        # The buttons are packed first: when the window is narrow the labels are cut, never
+        # the buttons.
+        self.exit_button = ttk.Button(buttons, text="Exit Program", command=on_exit)
+        self.exit_button.pack(side="right")
+        self.leave_button = ttk.Button(buttons, text="Leave Chat", command=on_leave)
+        self.leave_button.pack(side="right", padx=(0, 6))
+        self.hint_var = tk.StringVar(value=self.HINT)
+        self.hint_label = ttk.Label(buttons, textvariable=self.hint_var, style="Sub.TLabel")
         self.hint_label.pack(side="left")
         self.security_var = tk.StringVar()  # "Not encrypted" or "Encrypted (TLSv1.3)"
         self.security_label = ttk.Label(buttons, textvariable=self.security_var,
                                         style="Insecure.TLabel")
         self.security_label.pack(side="left", padx=(16, 0))
-        self.exit_button = ttk.Button(buttons, text="Exit Program", command=on_exit)
-        self.exit_button.pack(side="right")
-        self.leave_button = ttk.Button(buttons, text="Leave Chat", command=on_leave)
-        self.leave_button.pack(side="right", padx=(0, 6))
+
+    HINT = "Type /help for commands"
 
     def show(self) -> None:
         self.frame.pack(fill="both", expand=True)
 
     def hide(self) -> None:
         self.frame.pack_forget()
+
+    def set_account(self, account: str | None) -> None:
+        """Who we are logged in as (None: a guest), in the bar under the message field;
+        logged in, the leave button logs out."""
+        self.hint_var.set(f"Logged in as {account}" if account else self.HINT)
+        self.leave_button.configure(text="Log Out" if account else "Leave Chat")
+
+    # --- the registered-name banner -------------------------------------------------------
+
+    def set_claim(self, text: str | None) -> None:
+        """Show ``text`` in the amber banner with Log In; None takes it down."""
+        if text is None:
+            self.claim.grid_remove()
+            return
+        if self.claim_var.get() != text:
+            self.claim_var.set(text)
+        if not self.claim.winfo_ismapped():
+            self.claim.grid()
+
+    def claim_showing(self) -> bool:
+        return bool(self.claim.winfo_manager())
+
+    def _claim_key(self) -> None:
+        if self.frame.winfo_ismapped() and self.claim.winfo_manager():
+            self.claim_button.invoke()
 
     # --- the message field ------------------------------------------------------------
 
@@ -621,6 +857,7 @@ class ChatView:
         self.topic_var.set("No topic is set")
         self.set_members(())
         self.set_connection(None)
+        self.set_claim(None)
         self.entry_var.set("")
 
     def add(self, parts: Parts, line_tags: tuple[str, ...] = ()) -> None:

@@ -32,6 +32,7 @@ from conftest import (
     make_cert,
     server_context,
 )
+from test_client_accounts import make_account
 from test_client_history import local_noon, seed
 
 from chatroom import app as A
@@ -40,6 +41,7 @@ from chatroom import protocol as P
 from chatroom import session as S
 from chatroom import slash
 from chatroom.pins import PinStore
+from chatroom.secrets_store import PasswordStore
 
 try:
     import tkinter as tk
@@ -129,7 +131,7 @@ Factory = Callable[..., A.ChatApp]
 
 
 @pytest.fixture
-def make_app(root: tk.Tk) -> Iterator[Factory]:
+def make_app(root: tk.Tk, tmp_path: Path) -> Iterator[Factory]:
     apps: list[A.ChatApp] = []
 
     def factory(srv: RunningServer | FakeServer | None = None, name: str = "",
@@ -138,6 +140,8 @@ def make_app(root: tk.Tk) -> Iterator[Factory]:
         top.geometry("820x520")
         port = srv.address[1] if srv else S.DEFAULT_PORT
         kw.setdefault("session_options", FAST)
+        # Never the user's own remembered passwords.
+        kw.setdefault("passwords", PasswordStore(tmp_path / "config" / "passwords.json"))
         app = A.ChatApp(top, "127.0.0.1", port, name, **kw)  # type: ignore[arg-type]
         apps.append(app)
         root.update()
@@ -246,11 +250,13 @@ def test_refused_connection_then_wrong_password_then_right(
     app.login.port_var.set(str(srv.address[1]))
     app.login.join_button.invoke()
     pump(root, lambda: "password" in app.login.message_var.get(), what="password message")
-    app.login.password_var.set("wrong")
+    assert "Server password" in app.login.message_var.get()
+    pump(root, lambda: root.focus_get() is app.login.server_password_entry, what="focus")
+    app.login.server_password_var.set("wrong")
     app.login.join_button.invoke()
     pump(root, lambda: "refused the password" in app.login.message_var.get(),
          what="wrong password")
-    app.login.password_var.set("sesame")
+    app.login.server_password_var.set("sesame")
     # The refused connection may hold the name for a moment.
     assert srv.wait_for(lambda: "alice" not in srv.server.reg.nicks)
     join(root, app, "alice")
@@ -1182,3 +1188,167 @@ def test_what_was_said_while_disconnected_shows_once_after_reconnecting(
     said = [x for x in after if x.startswith("bob:")]
     assert said == ["bob: while you were out", "bob: live again"]
     assert sum(x.endswith("bob: before") for x in got) == 1
+
+
+# --- accounts: the three ways in, refusals in words, remembered passwords, the grace ----------
+
+
+def focused(root: tk.Tk, widget: tk.Widget) -> None:
+    """The keyboard focus is (or, once Tk has done its part, will be) in ``widget``."""
+    pump(root, lambda: root.focus_get() is widget, timeout=2.0, what=f"focus in {widget}")
+
+
+def shown_rows(app: A.ChatApp) -> dict[str, bool]:
+    login = app.login
+    return {"password": bool(login.password_entry.winfo_manager()),
+            "confirm": bool(login.confirm_entry.winfo_manager()),
+            "remember": bool(login.remember_check.master.winfo_manager())}
+
+
+def test_the_three_ways_in_switch_the_fields(root: tk.Tk, make_app: Factory) -> None:
+    app = make_app(name="alice")
+    login = app.login
+
+    def name_at() -> tuple[int, int]:
+        app.master.update_idletasks()
+        return login.name_entry.winfo_rootx(), login.name_entry.winfo_rooty()
+
+    where = name_at()
+    assert login.mode() == "guest" and login.join_button.cget("text") == "Join Chat"
+    assert shown_rows(app) == {"password": False, "confirm": False, "remember": False}
+    login.mode_buttons["login"].invoke()
+    assert shown_rows(app) == {"password": True, "confirm": False, "remember": True}
+    assert login.join_button.cget("text") == "Log In and Join"
+    assert not login.remember()  # off unless the user ticks it
+    assert login.remember_note.cget("text") == ("Stored on this computer, readable only by "
+                                                "your user account.")
+    login.mode_buttons["create"].invoke()
+    assert shown_rows(app) == {"password": True, "confirm": True, "remember": True}
+    assert login.join_button.cget("text") == "Create Account and Join"
+    assert name_at() == where  # the fields above the change never move
+    # Keys: the arrows on the choice, and Alt+G / Alt+L / Alt+C anywhere in the form.
+    login.mode_buttons["create"].focus_force()
+    pump(root, lambda: root.focus_get() is login.mode_buttons["create"], what="focus")
+    login.mode_buttons["create"].event_generate("<Right>")
+    assert login.mode() == "guest"
+    focused(root, login.mode_buttons["guest"])
+    login.name_entry.focus_force()
+    pump(root, lambda: root.focus_get() is login.name_entry, what="focus")
+    login.name_entry.event_generate("<Alt-l>")
+    assert login.mode() == "login" and shown_rows(app)["password"]
+
+    # Checked here, before anything is sent: a password, and the same one twice.
+    login.join_button.invoke()
+    assert login.message_var.get() == "Enter the password." and app.session is None
+    focused(root, login.password_entry)
+    login.set_mode("create")
+    login.password_var.set("one")
+    login.confirm_var.set("two")
+    login.join_button.invoke()
+    assert "not the same" in login.message_var.get() and app.session is None
+    focused(root, login.confirm_entry)
+    assert login.confirm_entry.selection_present()
+    login.set_mode("guest")  # the confirmation goes with its field
+    assert login.confirm_var.get() == ""
+
+
+def test_wrong_password_selects_the_password_field_and_forgets_it(
+        root: tk.Tk, make_app: Factory, srv: RunningServer, tmp_path: Path) -> None:
+    make_account(srv, "alice", "right one")
+    store = PasswordStore(tmp_path / "pw" / "passwords.json")
+    store.set("127.0.0.1", srv.address[1], "alice", "stale one")
+    app = make_app(srv, passwords=store)  # no name given: the last one remembered
+    login = app.login
+    assert (login.name_var.get(), login.mode(), login.password_var.get(), login.remember()) \
+        == ("alice", "login", "stale one", True)
+    login.join_button.invoke()
+    pump(root, lambda: app.phase == "login" and login.message_var.get(), what="the refusal")
+    assert login.message_var.get() == "Wrong name or password. Check both and try again."
+    focused(root, login.password_entry)
+    assert login.password_entry.selection_present()  # typing replaces it
+    assert store.get("127.0.0.1", srv.address[1], "alice") is None  # a wrong one is deleted
+    assert login.remember()  # still wanted: the right one will be kept
+    # Typing the right one over it logs in, and it is remembered, readable by us only.
+    login.password_entry.delete(0, "end")
+    login.password_entry.insert(0, "right one")
+    press_return(root, login.password_entry)
+    pump(root, lambda: app.phase == "chat", what="the chat")
+    assert store.get("127.0.0.1", srv.address[1], "alice") == "right one"
+    assert os.stat(store.path).st_mode & 0o777 == 0o600
+    assert app.chat.hint_var.get() == "Logged in as alice"
+    assert app.chat.leave_button.cget("text") == "Log Out"
+    assert "logged in to your account" in app.chat.contents()
+    # Back to Login is not a log out; unticking the box is: the password goes.
+    app.back_to_login()
+    assert login.password_var.get() == "right one" and store.path.exists()
+    login.remember_check.invoke()
+    assert not login.remember() and not store.path.exists()
+    assert "deleted" in login.status_var.get()
+
+
+def test_log_out_forgets_and_a_guest_has_no_log_out(root: tk.Tk, make_app: Factory,
+                                                    srv: RunningServer, tmp_path: Path) -> None:
+    make_account(srv, "dora", "dora's pw")
+    store = PasswordStore(tmp_path / "pw" / "passwords.json")
+    app = make_app(srv, name="dora", passwords=store)
+    login = app.login
+    login.set_mode("login")
+    login.password_var.set("dora's pw")
+    login.remember_check.invoke()
+    login.join_button.invoke()
+    pump(root, lambda: app.phase == "chat", what="the chat")
+    assert store.get("127.0.0.1", srv.address[1], "dora") == "dora's pw"
+    app.chat.leave_button.invoke()  # Log Out
+    assert app.phase == "login" and not store.path.exists()
+    assert login.password_var.get() == "" and not login.remember()
+    assert "logged out" in login.status_var.get()
+    # Not remembered, the password leaves the form once the server has taken it.
+    login.password_var.set("dora's pw")
+    login.join_button.invoke()
+    pump(root, lambda: app.phase == "chat", what="the chat again")
+    assert login.password_var.get() == "" and not store.path.exists()
+    guest = make_app(srv, name="guest1")
+    join(root, guest, "guest1")
+    assert guest.chat.leave_button.cget("text") == "Leave Chat"
+    assert guest.chat.hint_var.get() == "Type /help for commands"
+
+
+def test_guest_on_a_registered_name_sees_the_countdown_then_the_rename(
+        root: tk.Tk, make_app: Factory, make_server: Callable[..., RunningServer]) -> None:
+    srv = make_server(nick_grace=2)
+    make_account(srv, "bob")
+    app = make_app(srv)
+    join(root, app, "bob")
+    pump(root, app.chat.claim_showing, what="the banner")
+    text = app.chat.claim_var.get()
+    assert text.startswith("bob is registered to someone else: you'll be renamed in ")
+    assert text.endswith(" s unless you log in.")
+    assert app.chat.claim_button.cget("text") == "Log In"
+    seconds = {app.chat.claim_var.get()}
+    pump(root, lambda: seconds.add(app.chat.claim_var.get()) or "You are now Guest"
+         in app.chat.contents(), timeout=6, what="the rename")
+    assert len(seconds) >= 2  # it counts down, live
+    assert not app.chat.claim_showing()
+    assert "the name bob is registered to someone else" in app.chat.contents()
+    pump(root, lambda: listed(app)[0].lstrip("@").startswith("Guest"), what="the list")
+    assert "SASL" not in app.chat.contents()
+
+
+def test_log_in_from_the_banner(root: tk.Tk, make_app: Factory,
+                               make_server: Callable[..., RunningServer]) -> None:
+    srv = make_server(nick_grace=30)
+    make_account(srv, "bob", "bobs pw")
+    app = make_app(srv)
+    join(root, app, "bob")
+    pump(root, app.chat.claim_showing, what="the banner")
+    app.chat.claim_button.invoke()
+    login = app.login
+    assert app.phase == "login" and login.mode() == "login"
+    assert login.name_var.get() == "bob"
+    focused(root, login.password_entry)
+    type_keys(root, login.password_entry, "bobs pw")
+    pump(root, lambda: login.password_var.get() == "bobs pw", what="the typing")
+    press_return(root, login.password_entry)
+    pump(root, lambda: app.phase == "chat", what="the chat")
+    assert not app.chat.claim_showing() and app.session is not None
+    assert app.session.nick == "bob" and app.chat.hint_var.get() == "Logged in as bob"

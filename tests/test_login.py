@@ -502,7 +502,7 @@ def test_require_account(make_server: Factory) -> None:
     g = s.client()
     g.register("guest")
     assert g.recv_line() == (":chat.test NOTICE guest :This server is for registered users: "
-                             "log in (SASL) to join rooms and talk.")
+                             "log in to your account to join rooms and talk.")
     g.send("JOIN #x")
     assert g.recv_line() == (":chat.test FAIL JOIN ACCOUNT_REQUIRED :Log in first: this "
                              "server is for registered users")
