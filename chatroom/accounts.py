@@ -20,8 +20,8 @@ SQL, never while hashing.  Hashes run on ``hashing_slots`` dedicated threads (a 
 the caller waits on), so a login storm queues instead of taking ``slots x 16 MiB`` at once,
 and only those threads' malloc arenas ever hold a hash's 16 MiB: hashed on the callers'
 own threads (one per connection), glibc kept a freed buffer in each thread's arena, and a
-storm of 50 logins left the server 460 MiB larger.  The pool's threads run at the lowest
-CPU priority, so a storm slows logins, not the chat.  :class:`Throttle` is pure arithmetic on the
+storm of 50 logins left the server 460 MiB larger.  The pool's threads run at a lower CPU
+priority (niceness 10), so a storm slows logins more than the chat.  :class:`Throttle` is pure arithmetic on the
 clock it is given, with its own small lock.
 
 A store: it imports only shared modules, never the registry or the handlers.  Threads: every
@@ -36,6 +36,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import itertools
 import logging
 import os
 import re
@@ -205,17 +206,15 @@ def parse_phc(text: str) -> tuple[ScryptParams, bytes, bytes]:
 # --- the store --------------------------------------------------------------------------------
 
 
+HASH_NICE = 10  # niceness of the hashing threads (Linux sets it per thread)
+HASH_TIMEOUT = 30.0  # seconds a caller waits for its hash before giving up (server busy)
+
+
 def _lowest_priority() -> None:
-    """A hashing thread yields the CPU to everything else.  Linux schedules threads one by
-    one: SCHED_IDLE runs it only when nothing else wants the CPU (a chat thread that wakes
-    preempts it at once); failing that, the highest niceness."""
+    """A hashing thread gives way to the chat's threads.  Not SCHED_IDLE: that starves
+    logins outright (7-16 s each) whenever anything else keeps the CPU busy."""
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        return
-    except (AttributeError, OSError) as exc:
-        log.debug("hashing threads are not SCHED_IDLE: %s", exc)
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICE)
     except (AttributeError, OSError) as exc:
         log.debug("hashing threads keep their priority: %s", exc)
 
@@ -268,8 +267,16 @@ class Accounts:
     # --- hashing (no lock of ours held) -----------------------------------------------------
 
     def _hash(self, password: str, salt: bytes, params: ScryptParams, dklen: int) -> bytes:
-        job = self._pool.submit(self._derive, password.encode("utf-8"), salt, params, dklen)
-        return job.result()
+        try:
+            job = self._pool.submit(self._derive, password.encode("utf-8"), salt, params,
+                                    dklen)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            raise AccountError("the server is stopping") from None
+        try:
+            return job.result(timeout=HASH_TIMEOUT)
+        except TimeoutError:
+            job.cancel()
+            raise AccountError("the server is too busy to check passwords now") from None
 
     def _derive(self, password: bytes, salt: bytes, params: ScryptParams, dklen: int) -> bytes:
         """One scrypt hash; runs with a hashing slot held."""
@@ -395,6 +402,9 @@ class Accounts:
 # --- the throttle -------------------------------------------------------------------------------
 
 
+EVICT_SCAN = 64  # keys looked at, oldest first, for one that can be dropped
+
+
 class Throttle:
     """Failed attempts per key slow down, then refuse. Successes never count.
 
@@ -468,28 +478,68 @@ class Throttle:
         the count falls and the delay with it, so the answer is the first moment, from
         ``now`` on, when both the refusal and the delay are over."""
         with self._lock:
-            times = self._recent(key, now)
-            if times is None or self._allowed(times, now):
-                return 0.0
-            # Being allowed only changes when a failure expires or a delay runs out, and
-            # once allowed a key stays so (until it fails again): try those moments in order.
-            moments = {x + self.window for x in times}
-            moments.update(times[-1] + self._delay(c) for c in range(1, len(times) + 1))
-            for t in sorted(m for m in moments if m > now):
-                if self._allowed(times, t):
-                    return t - now
-            return times[-1] + self.window - now  # not reached: by then all have expired
+            return self._wait(key, now)
+
+    def _wait(self, key: str, now: float) -> float:
+        times = self._recent(key, now)
+        if times is None or self._allowed(times, now):
+            return 0.0
+        # Being allowed only changes when a failure expires or a delay runs out, and
+        # once allowed a key stays so (until it fails again): try those moments in order.
+        moments = {x + self.window for x in times}
+        moments.update(times[-1] + self._delay(c) for c in range(1, len(times) + 1))
+        for t in sorted(m for m in moments if m > now):
+            if self._allowed(times, t):
+                return t - now
+        return times[-1] + self.window - now  # not reached: by then all have expired
 
     def failed(self, key: str, now: float) -> None:
         """Count a failed attempt of ``key`` at ``now``."""
         with self._lock:
-            times = self._recent(key, now)
-            if times is None:
-                times = self._failures[key] = deque(maxlen=self.refuse_after)
-            times.append(now)
-            self._failures.move_to_end(key)
-            while len(self._failures) > self.max_keys:
-                self._failures.popitem(last=False)
+            self._record(key, now)
+
+    def attempt(self, keys: tuple[str, ...], now: float) -> float:
+        """Check and count in one step: 0.0 and an attempt counted against every key (as
+        if it failed: see :meth:`succeeded`), or the wait if any key must wait.  Attempts
+        that run at once (in parallel) are counted before any of them is checked, so they
+        can't all slip past the limit together."""
+        with self._lock:
+            wait = max(self._wait(k, now) for k in keys)
+            if wait > 0:
+                return wait
+            for k in keys:
+                self._record(k, now)
+            return 0.0
+
+    def succeeded(self, keys: tuple[str, ...], at: float) -> None:
+        """Take back the attempt counted at ``at`` by :meth:`attempt`: it succeeded."""
+        with self._lock:
+            for k in keys:
+                times = self._failures.get(k)
+                if times is not None and at in times:
+                    times.remove(at)
+                    if not times:
+                        del self._failures[k]
+
+    def _record(self, key: str, now: float) -> None:
+        times = self._recent(key, now)
+        if times is None:
+            times = self._failures[key] = deque(maxlen=self.refuse_after)
+        times.append(now)
+        self._failures.move_to_end(key)
+        if len(self._failures) > self.max_keys:
+            self._evict(now)
+
+    def _evict(self, now: float) -> None:
+        """Make room: drop the least recently failed key that no longer holds anyone back.
+        A key that still delays is never dropped, or junk keys could flush a victim's."""
+        for key in list(itertools.islice(self._failures, EVICT_SCAN)):
+            if self._wait(key, now) == 0.0:
+                del self._failures[key]
+                return
+        # Everything scanned still delays: the newest key (the one just added) is not
+        # kept; the per-address and per-account keys of a flood are already tracked.
+        self._failures.popitem(last=True)
 
     def forget(self, key: str) -> None:
         """Drop everything known about ``key``."""

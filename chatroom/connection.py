@@ -224,9 +224,12 @@ SECRET_COMMANDS = (b"AUTHENTICATE", b"REGISTER", b"PASS", b"OPER")
 
 
 def loggable(line: bytes) -> bytes:
-    """``line`` as a log may show it: a command that carries a password shows only its name."""
-    rest = line[line.index(b" ") + 1:] if line.startswith(b"@") and b" " in line else line
-    word = rest.split(b" ", 1)[0].upper()
+    """``line`` as a log may show it: a command that carries a password shows only its
+    name.  The command is found as the parser finds it (past tags, a source, spaces)."""
+    words = line.replace(b"\t", b" ").split()
+    while words and words[0][:1] in (b"@", b":"):
+        words.pop(0)
+    word = words[0].upper() if words else b""
     return word + b" <redacted>" if word in SECRET_COMMANDS else line
 
 

@@ -35,6 +35,9 @@ HISTORY_CAPS = ("draft/chathistory", "draft/event-playback")
 REGISTRATION_CAP = "draft/account-registration"
 # What CAP LS 302 says after a cap's name.
 CAP_VALUES = {"sasl": login.MECHANISMS, REGISTRATION_CAP: "before-connect"}
+# Rooms one account may found (they outlive their members: a cap keeps one user from
+# claiming every name, and the store from growing without bound).
+FOUNDED_MAX = 20
 # Client-only tags that say something passing (typing): relayed, never stored.
 PASSING_TAGS = frozenset({"+typing", "+draft/typing"})
 
@@ -110,6 +113,8 @@ def cmd_cap(hub: Hub, c: Client, msg: Message) -> None:
                     caps.discard(w[1:])
                 else:
                     caps.add(w)
+            if "sasl" not in caps:
+                c.sasl = None  # an exchange in progress ends with the cap
             with hub.delivering():  # rooms count their tagged members
                 c.set_caps(caps)
                 hub.writer.queue(c, P.format_line(hub.config.name, "CAP", c.nick, "ACK", text))
@@ -191,18 +196,21 @@ def cmd_nick(hub: Hub, c: Client, msg: Message) -> None:
         return
     key = P.casefold(new)
     old = c.nick
-    if c.lost_nick == key and not login.owns(c, key):
+    if c.lost_nicks and key in c.lost_nicks and not login.owns(c, key):
         hub.reply(c, P.ERR_NICKNAMEINUSE, new, "That nick is registered: log in to use it")
         return
+    renamed = None
     with hub.delivering():
         if c.registered and login.owns(c, key):
-            login.claim_from_guest(hub, c, key)  # the owner asks for its nick back
+            renamed = login.claim_from_guest(hub, c, key)  # the owner asks for it back
         holder = hub.reg.nicks.get(key)
         taken = holder is not None and holder is not c
         if not taken:
             if new == old:
                 return
             hub.change_nick(c, new)
+    if renamed:
+        log.info("nick %s taken back for its owner, the guest is now %s", *renamed)
     if taken:
         hub.reply_error(c, P.ERR_NICKNAMEINUSE, new)
     elif c.registered:
@@ -341,7 +349,8 @@ def join_one(hub: Hub, c: Client, name: str, chankey: str = "") -> None:
                 assert fresh is not None
                 ch = hub.reg.channels[key] = fresh
                 restored = hub.saved_rooms.pop(key, None) is not None
-                if not restored and c.account is not None:
+                if (not restored and c.account is not None
+                        and hub.founded(P.casefold(c.account)) < FOUNDED_MAX):
                     ch.founder = P.casefold(c.account)  # a new room is its creator's
                     hub.save_room(ch)
                 # The first one in runs a room, unless the room has a founder: then only

@@ -186,6 +186,10 @@ class Hub:
         # Failed logins per connection and per account; REGISTER attempts per address.
         self.login_throttle = Throttle(free=config.login_free, refuse_after=config.login_max,
                                        window=config.login_window)
+        # Per address (an IPv6 /64): five times as generous, for many people behind one NAT.
+        self.address_throttle = Throttle(free=config.login_free * 5,
+                                         refuse_after=config.login_max * 5,
+                                         window=config.login_window)
         self.register_throttle = Throttle(free=config.register_limit, base_delay=60.0,
                                           max_delay=3600.0, refuse_after=config.register_limit,
                                           window=3600.0)
@@ -386,6 +390,12 @@ class Hub:
             ch.founder = str(founder) if founder else None
         except (KeyError, TypeError, ValueError):
             log.warning("saved state of %s is damaged; the room starts afresh", ch.name)
+
+    def founded(self, account_key: str) -> int:
+        """How many rooms, live or waiting, the account founded.  Lock held."""
+        return (sum(1 for ch in self.reg.channels.values() if ch.founder == account_key)
+                + sum(1 for st in self.saved_rooms.values()
+                      if st.get("founder") == account_key))
 
     def _room_gone(self, ch: Channel) -> None:
         # A room nobody is in is forgotten, as IRC does, unless an account founded it: that

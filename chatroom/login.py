@@ -7,7 +7,8 @@
   the current nick; success logs the connection in, as SASL would.
 * **Nick protection**: a registered nick held by someone not logged in to it draws a NOTICE
   at once and, after ``nick_grace`` seconds, a rename to a guest name (the housekeeper's
-  timer).  The owner logging in takes the nick back from a guest at once.
+  timer).  The owner takes the nick back from a guest at once: at registration if it logged
+  in with SASL, or later by asking for it with NICK.
 
 Passwords are hashed by the accounts store on the calling reader thread, never under the
 registry lock, at most two at a time (the store's semaphore).  Failed logins are throttled
@@ -20,6 +21,7 @@ grace rename).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import secrets
@@ -28,6 +30,7 @@ import time
 from chatroom import protocol as P
 from chatroom.accounts import (
     AccountError,
+    BadName,
     AccountExists,
     BadPassword,
     check_password_rules,
@@ -48,8 +51,16 @@ def insecure(hub: Hub, c: Client) -> bool:
     return hub.tls_port is not None and c.tls is None and not is_loopback(c.host)
 
 
-def _throttle_keys(c: Client, name: str) -> tuple[str, str]:
-    return conn_key(c), "acct:" + P.casefold(name)
+def address_key(host: str) -> str:
+    """What one party's address is counted as: an IPv6 address by its /64 (one machine
+    may use the whole block), an IPv4 address as it is."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return "addr:" + host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return "addr:" + str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return "addr:" + str(ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else ip)
 
 
 def _wait_text(seconds: float) -> str:
@@ -110,6 +121,9 @@ def start(hub: Hub, c: Client, mechanism: str) -> None:
     elif insecure(hub, c):
         hub.reply(c, P.ERR_SASLFAIL, "SASL authentication failed: passwords are only "
                                      f"accepted over TLS (port {hub.tls_port})")
+    elif not c.registered and not hub.password_ok(c):
+        hub.reply(c, P.ERR_SASLFAIL, "SASL authentication failed: send the server password "
+                                     "(PASS) first")
     else:
         c.sasl = P.SaslResponse()
         hub.send(c, P.format_line(None, "AUTHENTICATE", "+"))
@@ -118,24 +132,37 @@ def start(hub: Hub, c: Client, mechanism: str) -> None:
 def plain_login(hub: Hub, c: Client, name: str, password: str) -> None:
     """Check ``name``'s password (throttled, hashed outside the lock); log in or say no."""
     assert hub.accounts is not None
-    throttle = hub.login_throttle
-    keys = _throttle_keys(c, name)
+    # Counted per connection and per address always, per account only for one that exists
+    # (names that exist nowhere must not fill the throttle).  Each attempt is counted
+    # before its hash, so parallel guesses can't all pass the check first, and taken back
+    # if it succeeds: successes never count.
+    conn_keys: tuple[str, ...] = (conn_key(c),)
+    try:
+        if P.valid_nick(name) and hub.accounts.get(name) is not None:
+            conn_keys += ("acct:" + P.casefold(name),)
+    except AccountError as exc:
+        log.error("login check for %r failed: %s", name, exc)
+    addr = (address_key(c.host),)
     now = time.monotonic()
-    wait = max(throttle.wait(k, now) for k in keys)
+    wait = hub.address_throttle.attempt(addr, now)
+    if wait == 0.0:
+        wait = hub.login_throttle.attempt(conn_keys, now)
+        if wait > 0:
+            hub.address_throttle.succeeded(addr, now)  # not tried after all
     if wait > 0:
         hub.reply(c, P.ERR_SASLFAIL, f"SASL authentication failed: {_wait_text(wait)}")
         return
     try:
         account = hub.accounts.verify(name, password)
-    except AccountError as exc:  # a damaged stored hash: not this user's fault
+    except AccountError as exc:  # a damaged stored hash, a busy server: not this user's fault
         log.error("login check for %r failed: %s", name, exc)
         account = None
     if account is None:
-        for k in keys:
-            throttle.failed(k, time.monotonic())
         log.info("failed login as %r from %s", name, c.host)
         hub.reply(c, P.ERR_SASLFAIL, "SASL authentication failed: wrong name or password")
         return
+    hub.login_throttle.succeeded(conn_keys, now)
+    hub.address_throttle.succeeded(addr, now)
     log.info("login %s as %s from %s", c.nick, account.name, c.host)
     logged_in(hub, c, account.name)
     hub.reply(c, P.RPL_SASLSUCCESS, "SASL authentication successful")
@@ -148,15 +175,18 @@ def logged_in(hub: Hub, c: Client, account: str) -> None:
     caller re-checks the nick's standing once it has given its own reply."""
     with hub.delivering():
         c.account = account
+        if owns(c, P.casefold(c.nick)):
+            c.nick_deadline = None  # in time: the grace timer must not rename the owner
         mask = (c.prefix if c.registered else "*" if c.nick == "*"
                 else f"{c.nick}!{c.user or '*'}@{c.host}")
         hub.writer.queue(c, hub.numeric(c, P.RPL_LOGGEDIN, mask, account,
                                         f"You are now logged in as {account}"))
         if c.registered:
             line = P.format_line(c.prefix, "ACCOUNT", account)
+            tagged = P.tag_section({"account": account}) + line  # account-tag: on all
             for m in [c, *hub.reg.peers(c)]:
                 if "account-notify" in m.caps:
-                    hub.writer.queue(m, line)
+                    hub.writer.queue(m, tagged if "account-tag" in m.caps else line)
 
 
 # --- REGISTER and VERIFY ---------------------------------------------------------------------
@@ -164,9 +194,10 @@ def logged_in(hub: Hub, c: Client, account: str) -> None:
 
 def cmd_register(hub: Hub, c: Client, msg: Message) -> None:
     asked, password = msg.params[0], msg.params[2]
+    nick = c.nick  # read once: the housekeeper may rename it meanwhile
     # The account's name as the replies give it: "*" stands for the current nick.
-    shown = c.nick if asked == "*" else P.echo_param(asked, P.NICKLEN)
-    why = register_refusal(hub, c, asked, password)
+    shown = nick if asked == "*" else P.echo_param(asked, P.NICKLEN)
+    why = register_refusal(hub, c, nick, asked, password)
     if why is not None:
         code, text = why
         hub.send(c, P.format_line(hub.config.name, "FAIL", "REGISTER", code,
@@ -174,7 +205,7 @@ def cmd_register(hub: Hub, c: Client, msg: Message) -> None:
         return
     assert hub.accounts is not None
     try:
-        account = hub.accounts.register(c.nick, password)
+        account = hub.accounts.register(nick, password)
     except AccountExists:
         hub.send(c, P.format_line(hub.config.name, "FAIL", "REGISTER", "ACCOUNT_EXISTS", c.nick,
                                   "That name is already registered: log in, or pick another"))
@@ -183,10 +214,15 @@ def cmd_register(hub: Hub, c: Client, msg: Message) -> None:
         hub.send(c, P.format_line(hub.config.name, "FAIL", "REGISTER", "UNACCEPTABLE_PASSWORD",
                                   c.nick, str(exc)))
         return
-    except AccountError as exc:  # the name (BadName) or the store itself
-        log.warning("REGISTER %s from %s failed: %s", c.nick, c.host, exc)
+    except BadName as exc:
         hub.send(c, P.format_line(hub.config.name, "FAIL", "REGISTER", "BAD_ACCOUNT_NAME",
-                                  c.nick, str(exc)))
+                                  nick, str(exc)))
+        return
+    except AccountError as exc:  # the store itself: the reason is for the log
+        log.error("REGISTER %s from %s failed: %s", nick, c.host, exc)
+        hub.send(c, P.format_line(hub.config.name, "FAIL", "REGISTER",
+                                  "TEMPORARILY_UNAVAILABLE", nick,
+                                  "Accounts can't be created right now: try again later"))
         return
     log.info("registered account %s from %s", account.name, c.host)
     hub.send(c, P.format_line(hub.config.name, "REGISTER", "SUCCESS", account.name,
@@ -196,19 +232,20 @@ def cmd_register(hub: Hub, c: Client, msg: Message) -> None:
         protect_nick(hub, c)  # the nick is the account's now: any grace timer stops
 
 
-def register_refusal(hub: Hub, c: Client, asked: str, password: str) -> tuple[str, str] | None:
+def register_refusal(hub: Hub, c: Client, nick: str, asked: str,
+                     password: str) -> tuple[str, str] | None:
     """Why ``c`` may not register ``asked`` (a FAIL code and words), or None."""
     if hub.config.registration != "open":
         return ("TEMPORARILY_UNAVAILABLE", "Registration is closed on this server: ask its "
                                            "administrator for an account")
-    if c.nick == "*":
+    if nick == "*":
         return ("NEED_NICK", "Choose a nick (NICK) first: the account is named after it")
     if c.account is not None:
         return ("ALREADY_AUTHENTICATED", f"You are already logged in as {c.account}")
-    if asked != "*" and P.casefold(asked) != P.casefold(c.nick):
+    if asked != "*" and P.casefold(asked) != P.casefold(nick):
         return ("ACCOUNT_NAME_MUST_BE_NICK", "The account must be named after your nick: "
                                              "use * or your current nick")
-    if is_guest_name(c.nick):
+    if is_guest_name(nick):
         return ("BAD_ACCOUNT_NAME", f"{GUEST_PREFIX} and a number is a guest's name")
     if not c.registered and not hub.password_ok(c):
         return ("TEMPORARILY_UNAVAILABLE", "Send the server password (PASS) first")
@@ -220,11 +257,11 @@ def register_refusal(hub: Hub, c: Client, asked: str, password: str) -> tuple[st
     except BadPassword as exc:
         return ("UNACCEPTABLE_PASSWORD", str(exc))
     now = time.monotonic()
-    wait = hub.register_throttle.wait(c.host, now)
+    wait = hub.register_throttle.wait(address_key(c.host), now)
     if wait > 0:
         return ("TEMPORARILY_UNAVAILABLE", "Too many new accounts from your address: try "
                                            f"again in {max(1, math.ceil(wait))} s")
-    hub.register_throttle.failed(c.host, now)  # every attempt counts against the address
+    hub.register_throttle.failed(address_key(c.host), now)  # every attempt counts against the address
     return None
 
 
@@ -254,19 +291,31 @@ def owns(c: Client, key: str) -> bool:
 
 def protect_nick(hub: Hub, c: Client) -> None:
     """If ``c``'s nick belongs to an account it is not logged in to, warn it and start the
-    grace timer; otherwise stop any timer.  No lock held (reads the store)."""
+    grace timer (unless one runs already: changing case, or hopping from one registered
+    nick to another, never buys more time); otherwise stop any timer.  Reads the store
+    first, without the lock; decides under it, for the nick it still has."""
     assert hub.accounts is not None
     nick = c.nick
-    owner = hub.accounts.get(nick) if nick != "*" else None
-    if owner is None or owns(c, P.casefold(owner.name)):
-        c.nick_deadline = None
+    try:
+        owner = hub.accounts.get(nick) if nick != "*" else None
+    except AccountError as exc:
+        log.error("nick check for %s failed: %s", nick, exc)
         return
     grace = hub.config.nick_grace
-    c.nick_deadline = time.monotonic() + grace
-    hub.send(c, P.format_line(
-        hub.config.name, "NOTICE", c.nick,
-        f"The nick {owner.name} is registered. Log in to it within {math.ceil(grace)} s, "
-        f"or you will be renamed to a guest name."))
+    with hub.delivering():
+        if c.nick != nick:
+            return  # renamed meanwhile: that rename made its own check
+        if owner is None or owns(c, P.casefold(owner.name)):
+            c.nick_deadline = None
+            return
+        now = time.monotonic()
+        if c.nick_deadline is None:
+            c.nick_deadline = now + grace
+        left = max(0.0, c.nick_deadline - now)
+        hub.writer.queue(c, P.format_line(
+            hub.config.name, "NOTICE", c.nick,
+            f"The nick {owner.name} is registered. Log in to it within {math.ceil(left)} s, "
+            f"or you will be renamed to a guest name."))
 
 
 def guest_name(hub: Hub) -> str:
@@ -277,15 +326,20 @@ def guest_name(hub: Hub) -> str:
             return name
 
 
-def make_guest(hub: Hub, c: Client, why: str) -> None:
-    """Rename ``c`` to a guest name and tell it ``why``.  Lock held."""
+def make_guest(hub: Hub, c: Client, why: str) -> tuple[str, str]:
+    """Rename ``c`` to a guest name and tell it ``why``; (old, new) for the caller to log
+    once the lock is released.  Lock held."""
     old = c.nick
     new = guest_name(hub)
-    c.lost_nick = P.casefold(old)
+    if c.lost_nicks is None:
+        c.lost_nicks = set()
+    if len(c.lost_nicks) < 100:
+        c.lost_nicks.add(P.casefold(old))
+    c.nick_deadline = None
     hub.change_nick(c, new)
     hub.writer.queue(c, P.format_line(hub.config.name, "NOTICE", new,
                                       f"{why}: you are now {new}"))
-    log.info("nick %s taken back from %s (%s)", old, c.host, why)
+    return old, new
 
 
 def grace_over(hub: Hub, c: Client) -> None:
@@ -293,17 +347,20 @@ def grace_over(hub: Hub, c: Client) -> None:
     with hub.delivering():
         if c.nick_deadline is None or not c.registered or c.quit_reason is not None:
             return
-        c.nick_deadline = None
-        make_guest(hub, c, f"{c.nick} is registered to someone else")
+        if c.account is not None and owns(c, P.casefold(c.nick)):
+            c.nick_deadline = None  # logged in just in time
+            return
+        renamed = make_guest(hub, c, f"{c.nick} is registered to someone else")
+    log.info("nick %s taken back from %s (grace over), now %s", renamed[0], c.host, renamed[1])
 
 
-def claim_from_guest(hub: Hub, c: Client, key: str) -> None:
+def claim_from_guest(hub: Hub, c: Client, key: str) -> tuple[str, str] | None:
     """``c``, logged in to the account ``key``, takes that nick from whoever holds it
-    without being logged in to it.  Lock held."""
+    without being logged in to it; (old, new) of the guest, to log.  Lock held."""
     holder = hub.reg.nicks.get(key)
     if holder is not None and holder is not c and not owns(holder, key):
-        holder.nick_deadline = None
-        make_guest(hub, holder, f"{holder.nick} logged in to their account")
+        return make_guest(hub, holder, f"{holder.nick} logged in to their account")
+    return None
 
 
 def before_welcome(hub: Hub, c: Client) -> None:
@@ -312,14 +369,18 @@ def before_welcome(hub: Hub, c: Client) -> None:
     if c.sasl is not None:
         c.sasl = None
         hub.reply(c, P.ERR_SASLABORTED, "SASL authentication aborted")
-    if c.account is None or P.casefold(c.nick) == P.casefold(c.account):
+    if (c.account is None or P.casefold(c.nick) == P.casefold(c.account)
+            or not hub.password_ok(c)):
         return
     key = P.casefold(c.account)
+    renamed = None
     with hub.delivering():
         holder = hub.reg.nicks.get(key)
         if holder is not None and holder is not c and not owns(holder, key):
-            claim_from_guest(hub, c, key)
+            renamed = claim_from_guest(hub, c, key)
             hub.change_nick(c, c.account)
+    if renamed:
+        log.info("nick %s taken back for its owner, the guest is now %s", *renamed)
 
 
 def after_welcome(hub: Hub, c: Client) -> None:

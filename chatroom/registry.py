@@ -43,7 +43,7 @@ class Client:
                  "connected_at", "out", "outlen", "doomed", "closing", "wbuf", "blocked",
                  "quit_reason", "released", "closing_since", "invites", "tls",
                  "cap_version", "tagmode", "echo", "diverted", "held", "held_by", "talks",
-                 "variant", "extras", "account", "sasl", "nick_deadline", "lost_nick")
+                 "variant", "extras", "account", "sasl", "nick_deadline", "lost_nicks")
 
     def __init__(self, sock: socket.socket, addr: tuple[str, int],
                  tls: TLSStream | None = None) -> None:
@@ -111,9 +111,9 @@ class Client:
         # When it must give up a nick registered to an account it is not logged in to
         # (monotonic seconds; the housekeeper renames it then), or None.
         self.nick_deadline: float | None = None
-        # The (casefolded) registered nick it was renamed away from: it may not take it
+        # The (casefolded) registered nicks it was renamed away from: it may not take one
         # again without logging in, or its grace would start over and over.
-        self.lost_nick: str | None = None
+        self.lost_nicks: set[str] | None = None
 
     def __repr__(self) -> str:
         return f"<Client {self.nick} {self.host}:{self.addr[1]}>"

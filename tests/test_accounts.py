@@ -494,26 +494,40 @@ def test_throttle_successes_never_count_and_forget_drops_a_key() -> None:
     assert th.wait("k", 0.0) == 0.0
 
 
-def test_throttle_keeps_a_bounded_number_of_keys() -> None:
-    th = Throttle(free=0, base_delay=1.0, refuse_after=3, max_keys=3)
-    for key in ["a", "b", "c"]:
+def test_throttle_keeps_a_bounded_number_of_keys_and_never_drops_a_delaying_one() -> None:
+    th = Throttle(free=1, base_delay=1.0, refuse_after=3, max_keys=3)
+    th.failed("a", 0.0)  # free: a holds nobody back
+    for key in ["b", "c"]:
         th.failed(key, 0.0)
-    th.failed("a", 0.5)  # a is now the most recent
-    th.failed("d", 1.0)  # b, the least recently failed, goes
+        th.failed(key, 0.0)  # past the free one: b and c must wait
+    th.failed("d", 0.5)  # full: a, the one not delaying, goes
     assert len(th) == 3
-    assert th.wait("b", 1.0) == 0.0
-    assert th.wait("a", 1.0) == 1.5 and th.wait("c", 0.0) == 1.0 and th.wait("d", 1.0) == 1.0
-    for i in range(10_000):
-        th.failed(f"x{i}", 2.0)
-    assert len(th) == 3
-    big = Throttle(free=0, refuse_after=2)
+    assert th.wait("b", 0.5) > 0 and th.wait("c", 0.5) > 0
+    assert th.wait("a", 0.5) == 0.0
+    # A flood of junk keys can't flush a victim's delay out of the table.
+    victim = Throttle(free=0, base_delay=60.0, refuse_after=2, max_keys=100)
+    victim.failed("acct:victim", 0.0)
     for i in range(20_000):
-        big.failed(f"10.0.{i // 256}.{i % 256}", 0.0)
-    assert len(big) == 10_000
-    assert big.wait("10.0.0.0", 0.0) == 0.0  # the oldest was evicted
+        victim.failed(f"acct:junk{i}", 1.0)
+    assert len(victim) <= 100
+    assert victim.wait("acct:victim", 2.0) > 0
     for _ in range(100):
-        big.failed("same", 0.0)
-    assert len(big._failures["same"]) == 2  # at most refuse_after times per key
+        victim.failed("same", 0.0)
+    assert len(victim._failures.get("same", ())) <= 2  # at most refuse_after times per key
+
+
+def test_throttle_attempt_counts_before_the_check_and_success_takes_it_back() -> None:
+    th = Throttle(free=2, base_delay=10.0, refuse_after=5)
+    keys = ("conn:1", "acct:bob")
+    # Three parallel attempts: the first two go, the third must wait, even though none
+    # of them has finished (failed) yet.
+    assert th.attempt(keys, 0.0) == 0.0
+    assert th.attempt(keys, 0.0) == 0.0
+    assert th.attempt(keys, 0.0) == 0.0
+    assert th.attempt(keys, 0.0) > 0
+    for _ in range(3):
+        th.succeeded(keys, 0.0)  # all three were right after all
+    assert th.wait("acct:bob", 0.0) == 0.0 and len(th) == 0
 
 
 def test_throttle_as_a_register_limit_per_address() -> None:

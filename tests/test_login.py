@@ -380,7 +380,8 @@ def test_account_tag_extended_join_and_account_notify(srv: RunningServer) -> Non
     guest.expect("NICK")
     assert "The nick guesty2 is registered" in guest.recv_line()
     assert sasl(guest, "guesty2")[-1].endswith("SASL authentication successful")
-    assert watcher.expect("ACCOUNT")[-1] == ":guesty2!~u@127.0.0.1 ACCOUNT guesty2"
+    assert watcher.expect("ACCOUNT")[-1] == ("@account=guesty2 :guesty2!~u@127.0.0.1 ACCOUNT "
+                                             "guesty2")
     plain.send("WHOIS guesty2")
     assert ":chat.test 330 plain guesty2 guesty2 :is logged in as" in plain.lines_until("318")
 
@@ -552,3 +553,98 @@ def test_passwords_never_reach_the_log(srv: RunningServer,
     text = caplog.text
     assert "sup3r-s3cret-pw" not in text and "an0ther-s3cret" not in text
     assert b64("\0logme\0an0ther-s3cret") not in text
+
+
+def test_parallel_guesses_are_counted_before_they_are_checked(make_server: Factory) -> None:
+    s = make_server()
+    create_account(s, "target2")
+    guessers = [fresh(s, "sasl", f"g{i}") for i in range(30)]
+    for g in guessers:
+        g.send("AUTHENTICATE PLAIN")
+    for g in guessers:
+        assert g.recv_line() == "AUTHENTICATE +"
+    for g in guessers:  # all at once
+        g.send("AUTHENTICATE " + b64("\0target2\0guess"))
+    answers = [g.expect(" 904 ")[-1] for g in guessers]
+    checked = [a for a in answers if "wrong name or password" in a]
+    assert 1 <= len(checked) <= 4  # login_free 3, then the fourth's failure starts the wait
+    assert all("too many failed attempts" in a for a in answers if a not in checked)
+
+
+def test_junk_names_cannot_flush_an_accounts_throttle(make_server: Factory) -> None:
+    s = make_server(login_free=0)
+    create_account(s, "locked")
+    c = fresh(s, "sasl", "locker")
+    assert "wrong name or password" in sasl(c, "locked", "bad")[-1]
+    assert "too many failed attempts" in sasl(c, "locked", PW)[-1]
+    d = fresh(s, "sasl", "flusher")
+    for i in range(50):  # names that exist nowhere are not keys of the account throttle
+        d.send("AUTHENTICATE PLAIN")
+        d.recv_line()
+        d.send("AUTHENTICATE " + b64(f"\0junk{i}\0x"))
+        d.expect(" 904 ")
+    e = fresh(s, "sasl", "owner2")
+    assert "too many failed attempts" in sasl(e, "locked", PW)[-1]
+    assert not any(k.startswith("acct:junk") for k in s.server.hub.login_throttle._failures)
+
+
+def test_changing_case_buys_no_grace(make_server: Factory) -> None:
+    s = make_server(nick_grace=1.0)
+    create_account(s, "hopper")
+    g = s.client()
+    g.register("hopper")
+    assert "within 1 s" in g.recv_line()
+    deadline = time.monotonic() + 4
+    renamed = False
+    while time.monotonic() < deadline and not renamed:
+        time.sleep(0.3)
+        g.send("NICK " + ("HOPPER" if g.nick == "hopper" else "hopper"))
+        g.nick = "HOPPER" if g.nick == "hopper" else "hopper"
+        try:
+            while True:
+                line = g.recv_line(timeout=0.2)
+                if " NICK Guest" in line:
+                    renamed = True
+        except TimeoutError:
+            pass
+    assert renamed, "a case change restarted the grace"
+
+
+def test_sasl_waits_for_the_server_password(make_server: Factory) -> None:
+    s = make_server(password="srvpw")
+    c = s.client()
+    c.send("PASS srvpw")
+    c.send("NICK admin0")
+    c.send("REGISTER * * :pw")
+    assert "REGISTER SUCCESS" in c.recv_line()
+    d = s.client()
+    d.send("CAP REQ :sasl")
+    d.recv_line()
+    d.send("AUTHENTICATE PLAIN")
+    assert d.recv_line() == (":chat.test 904 * :SASL authentication failed: send the server "
+                             "password (PASS) first")
+
+
+def test_secrets_never_reach_the_debug_log_however_spelled(
+        srv: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    c = srv.client()
+    for line in [":src PASS hunter-one", "   PASS hunter-two", "@a=b   :x PASS hunter-three",
+                 "@a=b AUTHENTICATE hunter-four", "register * * :hunter-five"]:
+        c.send(line)
+    c.send("PING :x")
+    c.expect("PONG")
+    assert "hunter-" not in caplog.text
+
+
+def test_an_account_founds_at_most_twenty_rooms(srv: RunningServer) -> None:
+    create_account(srv, "claimer")
+    c = logged_in_as(srv, "claimer", "claimer")
+    for i in range(22):
+        c.join(f"#claim{i}")
+        c.send(f"PART #claim{i}")
+        c.expect("PART")
+    assert srv.wait_for(lambda: not any(k.startswith("#claim") for k in
+                                         srv.server.reg.channels))
+    kept = [k for k in srv.server.hub.saved_rooms if k.startswith("#claim")]
+    assert sorted(kept) == sorted(f"#claim{i}" for i in range(20))
