@@ -132,23 +132,22 @@ def start(hub: Hub, c: Client, mechanism: str) -> None:
 def plain_login(hub: Hub, c: Client, name: str, password: str) -> None:
     """Check ``name``'s password (throttled, hashed outside the lock); log in or say no."""
     assert hub.accounts is not None
-    # Counted per connection and per address always, per account only for one that exists
-    # (names that exist nowhere must not fill the throttle).  Each attempt is counted
-    # before its hash, so parallel guesses can't all pass the check first, and taken back
-    # if it succeeds: successes never count.
+    # Counted per connection always, per account only for one that exists (names that
+    # exist nowhere must not fill the throttle): each attempt before its hash, so parallel
+    # guesses at one account can't all pass the check first, and taken back if it
+    # succeeds (successes never count).  Per address only real failures count: many
+    # people behind one router logging in at once (after a restart) must all get in.
     conn_keys: tuple[str, ...] = (conn_key(c),)
     try:
         if P.valid_nick(name) and hub.accounts.get(name) is not None:
             conn_keys += ("acct:" + P.casefold(name),)
     except AccountError as exc:
         log.error("login check for %r failed: %s", name, exc)
-    addr = (address_key(c.host),)
+    addr = address_key(c.host)
     now = time.monotonic()
-    wait = hub.address_throttle.attempt(addr, now)
+    wait = hub.address_throttle.wait(addr, now)
     if wait == 0.0:
         wait = hub.login_throttle.attempt(conn_keys, now)
-        if wait > 0:
-            hub.address_throttle.succeeded(addr, now)  # not tried after all
     if wait > 0:
         hub.reply(c, P.ERR_SASLFAIL, f"SASL authentication failed: {_wait_text(wait)}")
         return
@@ -158,11 +157,11 @@ def plain_login(hub: Hub, c: Client, name: str, password: str) -> None:
         log.error("login check for %r failed: %s", name, exc)
         account = None
     if account is None:
+        hub.address_throttle.failed(addr, time.monotonic())
         log.info("failed login as %r from %s", name, c.host)
         hub.reply(c, P.ERR_SASLFAIL, "SASL authentication failed: wrong name or password")
         return
     hub.login_throttle.succeeded(conn_keys, now)
-    hub.address_throttle.succeeded(addr, now)
     log.info("login %s as %s from %s", c.nick, account.name, c.host)
     logged_in(hub, c, account.name)
     hub.reply(c, P.RPL_SASLSUCCESS, "SASL authentication successful")

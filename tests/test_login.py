@@ -648,3 +648,20 @@ def test_an_account_founds_at_most_twenty_rooms(srv: RunningServer) -> None:
                                          srv.server.reg.channels))
     kept = [k for k in srv.server.hub.saved_rooms if k.startswith("#claim")]
     assert sorted(kept) == sorted(f"#claim{i}" for i in range(20))
+
+
+def test_many_correct_logins_at_once_from_one_address_all_get_in(make_server: Factory) -> None:
+    s = make_server(register_limit=100)
+    names = [f"crowd{i}" for i in range(25)]
+    for n in names:
+        create_account(s, n)
+    conns = [fresh(s, "sasl", n) for n in names]
+    for c in conns:
+        c.send("AUTHENTICATE PLAIN")
+    for c in conns:
+        assert c.recv_line() == "AUTHENTICATE +"
+    for c, n in zip(conns, names):  # 25 at once, one address: a room after a restart
+        c.send("AUTHENTICATE " + b64(f"\0{n}\0{PW}"))
+    for c in conns:
+        assert c.expect(lambda x: " 903 " in x or " 904 " in x)[-1].endswith(
+            "SASL authentication successful")
