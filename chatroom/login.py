@@ -132,17 +132,16 @@ def start(hub: Hub, c: Client, mechanism: str) -> None:
 def plain_login(hub: Hub, c: Client, name: str, password: str) -> None:
     """Check ``name``'s password (throttled, hashed outside the lock); log in or say no."""
     assert hub.accounts is not None
-    # Counted per connection always, per account only for one that exists (names that
-    # exist nowhere must not fill the throttle): each attempt before its hash, so parallel
+    # Counted per connection always, and per account for any name that could be one
+    # (whether it exists or not: a difference would tell which names exist; junk names
+    # can't flush a real one, since keys that still delay are never evicted): each
+    # attempt before its hash, so parallel
     # guesses at one account can't all pass the check first, and taken back if it
     # succeeds (successes never count).  Per address only real failures count: many
     # people behind one router logging in at once (after a restart) must all get in.
     conn_keys: tuple[str, ...] = (conn_key(c),)
-    try:
-        if P.valid_nick(name) and hub.accounts.get(name) is not None:
-            conn_keys += ("acct:" + P.casefold(name),)
-    except AccountError as exc:
-        log.error("login check for %r failed: %s", name, exc)
+    if P.valid_nick(name):
+        conn_keys += ("acct:" + P.casefold(name),)
     addr = address_key(c.host)
     now = time.monotonic()
     wait = hub.address_throttle.wait(addr, now)
