@@ -667,3 +667,30 @@ def test_many_correct_logins_at_once_from_one_address_all_get_in(make_server: Fa
     for c in conns:
         assert c.expect(lambda x: " 903 " in x or " 904 " in x)[-1].endswith(
             "SASL authentication successful")
+
+
+def test_garbage_login_commands_never_hurt_anyone(make_server: Factory,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Random AUTHENTICATE/REGISTER/VERIFY lines from several connections, while two others
+    chat: every message arrives, and the server still answers everyone."""
+    import random
+    rnd = random.Random(1234)
+    s = make_server(register_limit=1000)
+    a = s.client("talker1", "#calm")
+    b = s.client("talker2", "#calm")
+    pieces = ["AUTHENTICATE", "REGISTER", "VERIFY", "PLAIN", "*", "+", "=", ":", "\\0",
+              b64("\0x\0y"), b64("a\0b\0c\0d"), "A" * 400, "A" * 399, "é", "Guest1"]
+    noisy = [fresh(s, "sasl draft/account-registration", f"noise{i}") for i in range(4)]
+    for round_ in range(60):
+        for n in noisy:
+            words = [rnd.choice(pieces) for _ in range(rnd.randint(1, 4))]
+            n.send(rnd.choice(["AUTHENTICATE", "REGISTER", "VERIFY"]) + " " + " ".join(words))
+        a.send(f"PRIVMSG #calm :line {round_}")
+    got = [b.expect("PRIVMSG")[-1] for _ in range(60)]
+    assert [g.rsplit(" ", 1)[1] for g in got] == [str(i) for i in range(60)]
+    for n in noisy:
+        n.send("PING :still")
+        n.expect("still")
+    assert s.server.hub.accounts is not None
+    assert all(name.startswith("noise") for name in s.server.hub.accounts.names())
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
