@@ -733,6 +733,13 @@ class ChatView:
         # Page Up / Page Down in the message field scroll the log (at the top: older lines).
         self.entry.bind("<Prior>", lambda e: self._page(-1))
         self.entry.bind("<Next>", lambda e: self._page(1))
+        # Ctrl+A selects the whole line (as in other apps, not Emacs' start of line); Tab
+        # completes a member's name instead of moving the focus to Send.
+        self.entry.bind("<Control-a>", lambda e: self._select_all())
+        self.entry.bind("<Control-A>", lambda e: self._select_all())
+        self.entry.bind("<Tab>", lambda e: self._complete())
+        self.entry.bind("<Key>", self._forget_completion, add="+")
+        self._completion: tuple[int, list[str], int] | None = None
         self.send_button = ttk.Button(inrow, text="Send", command=send)
         self.send_button.grid(row=0, column=1, padx=(6, 0))
 
@@ -930,6 +937,40 @@ class ChatView:
 
     def contents(self) -> str:
         return self.text.get("1.0", "end-1c")
+
+    def _select_all(self) -> str:
+        self.entry.selection_range(0, "end")
+        self.entry.icursor("end")
+        return "break"
+
+    def _forget_completion(self, event: tk.Event) -> None:
+        if event.keysym != "Tab":
+            self._completion = None
+
+    def _complete(self) -> str:
+        """Tab: complete the word before the cursor with a member's name; Tab again cycles
+        through the other matches.  A name at the start of the line gets ": "."""
+        text = self.entry_var.get()
+        cursor = self.entry.index("insert")
+        if self._completion is None:
+            start = text.rfind(" ", 0, cursor) + 1
+            word = text[start:cursor].lower()
+            names = [n.lstrip("@+~&%") for n in self.listbox.get(0, "end")]
+            matches = sorted({n for n in names if word and n.lower().startswith(word)},
+                             key=str.lower)
+            if not matches:
+                return "break"
+            self._completion = (start, matches, 0)
+        else:
+            start, matches, i = self._completion
+            self._completion = (start, matches, (i + 1) % len(matches))
+        start, matches, i = self._completion
+        suffix = ": " if start == 0 else " "
+        rest = text[cursor:]
+        new = text[:start] + matches[i] + suffix
+        self.entry_var.set(new + rest)
+        self.entry.icursor(len(new))
+        return "break"
 
     def set_members(self, members: Iterable[str]) -> None:
         names = list(members)

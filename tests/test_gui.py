@@ -708,6 +708,29 @@ def test_refused_text_is_selected_and_typing_replaces_it(root: tk.Tk, make_app: 
     assert bob.chat.entry.selection_present()
 
 
+def test_tab_completes_names_and_ctrl_a_selects_the_line(root: tk.Tk, make_app: Factory,
+                                                        srv: RunningServer) -> None:
+    alice, bob, bobby = make_app(srv), make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"), (bobby, "bobby"))
+    entry = alice.chat.entry
+    type_keys(root, entry, "bo")
+    entry.event_generate("<Tab>", when="tail")
+    pump(root, lambda: entry.get() == "bob: ", what="first completion")
+    assert root.focus_get() is entry  # Tab did not move the focus to Send
+    entry.event_generate("<Tab>", when="tail")
+    pump(root, lambda: entry.get() == "bobby: ", what="Tab again: the next match")
+    type_keys(root, entry, "hi al")
+    entry.event_generate("<Tab>", when="tail")
+    pump(root, lambda: entry.get() == "bobby: hi alice ", what="a name mid-line")
+    entry.event_generate("<Tab>", when="tail")  # one match: it stays
+    pump(root, lambda: entry.get() == "bobby: hi alice ", what="one match stays")
+    entry.icursor(3)
+    entry.event_generate("<Control-a>", when="tail")
+    pump(root, lambda: entry.selection_present() and entry.index("sel.first") == 0
+         and entry.index("sel.last") == len(entry.get()), what="Ctrl+A selects all")
+    entry.delete(0, "end")
+
+
 def test_topic_longer_than_topiclen_is_refused_with_a_warning(
         root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
     app = make_app(srv)
