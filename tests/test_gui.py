@@ -731,6 +731,19 @@ def test_tab_completes_names_and_ctrl_a_selects_the_line(root: tk.Tk, make_app: 
     entry.delete(0, "end")
 
 
+def test_a_failed_private_message_is_not_shown_as_sent(root: tk.Tk, make_app: Factory,
+                                                      srv: RunningServer) -> None:
+    app = make_app(srv)
+    join(root, app, "alice")
+    before = app.chat.contents()
+    say(root, app, "/msg nosuchuser secret words")
+    pump(root, lambda: "nosuchuser" in app.chat.contents()[len(before):], what="the refusal")
+    shown = app.chat.contents()[len(before):]
+    # With echo-message a line shows once the server has taken it; a refused one never does
+    # (an echo would have come before the 401).
+    assert "secret words" not in shown, shown
+
+
 def test_topic_longer_than_topiclen_is_refused_with_a_warning(
         root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
     app = make_app(srv)
