@@ -99,20 +99,23 @@ def cmd_add(store: A.Accounts, args: argparse.Namespace) -> str:
     return f"registered {account.name}"
 
 
-def cmd_passwd(store: A.Accounts, args: argparse.Namespace) -> str:
-    check_name(args.name)
-    account = store.get(args.name)
+def existing(store: A.Accounts, name: str) -> A.Account:
+    """The account called ``name``, or the error a user reads."""
+    check_name(name)
+    account = store.get(name)
     if account is None:
-        raise Failed(f"no account called {args.name}")
+        raise Failed(f"no account called {name}")
+    return account
+
+
+def cmd_passwd(store: A.Accounts, args: argparse.Namespace) -> str:
+    account = existing(store, args.name)
     store.set_password(args.name, read_password(account.name))
     return f"changed the password of {account.name}"
 
 
 def cmd_delete(store: A.Accounts, args: argparse.Namespace) -> str:
-    check_name(args.name)
-    account = store.get(args.name)
-    if account is None:
-        raise Failed(f"no account called {args.name}")
+    account = existing(store, args.name)
     if not args.yes:
         if not sys.stdin.isatty():
             raise Failed(f"{account.name} not deleted: add --yes to delete without a prompt")

@@ -22,7 +22,6 @@ from chatroom.hub import Event, Hub
 from chatroom.modes import channel_mode, user_mode
 from chatroom.protocol import Message
 from chatroom.registry import Channel, Client
-from chatroom.transport import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +160,7 @@ def cmd_pass(hub: Hub, c: Client, msg: Message) -> None:
     if c.registered:
         hub.reply_error(c, P.ERR_ALREADYREGISTERED)
         return
-    if hub.tls_port is not None and c.tls is None and not is_loopback(c.host):
-        # With TLS on offer, a password is not taken in clear from across the network.
+    if login.insecure(hub, c):
         hub.send(c, P.format_line(
             hub.config.name, "FAIL", "PASS", "INSECURE_CONNECTION",
             f"Passwords are only accepted over TLS: connect to port {hub.tls_port}"))
@@ -299,12 +297,14 @@ def join_refusal(hub: Hub, c: Client, ch: Channel, key: str) -> tuple[str, ...] 
     return None
 
 
-def account_required(hub: Hub, c: Client, command: str) -> bool:
-    """On a private server (--require-account), refuse ``command`` to a guest, in words."""
+def account_required(hub: Hub, c: Client, command: str, quiet: bool = False) -> bool:
+    """On a private server (--require-account), refuse ``command`` to a guest, in words
+    (unless ``quiet``: NOTICE is never answered)."""
     if not hub.config.require_account or c.account is not None:
         return False
-    hub.send(c, P.format_line(hub.config.name, "FAIL", command, "ACCOUNT_REQUIRED",
-                              "Log in first: this server is for registered users"))
+    if not quiet:
+        hub.send(c, P.format_line(hub.config.name, "FAIL", command, "ACCOUNT_REQUIRED",
+                                  "Log in first: this server is for registered users"))
     return True
 
 
@@ -518,9 +518,7 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
         if not notice:
             hub.reply(c, P.ERR_NOTEXTTOSEND, "No text to send")
         return
-    if hub.config.require_account and c.account is None:
-        if not notice:
-            account_required(hub, c, cmd)
+    if account_required(hub, c, cmd, quiet=notice):
         return
     text = () if tagmsg else (msg.params[1],)
     tags = P.client_tags(msg.tags) if msg.tags else None

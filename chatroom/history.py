@@ -268,9 +268,11 @@ class History:
             db = self._db
             db.execute("BEGIN")
             events: list[tuple[Any, ...]] = []
+            newest = None
             for row in rows:
                 if len(row) == 5:
                     events.append(row)
+                    newest = row[1]  # stamped in order under the registry lock: the newest
                     continue
                 if events:
                     db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)", events)
@@ -281,7 +283,6 @@ class History:
                     db.execute("INSERT OR REPLACE INTO rooms VALUES (?, ?)", row)
             if events:
                 db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)", events)
-            newest = max((r[1] for r in rows if len(r) == 5), default=None)
             if newest is not None:
                 db.execute("INSERT INTO clock VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET "
                            "ms = max(ms, excluded.ms)", (newest,))

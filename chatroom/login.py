@@ -47,7 +47,8 @@ GUEST_PREFIX = "Guest"
 
 
 def insecure(hub: Hub, c: Client) -> bool:
-    """Would a password from ``c`` cross the network in clear though TLS is on offer?"""
+    """Would a password from ``c`` (PASS, SASL, REGISTER) cross the network in clear though
+    TLS is on offer?  Then it is refused, before it is even kept."""
     return hub.tls_port is not None and c.tls is None and not is_loopback(c.host)
 
 

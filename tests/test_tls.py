@@ -26,7 +26,7 @@ from conftest import (
     tls_client_context,
 )
 
-from chatroom import certs, handlers
+from chatroom import certs, handlers, login
 from chatroom.transport import TLSStream, fingerprint, is_loopback
 
 ALL_CAPS = " ".join(handlers.offered_caps(history=True))
@@ -223,7 +223,7 @@ def test_passwords_over_tls_and_never_in_clear_from_afar(
     assert local.register("local")[0].startswith(":chat.test 001 local ")
     # From another machine (the tests can only dial loopback, so the address check is
     # told this one is remote), a plaintext PASS is refused before it is even kept.
-    monkeypatch.setattr(handlers, "is_loopback", lambda host: False)
+    monkeypatch.setattr(login, "is_loopback", lambda host: False)
     far = srv.client()
     far.send("PASS s3cret")
     assert srv.tls_address is not None
