@@ -312,14 +312,17 @@ def test_an_unreadable_stored_hash_refuses_the_login(tmp_path: Path) -> None:
 class Probe(Accounts):
     """Counts hashes running at once; each one takes ``hold`` seconds at least."""
 
-    def __init__(self, data_dir: Path, slots: int, hold: float = 0.05) -> None:
+    def __init__(self, data_dir: Path, slots: int) -> None:
         super().__init__(data_dir, params=CHEAP, hashing_slots=slots)
-        self.hold = hold
         self.running = 0
         self.most = 0
         self.count = 0
-        self.gate = threading.Event()
+        self.gate = threading.Event()  # cleared: hashes wait here
         self.gate.set()
+        self.started = threading.Event()  # a hash has begun
+        # When set, each hash waits for a second one to run beside it: proof that two run
+        # at once (a third never joins: the barrier is for two).
+        self.pairs: threading.Barrier | None = None
         self._probe = threading.Lock()
 
     def _derive(self, password: bytes, salt: bytes, params: ScryptParams, dklen: int) -> bytes:
@@ -327,9 +330,11 @@ class Probe(Accounts):
             self.running += 1
             self.count += 1
             self.most = max(self.most, self.running)
+        self.started.set()
         try:
             assert self.gate.wait(10)
-            time.sleep(self.hold)
+            if self.pairs is not None:
+                self.pairs.wait()
             return super()._derive(password, salt, params, dklen)
         finally:
             with self._probe:
@@ -339,6 +344,7 @@ class Probe(Accounts):
 def test_at_most_hashing_slots_hashes_at_once(tmp_path: Path) -> None:
     store = Probe(tmp_path, slots=2)
     store.register("bob", SECRET)
+    store.pairs = threading.Barrier(2, timeout=5)  # from now on, hashes go in pairs
     store.count = store.most = 0
     results: list[object] = []
     threads = [threading.Thread(target=lambda i=i: results.append(
@@ -354,14 +360,13 @@ def test_at_most_hashing_slots_hashes_at_once(tmp_path: Path) -> None:
 
 
 def test_no_lock_of_ours_is_held_while_hashing(tmp_path: Path) -> None:
-    store = Probe(tmp_path, slots=1, hold=0)
+    store = Probe(tmp_path, slots=1)
     store.register("alice", SECRET)
     store.gate.clear()
+    store.started.clear()
     worker = threading.Thread(target=store.register, args=("bob", SECRET))
     worker.start()
-    deadline = time.monotonic() + 5
-    while store.running == 0 and time.monotonic() < deadline:
-        time.sleep(0.001)
+    assert store.started.wait(5)
     assert store.running == 1  # bob is being hashed, and stays so
     assert store.get("alice") is not None
     assert store.names() == ["alice"]
