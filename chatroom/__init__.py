@@ -36,6 +36,7 @@ server side
 client side
     ``events``       the typed events a session puts on its queue.
     ``serverinfo``   what a server's ISUPPORT says, and a room's ordered member list.
+    ``wording``      what the server says (goodbyes, refused joins, mode changes) in words.
     ``pins``         the certificate fingerprints the user trusts, per host:port, on disk.
     ``secrets_store`` the account passwords the user asked to remember, per host:port:name.
     ``session``      :class:`ChatSession`: network and sender threads, no Tk.

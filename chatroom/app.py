@@ -63,6 +63,8 @@ from dataclasses import dataclass, field
 from chatroom import lines, slash, views
 from chatroom import protocol as P
 from chatroom.events import (
+    Away,
+    AwayChanged,
     Closed,
     Disconnected,
     Echo,
@@ -86,6 +88,7 @@ from chatroom.events import (
     UserLeft,
     UserQuit,
     UserRenamed,
+    Whois,
 )
 from chatroom.pins import PinStore
 from chatroom.secrets_store import PasswordStore
@@ -508,8 +511,40 @@ class ChatApp:
         self.exit_program(rest or QUIT_REASON)
         return True
 
+    def slash_away(self, rest: str, line: str) -> bool:
+        s = self.session
+        if s is None or not s.set_away(rest):
+            self.error("Not connected: you can set away once the connection is back.")
+            return False
+        return True
+
+    def slash_whois(self, rest: str, line: str) -> bool:
+        s = self.session
+        nick = rest.split(" ", 1)[0]
+        if not nick:
+            self.error("Usage: /whois <name>")
+            return False
+        if s is None:
+            self._not_in_room()
+            return False
+        problem = s.nick_problem(nick)
+        if problem:
+            self.error(f"“{nick}” is not a valid name: {problem}.")
+            return False
+        if not s.whois(nick):
+            self.error("Not connected: try /whois again when the connection is back.")
+            return False
+        return True
+
     def slash_join(self, rest: str, line: str) -> bool:
         s = self.session
+        wanted = rest.split(" ", 1)[0]
+        if wanted and s is not None and s.server_info.fold(wanted) != s.server_info.fold(
+                self.room):
+            # One room per window for now: say how to get there instead of pretending.
+            self.error(f"This window shows one room, {self.room}. To go to {wanted}, press "
+                       f"Leave Chat and enter {wanted} as the room on the login screen.")
+            return False
         if s is not None and s.state == "joined" and not s.in_room:
             if not s.rejoin():
                 self.error(f"Could not ask to join {self.room} right now.")
@@ -941,6 +976,14 @@ class ChatApp:
             case ServerError(code=code, text=text):
                 chat.add(lines.plain(text, "error"))
                 self._refused(code)
+            case Away(nick=nick, text=text):
+                self.info(lines.away(nick, text))
+            case AwayChanged(away=away):
+                self.info(lines.away_changed(away))
+            case Whois(nick=nick, facts=facts):
+                self.info(lines.whois_header(nick, facts))
+                for fact in facts:
+                    self.info(f"    {fact}")
             case Joined(nick=nick, rejoined=True):
                 chat.set_connection(None)
                 chat.set_topic("")  # the 332 that follows brings the topic, if there is one

@@ -200,6 +200,29 @@ class Notice(Event):
 
 
 @dataclass(frozen=True)
+class Away(Event):
+    """Someone we wrote to (or asked about) is away: the server's 301, once per text."""
+
+    nick: str
+    text: str
+
+
+@dataclass(frozen=True)
+class AwayChanged(Event):
+    """The server took our own /away: ``away`` True (marked away) or False (back)."""
+
+    away: bool
+
+
+@dataclass(frozen=True)
+class Whois(Event):
+    """What the server says about ``nick`` (a /whois), as lines in words, in its order."""
+
+    nick: str
+    facts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ServerError(Event):
     """An error reply after registration, in words (``code`` is the numeric)."""
 

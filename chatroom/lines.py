@@ -216,3 +216,16 @@ def removed(room: str, by: str | None, reason: str) -> str:
 
 def connection_lost(reason: str, will_retry: bool) -> str:
     return f"Connection lost: {reason.rstrip('.')}." + (" Reconnecting…" if will_retry else "")
+
+
+def away(nick: str, text: str) -> str:
+    return f"{nick} is away: {text}" if text else f"{nick} is away"
+
+
+def away_changed(away: bool) -> str:
+    return ("You are marked as away. Type /away alone when you are back." if away
+            else "You are no longer marked as away.")
+
+
+def whois_header(nick: str, facts: tuple[str, ...]) -> str:
+    return f"About {nick}:" if facts else f"The server says nothing more about {nick}."

@@ -82,7 +82,10 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from chatroom import protocol as P
+from chatroom import wording
 from chatroom.events import (
+    Away,
+    AwayChanged,
     Closed,
     Disconnected,
     Echo,
@@ -107,6 +110,7 @@ from chatroom.events import (
     UserLeft,
     UserQuit,
     UserRenamed,
+    Whois,
 )
 from chatroom.pins import PinFileError, PinStore
 from chatroom.protocol import ProtocolError
@@ -393,6 +397,8 @@ class _Conn:
         self.account: str | None = None  # what 900 (or REGISTER SUCCESS) says we are
         self.name_tries = 0  # fallback names tried while logging in (ours in use)
         self.mechanisms: str | None = None  # 908: the SASL mechanisms the server has
+        self.whois: dict[str, list[str]] = {}  # folded nick -> facts of a WHOIS so far
+        self.away_shown: dict[str, str] = {}  # folded nick -> the away text last shown
 
 
 def _nick_of(source: str | None) -> str:
@@ -492,9 +498,19 @@ def _friendly_error(code: str, params: tuple[str, ...]) -> str:
         return f"The server does not accept the name “{arg}”."
     if code == P.ERR_NOTONCHANNEL:
         return f"You are not in {arg}."
+    if code in (P.ERR_BANNEDFROMCHAN, P.ERR_INVITEONLYCHAN, P.ERR_BADCHANNELKEY,
+                P.ERR_CHANNELISFULL):
+        return f"You could not join {arg}: {wording.join_refused(code, arg, text)}."
     if arg:
         return f"{arg}: {text}"
     return text or f"Error {code}"
+
+
+RPL_WHOISOPERATOR, RPL_WHOISSECURE, RPL_WHOISACTUALLY = "313", "671", "338"
+WHOIS_PARTS = (P.RPL_WHOISUSER, P.RPL_WHOISSERVER, P.RPL_WHOISIDLE, P.RPL_WHOISCHANNELS,
+               P.RPL_WHOISACCOUNT, RPL_WHOISOPERATOR, RPL_WHOISSECURE, RPL_WHOISACTUALLY)
+_RANKS = {"~": "owner", "&": "administrator", "@": "operator", "%": "half-operator",
+          "+": "voice"}
 
 
 class ChatSession:
@@ -775,6 +791,21 @@ class ChatSession:
     def request_names(self) -> bool:
         """Ask for the member list again; a Names event follows."""
         return self._in_room_now() and self._queue_line("NAMES", self.room)
+
+    def set_away(self, text: str = "") -> bool:
+        """Mark ourselves away with ``text`` (or back, when empty); AwayChanged follows."""
+        text = P.strip_bad(clean_text(text)).strip()
+        if not self._connected():
+            return False
+        if not text:
+            return self._queue_line("AWAY")
+        limit = self._info.awaylen or P.AWAYLEN
+        return self._queue_line("AWAY", P.truncate_text(text, limit))
+
+    def whois(self, nick: str) -> bool:
+        """Ask the server about ``nick``; a Whois event (or a ServerError) follows."""
+        return (self._connected() and P.valid_nick(nick, max(self.nicklen, P.NICKLEN))
+                and self._queue_line("WHOIS", nick))
 
     def rejoin(self) -> bool:
         """Join the room again after being removed; a Joined event (or ServerError) follows."""
@@ -1381,7 +1412,7 @@ class ChatSession:
             self._write_now(conn, P.format_line(None, "PONG", p[0] if p else "ping"))
             return
         if cmd == "ERROR":
-            conn.error = p[0] if p else "Closing link"
+            conn.error = wording.goodbye(p[0] if p else "")
             if not conn.registered and conn.failure is None:
                 conn.failure = _Failure(LoginKind.REFUSED, (
                     f"The server closed the connection: {conn.error}. Try again later."))
@@ -1881,8 +1912,9 @@ class ChatSession:
         if cmd == "TOPIC" and p:
             return Topic(room, p[1] if len(p) > 1 else "", nick, when, msgid)
         if cmd == "MODE" and len(p) >= 2:
-            return Notice(f"{nick} sets mode {' '.join(p[1:])}", nick, room, None, when,
-                          msgid)
+            list_modes, always, when_set, _never = self._info.chanmodes
+            words = wording.mode_sentence(nick, p[1], list(p[2:]), list_modes, always, when_set)
+            return Notice(words, nick, room, None, when, msgid)
         return None  # TAGMSG (reactions, typing) and the like: not shown live either
 
     def _release(self, conn: _Conn, room: RoomState) -> None:
@@ -2235,12 +2267,45 @@ class ChatSession:
                                or (ch in when_set and sign == "+")):
                     args.pop(0)
             snap = room.members.snapshot()
-        what = " ".join(p[1:])
-        self._emit_room(room, Notice(f"{_nick_of(msg.source)} sets mode {what}",
-                                     _nick_of(msg.source), room.name, None, _msg_time(msg),
+        setter = _nick_of(msg.source)
+        words = wording.mode_sentence(setter, p[1], list(p[2:]), list_modes, always, when_set)
+        self._emit_room(room, Notice(words, setter, room.name, None, _msg_time(msg),
                                      msg.tags.get("msgid")), msg)
         if changed:
             self._emit_room(room, Names(room.name, snap))
+
+    def _on_away_reply(self, conn: _Conn, msg: P.Message) -> None:
+        p = msg.params  # me nick :text
+        if len(p) < 3:
+            return
+        nick, text = p[1], p[2]
+        key = self._fold(nick)
+        if key in conn.whois:
+            conn.whois[key].append(f"Away: {text}")
+            return
+        # The server answers every message to an away user with 301: say it once per text.
+        if conn.away_shown.get(key) != text:
+            conn.away_shown[key] = text
+            self._emit(Away(nick, text))
+
+    def _on_away_state(self, conn: _Conn, msg: P.Message) -> None:
+        self._emit(AwayChanged(msg.command == P.RPL_NOWAWAY))
+
+    def _on_whois_part(self, conn: _Conn, msg: P.Message) -> None:
+        p = msg.params
+        if len(p) < 3:
+            return
+        fact = _whois_fact(msg.command, p[2:], self._info)
+        if fact:
+            conn.whois.setdefault(self._fold(p[1]), []).append(fact)
+
+    def _on_whois_end(self, conn: _Conn, msg: P.Message) -> None:
+        p = msg.params
+        if len(p) < 2:
+            return
+        facts = conn.whois.pop(self._fold(p[1]), None)
+        if facts is not None:  # None: the nick is unknown, and the 401 before said so
+            self._emit(Whois(p[1], tuple(facts)))
 
     def _error_numeric(self, conn: _Conn, msg: P.Message) -> None:
         code = msg.command
@@ -2249,7 +2314,7 @@ class ChatSession:
         with self._lock:
             refused_join = room is not None and not room.joined
         if code.startswith("4") and room is not None and refused_join:
-            text = params[-1] or "refused"
+            text = wording.join_refused(code, room.name, params[-1])
             if conn.join_deadline is not None:  # our own JOIN after (re)connecting
                 conn.join_deadline = None
                 if self._ever_joined:
@@ -2274,7 +2339,51 @@ class ChatSession:
         P.RPL_ENDOFMOTD: _on_motd_end, P.ERR_NOMOTD: _on_motd_end, P.RPL_MOTD: _on_motd,
         P.RPL_ISUPPORT: _on_isupport, RPL_VISIBLEHOST: _on_visible_host,
         "FAIL": _on_fail, "WARN": _on_fail, "NOTE": _on_fail, "ACK": _on_ack,
+        P.RPL_AWAY: _on_away_reply, P.RPL_UNAWAY: _on_away_state,
+        P.RPL_NOWAWAY: _on_away_state, P.RPL_ENDOFWHOIS: _on_whois_end,
+        **dict.fromkeys(WHOIS_PARTS, _on_whois_part),
     }
+
+
+def _whois_fact(code: str, p: tuple[str, ...], info: ServerInfo) -> str | None:
+    """One WHOIS reply (its params after "me nick") as a line in words; None to skip."""
+    if code == P.RPL_WHOISUSER and len(p) >= 4:
+        real = p[3]
+        return f"Address: {p[0]}@{p[1]}" + (f" · real name: {real}" if real else "")
+    if code == P.RPL_WHOISSERVER and p:
+        return f"Connected to {p[0]}" + (f" ({p[1]})" if len(p) > 1 and p[1] else "")
+    if code == P.RPL_WHOISIDLE and p and p[0].isdigit():
+        fact = f"Idle for {_duration(int(p[0]))}"
+        if len(p) > 2 and p[1].isdigit():
+            since = time.strftime("%Y-%m-%d %H:%M", time.localtime(int(p[1])))
+            fact += f" · online since {since}"
+        return fact
+    if code == P.RPL_WHOISCHANNELS and p:
+        rooms = []
+        for entry in p[-1].split():
+            i = 0
+            while i < len(entry) and entry[i] in info.prefix_symbols:
+                i += 1
+            rank = _RANKS.get(entry[:1]) if i else None
+            rooms.append(entry[i:] + (f" ({rank})" if rank else ""))
+        return "In rooms: " + ", ".join(rooms) if rooms else None
+    if code == P.RPL_WHOISACCOUNT and p:
+        return f"Logged in as the account {p[0]}"
+    if code == RPL_WHOISOPERATOR:
+        return "A server operator"
+    if code == RPL_WHOISSECURE:
+        return "Connected with encryption (TLS)"
+    return None
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
 
 
 def close_sessions(sessions: Iterable[ChatSession], timeout: float = 2.0) -> None:

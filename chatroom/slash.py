@@ -31,6 +31,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("nick", "/nick <name>", "change your name", "slash_nick"),
     Command("topic", "/topic [text]", "show the room topic, or set it", "slash_topic"),
     Command("names", "/names", "list who is in the room", "slash_names"),
+    Command("away", "/away [text]", "say you are away (others see the text when they "
+            "write to you); /away alone: you are back", "slash_away", needs_room=False),
+    Command("whois", "/whois <name>", "show who someone is: address, rooms, account, idle "
+            "time", "slash_whois", needs_room=False),
     Command("join", "/join", "join the room again (after being removed from it)",
             "slash_join", needs_room=False),
     Command("quit", "/quit [reason]", "leave and close the program", "slash_quit",

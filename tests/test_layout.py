@@ -20,7 +20,7 @@ PACKAGE = ROOT / "chatroom"
 SHARED = ["protocol", "transport"]
 SERVER = ["config", "certs", "registry", "writer", "hub", "playback", "login", "modes",
           "handlers", "connection", "housekeeper", "admin", "server"]
-CLIENT = ["events", "serverinfo", "pins", "secrets_store", "session", "slash", "lines", "views",
+CLIENT = ["events", "serverinfo", "wording", "pins", "secrets_store", "session", "slash", "lines", "views",
           "app"]
 STORES = ["history", "accounts", "files"]  # server side, below registry's users
 FACES = {"server", "client", "protocol"}  # the checkout's top-level scripts
