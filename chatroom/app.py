@@ -82,6 +82,7 @@ from chatroom.events import (
     Reconnecting,
     Registered,
     RenameWarning,
+    Sending,
     ServerError,
     Topic,
     UserJoined,
@@ -118,9 +119,15 @@ FIELD_AT_FAULT = {
     LoginKind.THROTTLED: "password", LoginKind.NAME_REGISTERED: "name",
     LoginKind.INSECURE: "tls", LoginKind.BAD_PASSWORD: "server_password",
     LoginKind.NO_ACCOUNTS: "guest", LoginKind.REGISTRATION_CLOSED: "guest",
-    LoginKind.ACCOUNT_REQUIRED: "login",
+    LoginKind.ACCOUNT_REQUIRED: "login", LoginKind.TLS_FAILED: "tls",
 }
+PASTE_ASK = 5  # more messages than this at once: the user confirms first
 MIN_SIZE = (560, 480)  # the login view's longest form (create account) fits
+
+
+def paste_seconds(count: int, burst: int, rate: float) -> int:
+    """How long ``count`` messages take at ``burst`` at once, then ``rate`` a second."""
+    return max(0, round((count - burst) / rate)) if rate > 0 else 0
 
 
 @dataclass
@@ -187,6 +194,10 @@ class ChatApp:
         self._bottom_day: lines.Day | None = None  # local date of the last dated line
         self._top_day: lines.Day | None = None  # of the oldest history line shown
         self._missed_shown = False  # "While you were disconnected:" is up for this return
+        self._sending: tuple[int, int] | None = None  # a paste going out: (sent, total)
+        # Asks the user (title, question) -> yes; tests answer it themselves.
+        self.confirm: Callable[[str, str], bool] = (
+            lambda title, text: views.ask_yes_no(master, title, text))
         views.style(master)
         self.window.setup("Chat", MIN_SIZE, self.exit_program, self._on_focus)
         self.login = views.LoginView(master, room, host, port, name, self.join_clicked,
@@ -468,13 +479,26 @@ class ChatApp:
             return self.command(text)
         body = slash.message_text(text)
         s = self.session
+        pieces = s.pieces(self.room, body) if s is not None else []
+        if s is not None and len(pieces) > PASTE_ASK and not self._paste_ok(s, len(pieces)):
+            return False  # the text stays in the field
         if s is None or not s.send_message(body):
             self.error("Not connected to the room: the message was not sent.")
             return False
         self._expect_reply(text, {P.ERR_CANNOTSENDTOCHAN})
         if not s.echoes:  # else the server's echo shows it, with the server's time
-            self.own_line(body)
+            for piece in pieces:  # each as others get it: IRC has no multi-line message
+                self.own_line(piece)
         return True
+
+    def _paste_ok(self, s: ChatSession, count: int) -> bool:
+        """Ask before many messages go at once: they take a while, and can't be undone."""
+        seconds = paste_seconds(count, s.send_burst, s.send_rate)
+        pace = (f" They go out {s.send_rate:g} a second after the first {s.send_burst}, so "
+                f"the server takes them all: about {seconds} s." if seconds else "")
+        return self.confirm("Send these lines?",
+                            f"This sends {count} messages to {self.room}, one for each line "
+                            f"(a long line goes in pieces).{pace}")
 
     def command(self, line: str) -> bool:
         """Run the slash command ``line``: the one place that checks before a handler."""
@@ -893,7 +917,8 @@ class ChatApp:
             case LoginFailed(kind=kind, message=message):
                 self._retire()
                 self._account_refused(kind)
-                self._show_login(error=message, focus=FIELD_AT_FAULT.get(kind, "name"))
+                self._show_login(error=message,
+                                 focus=ev.field or FIELD_AT_FAULT.get(kind, "name"))
                 if kind in CERT_KINDS and ev.fingerprint:
                     self._ask_about_certificate(ev)
             case LoggedIn(account=account, created=created):
@@ -976,6 +1001,19 @@ class ChatApp:
             case ServerError(code=code, text=text):
                 chat.add(lines.plain(text, "error"))
                 self._refused(code)
+            case Sending(target=target, sent=sent, total=total, gave_up=gave_up):
+                if gave_up:
+                    self.error(lines.paste_cut(target, sent, total))
+                    self._sending = None
+                elif sent == 1:
+                    self.info(lines.paste_started(target, total))
+                    self._sending = (sent, total)
+                elif sent == total:
+                    self.info(lines.paste_done(target, total))
+                    self._sending = None
+                else:
+                    self._sending = (sent, total)
+                self._update_title()
             case Away(nick=nick, text=text):
                 self.info(lines.away(nick, text))
             case AwayChanged(away=away):
@@ -996,7 +1034,7 @@ class ChatApp:
                 self._lost = False
             case Left(reason=reason, kicked_by=by):
                 self._members = None
-                chat.set_members(())
+                chat.set_offline("not in the room")  # connected, but nobody is shown
                 self._show_names = self._show_topic = False
                 chat.add(lines.plain(lines.removed(self.room, by, reason), "error"))
                 chat.set_connection(f"You are not in {self.room}. Type /join to join again.")
@@ -1053,6 +1091,8 @@ class ChatApp:
             title = "Chat — join a room"
         if self.unread:
             title = f"({self.unread}) {title}"
+        if self._sending is not None:
+            title = f"[sending {self._sending[0]}/{self._sending[1]}] {title}"
         if title != self._title:
             self._title = title
             self.window.set_title(title)

@@ -200,6 +200,17 @@ class Notice(Event):
 
 
 @dataclass(frozen=True)
+class Sending(Event):
+    """Progress of a paste going out at the pace servers take: ``sent`` of ``total`` lines
+    to ``target``; ``gave_up`` when the connection dropped before the rest went."""
+
+    target: str
+    sent: int
+    total: int
+    gave_up: bool = False
+
+
+@dataclass(frozen=True)
 class Away(Event):
     """Someone we wrote to (or asked about) is away: the server's 301, once per text."""
 
@@ -263,6 +274,8 @@ class LoginFailed(Event):
     (CERT_CHANGED); the app asks the user and, on a yes, pins ``fingerprint`` and connects
     with a new session.  ``wait`` (THROTTLED) is how many seconds the server wants us to
     wait before the next try; ``tls_port`` (INSECURE) the port where it offers TLS, if it said.
+    ``field`` names the login field to correct for a failed connect: ``host`` for a name that
+    can't be found or doesn't answer, ``port`` for a refused connection.
     """
 
     kind: LoginKind
@@ -273,6 +286,7 @@ class LoginFailed(Event):
     port: int = 0
     wait: int = 0
     tls_port: int | None = None
+    field: str = ""  # the login field at fault when the kind alone can't say (host, port)
 
 
 @dataclass(frozen=True)

@@ -229,3 +229,17 @@ def away_changed(away: bool) -> str:
 
 def whois_header(nick: str, facts: tuple[str, ...]) -> str:
     return f"About {nick}:" if facts else f"The server says nothing more about {nick}."
+
+
+def paste_started(target: str, total: int) -> str:
+    return (f"Sending {total} lines to {target}, a few a second so the server takes them "
+            f"all; they appear here as they go.")
+
+
+def paste_done(target: str, total: int) -> str:
+    return f"All {total} lines reached {target}."
+
+
+def paste_cut(target: str, sent: int, total: int) -> str:
+    return (f"The connection dropped: {total - sent} of your {total} lines to {target} were "
+            f"not sent. Paste them again once you are back.")

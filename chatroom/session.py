@@ -104,6 +104,7 @@ from chatroom.events import (
     Registered,
     RenameWarning,
     RoomLine,
+    Sending,
     ServerError,
     Topic,
     UserJoined,
@@ -153,6 +154,8 @@ WANTED_CAPS = ("message-tags", "server-time", "echo-message", "batch", "labeled-
 # Fetching history needs all three: the command, batches to tell history from live lines,
 # and msgids to page by and to recognise lines already shown.
 HISTORY_CAPS = frozenset({"draft/chathistory", "batch", "message-tags"})
+SEND_BURST = 5  # lines sent at once; then SEND_RATE per second (see _send_loop)
+SEND_RATE = 2.0
 HISTORY_PAGE = 100  # lines per CHATHISTORY request (fewer if the server's limit is lower)
 CATCH_UP_PAGES = 5  # after a reconnect, AFTER pages fetched at most before going live
 SEEN_PER_ROOM = 5000  # msgids remembered per room (more than a window's scrollback)
@@ -433,6 +436,14 @@ def split_text(text: str, limit: int) -> list[str]:
     return pieces
 
 
+def message_pieces(text: str, budget: int) -> list[str]:
+    """``text`` as the messages it goes out as: one per non-blank line, each line cut into
+    pieces of at most ``budget`` bytes (IRC has no multi-line message)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return [piece for ln in lines if ln.strip()
+            for piece in split_text(ln.replace("\x00", ""), budget)]
+
+
 def parse_incoming(raw: bytes) -> P.Message | None:
     """Parse one line from the server leniently: bad UTF-8 becomes U+FFFD, long lines pass.
 
@@ -565,7 +576,8 @@ class ChatSession:
                  max_events: int = 20000, max_outgoing: int = 1000, tls: bool = False,
                  cafile: str | None = None, pins: PinStore | None = None,
                  history_page: int = HISTORY_PAGE, history_timeout: float = 20.0,
-                 account: Credentials | None = None) -> None:
+                 account: Credentials | None = None, send_burst: int = SEND_BURST,
+                 send_rate: float = SEND_RATE) -> None:
         self.host = host
         self.port = port
         self.tls = tls
@@ -589,7 +601,11 @@ class ChatSession:
         self.username = P.sanitize_user(username or nick, P.USERLEN - 1) or "chat"
         self.realname = realname
         self.events: queue.Queue[Event] = queue.Queue(maxsize=max_events)
-        self._out: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=max_outgoing)
+        # Items of lines for the sender: (connection number, the lines, whom they are to).
+        self._out: queue.Queue[tuple[int, tuple[bytes, ...], str] | None] = queue.Queue(
+            maxsize=max_outgoing)
+        self.send_burst = send_burst
+        self.send_rate = send_rate
         self._lock = threading.Lock()  # guards the fields below
         self._nick = nick
         self._state = "idle"
@@ -842,21 +858,20 @@ class ChatSession:
         if not self._in_room_now():
             return False
         budget = self._relay_budget(target, action)
-        text = clean_text(text)
-        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        if not any(ln.strip() for ln in lines):
-            return False
         out: list[bytes] = []
         try:
-            for ln in lines:
-                if not ln.strip():
-                    continue
-                for piece in split_text(ln.replace("\x00", ""), budget):
-                    body = f"\x01ACTION {piece}\x01" if action else piece
-                    out.append(P.format_line(None, "PRIVMSG", target, body))
+            for piece in message_pieces(clean_text(text), budget):
+                body = f"\x01ACTION {piece}\x01" if action else piece
+                out.append(P.format_line(None, "PRIVMSG", target, body))
         except (ProtocolError, UnicodeError):
             return False
-        return self._queue_bytes(b"".join(out))
+        return bool(out) and self._queue_lines(tuple(out), target)
+
+    def pieces(self, target: str, text: str, action: bool = False) -> list[str]:
+        """The messages ``text`` goes out as to ``target``: one per line, long lines cut
+        where the server's relay would cut them.  What others will see, so a client
+        without the server's echo can show exactly that."""
+        return message_pieces(clean_text(text), self._relay_budget(target, action))
 
     def _queue_line(self, command: str, *params: str) -> bool:
         try:
@@ -866,28 +881,48 @@ class ChatSession:
         return self._queue_bytes(data)
 
     def _queue_bytes(self, data: bytes) -> bool:
+        return self._queue_lines((data,), "")
+
+    def _queue_lines(self, lines: tuple[bytes, ...], target: str) -> bool:
+        """Queue ``lines`` for the sender, all or none (a paste never goes out in part)."""
         with self._lock:
             if self._sock is None or self._state not in ("joining", "joined"):
                 return False
             gen = self._gen
         try:
-            self._out.put_nowait((gen, data))
+            self._out.put_nowait((gen, lines, target))
         except queue.Full:
             return False
         return True
 
     def _send_loop(self) -> None:
+        # Sender thread only.  Servers cut a client that sends faster than their flood
+        # limit (ours after a burst of 10 and 60 more waiting, at 2 lines/s); no server
+        # says its limit, so lines go out at a rate the common defaults all take.
+        bucket = P.TokenBucket(self.send_burst, self.send_rate, time.monotonic())
         while True:
             item = self._out.get()
             if item is None:
                 return
-            gen, data = item
-            with self._lock:
-                sock = self._sock if gen == self._gen else None
-                stream = self._stream
-            if sock is None:
-                continue
-            self._transmit(sock, stream, data)
+            gen, lines, target = item
+            paced = len(lines) > self.send_burst  # shown as it goes: it takes a while
+            for i, data in enumerate(lines):
+                wait = bucket.take(time.monotonic())
+                if wait > 0 and self._stop.wait(wait):
+                    # Quitting: the goodbye (PART, QUIT) goes at once; messages still
+                    # waiting for their turn would only delay it, and go unread.
+                    if target:
+                        break
+                with self._lock:
+                    sock = self._sock if gen == self._gen else None
+                    stream = self._stream
+                if sock is None:
+                    if paced:  # the connection this paste was for is gone
+                        self._emit(Sending(target, i, len(lines), gave_up=True))
+                    break
+                self._transmit(sock, stream, data)
+                if paced:
+                    self._emit(Sending(target, i + 1, len(lines)))
 
     def _stop_sender(self) -> None:
         while True:
@@ -1003,7 +1038,9 @@ class ChatSession:
                 return _Outcome.FATAL, "cancelled"
             kind, text = describe_connect_error(exc, self.host, self.port)
             if first:
-                self._emit(LoginFailed(kind, text))
+                # Refused: something is at that address, just not on that port.
+                field = "port" if isinstance(exc, ConnectionRefusedError) else "host"
+                self._emit(LoginFailed(kind, text, field=field))
                 return _Outcome.FATAL, text
             return _Outcome.RETRY, text
         stream: TLSStream | None = None

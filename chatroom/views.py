@@ -10,6 +10,7 @@ two index positions, so no index is computed from a Python string offset).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TypeAlias
 
@@ -596,12 +597,21 @@ class ChatView:
         f = self.frame
         f.columnconfigure(0, weight=1)
         f.rowconfigure(1, weight=1)
+        # topic_var holds the whole topic; the banner shows at most TOPIC_LINES of it, so a
+        # long topic cannot push the log off a small window.  Hover shows the rest in a tip,
+        # a click unfolds it in place (and folds it again).
         self.topic_var = tk.StringVar(value="No topic is set")
-        self.topic_label = ttk.Label(f, textvariable=self.topic_var, style="Topic.TLabel",
-                                     anchor="w")
+        self.topic_shown = tk.StringVar(value="No topic is set")
+        self.topic_expanded = False
+        self.topic_clamped = False
+        self.topic_tip: tk.Toplevel | None = None
+        self.topic_label = ttk.Label(f, textvariable=self.topic_shown, style="Topic.TLabel",
+                                     anchor="w", justify="left")
         self.topic_label.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 6))
-        self.topic_label.bind("<Configure>", lambda e: self.topic_label.configure(
-            wraplength=max(100, e.width - 20)))
+        self.topic_label.bind("<Configure>", lambda e: self._fit_topic(e.width))
+        self.topic_label.bind("<Enter>", lambda e: self._show_topic_tip())
+        self.topic_label.bind("<Leave>", lambda e: self._hide_topic_tip())
+        self.topic_label.bind("<Button-1>", lambda e: self.toggle_topic())
 
         base = tkfont.nametofont("TkTextFont")
         family, size = base.actual("family"), abs(int(base.actual("size"))) or 10
@@ -719,7 +729,9 @@ class ChatView:
         def send(_: object = None) -> str:
             # Accepted text leaves the field; refused text stays, selected, so the user can
             # correct it or just type over it.
-            if on_send(self.entry_var.get()):
+            text = self.entry_var.get()
+            if on_send(text):
+                self._remember_sent(text)
                 try:
                     self.entry_var.set("")
                 except tk.TclError:  # /quit closed the window
@@ -740,6 +752,15 @@ class ChatView:
         self.entry.bind("<Tab>", lambda e: self._complete())
         self.entry.bind("<Key>", self._forget_completion, add="+")
         self._completion: tuple[int, list[str], int] | None = None
+        # Up / Down step through the lines sent before, as in a shell; stepping down past
+        # the newest gives back what was being typed (the draft).
+        self.entry.bind("<Up>", lambda e: self._recall(-1))
+        self.entry.bind("<Down>", lambda e: self._recall(1))
+        self.entry.bind("<KP_Up>", lambda e: self._recall(-1))
+        self.entry.bind("<KP_Down>", lambda e: self._recall(1))
+        self.sent: deque[str] = deque(maxlen=self.HISTORY)
+        self._recalling: int | None = None  # index into sent while stepping, else None
+        self._draft = ""
         self.send_button = ttk.Button(inrow, text="Send", command=send)
         self.send_button.grid(row=0, column=1, padx=(6, 0))
 
@@ -760,6 +781,8 @@ class ChatView:
         self.security_label.pack(side="left", padx=(16, 0))
 
     HINT = "Type /help for commands"
+    HISTORY = 100  # sent lines Up can bring back
+    TOPIC_LINES = 2  # the most lines the topic banner takes while folded
 
     def show(self) -> None:
         self.frame.pack(fill="both", expand=True)
@@ -861,7 +884,7 @@ class ChatView:
         self.follow = True
         self.trimmed = False
         self.room_var.set(f"In {room}")
-        self.topic_var.set("No topic is set")
+        self.set_topic("")
         self.set_members(())
         self.set_connection(None)
         self.set_claim(None)
@@ -943,6 +966,34 @@ class ChatView:
         self.entry.icursor("end")
         return "break"
 
+    def _remember_sent(self, text: str) -> None:
+        # Like a shell's ignoredups: sending one line again does not fill the history.
+        if text.strip() and (not self.sent or self.sent[-1] != text):
+            self.sent.append(text)
+        self._recalling = None
+        self._draft = ""
+
+    def _recall(self, step: int) -> str:
+        """Up (``step`` -1): an older sent line; Down (+1): a newer one, then the draft."""
+        if not self.sent:
+            return "break"
+        if self._recalling is None:
+            if step > 0:
+                return "break"  # not stepping: nothing newer than the draft
+            self._draft = self.entry_var.get()
+            i = len(self.sent) - 1
+        else:
+            i = self._recalling + step
+        if i >= len(self.sent):
+            self._recalling = None
+            self.entry_var.set(self._draft)
+        else:
+            self._recalling = max(0, i)
+            self.entry_var.set(self.sent[self._recalling])
+        self.entry.selection_clear()
+        self.entry.icursor("end")
+        return "break"
+
     def _forget_completion(self, event: tk.Event) -> None:
         if event.keysym != "Tab":
             self._completion = None
@@ -985,14 +1036,72 @@ class ChatView:
         self.security_var.set(text)
         self.security_label.configure(style="Secure.TLabel" if secure else "Insecure.TLabel")
 
-    def set_offline(self) -> None:
+    def set_offline(self, text: str = "offline") -> None:
+        """An empty member list, greyed, with ``text`` where the count was."""
         self.set_members(())
-        self.count_var.set("offline")
+        self.count_var.set(text)
         self.count_label.configure(style="Offline.TLabel")
 
     def set_topic(self, text: str) -> None:
+        """Show the topic (formatting stripped); a long one folds to :attr:`TOPIC_LINES`."""
         text = strip_formatting(text)
         self.topic_var.set(f"Topic: {text}" if text else "No topic is set")
+        self.topic_expanded = False  # a new topic starts folded, whatever the old one did
+        self._hide_topic_tip()
+        self._fit_topic()
+
+    def toggle_topic(self) -> None:
+        """Unfold a folded topic to its full text, or fold it again."""
+        if not self.topic_clamped and not self.topic_expanded:
+            return
+        self.topic_expanded = not self.topic_expanded
+        self._hide_topic_tip()
+        self._fit_topic()
+
+    def _topic_font(self) -> tkfont.Font:
+        name = ttk.Style(self.topic_label).lookup("Topic.TLabel", "font") or "TkDefaultFont"
+        try:
+            return tkfont.nametofont(str(name))
+        except tk.TclError:  # a font description, not a named font
+            return tkfont.Font(root=self.topic_label, font=name)
+
+    def _fit_topic(self, width: int | None = None) -> None:
+        if width is None:
+            width = self.topic_label.winfo_width()
+        wrap = max(100, width - 20)
+        full = self.topic_var.get()
+        shown = full
+        if not self.topic_expanded:
+            shown = clamp_lines(full, self._topic_font(), wrap, self.TOPIC_LINES)
+        self.topic_clamped = shown != full
+        # Set only on change: each change re-lays the label out and comes back here.
+        if str(self.topic_label.cget("wraplength")) != str(wrap):
+            self.topic_label.configure(wraplength=wrap)
+        if self.topic_shown.get() != shown:
+            self.topic_shown.set(shown)
+        self.topic_label.configure(cursor="hand2" if self.topic_clamped or
+                                   self.topic_expanded else "")
+
+    def _show_topic_tip(self) -> None:
+        if not self.topic_clamped or self.topic_tip is not None:
+            return
+        label = self.topic_label
+        tip = tk.Toplevel(label)
+        tip.wm_overrideredirect(True)
+        tk.Label(tip, text=self.topic_var.get(), justify="left", anchor="w",
+                 wraplength=max(100, label.winfo_width() - 20), background="#fffbe8",
+                 foreground="#3d3300", relief="solid", borderwidth=1, padx=8,
+                 pady=5).pack()
+        tip.wm_geometry(f"+{label.winfo_rootx()}+{label.winfo_rooty() + label.winfo_height()}")
+        self.topic_tip = tip
+
+    def _hide_topic_tip(self) -> None:
+        if self.topic_tip is not None:
+            try:
+                self.topic_tip.destroy()
+            except tk.TclError:
+                pass
+            self.topic_tip = None
 
     def showing_connection(self, text: str) -> bool:
         """Is the banner up, saying ``text``?"""
@@ -1006,3 +1115,49 @@ class ChatView:
             self.conn_var.set(text)
             self.banner.grid()
 
+
+
+def clamp_lines(text: str, font: tkfont.Font, width: int, lines: int) -> str:
+    """``text`` cut to what fits in ``lines`` lines of ``width`` pixels, with "…" at the cut.
+
+    Wraps as a Tk label with that wraplength does (at spaces, a longer word at any
+    character), so the label shows the result in at most ``lines`` lines.
+    """
+    if font.measure(text) <= width:
+        return text
+
+    def count(candidate: str) -> int:
+        n, line = 1, ""
+        for word in candidate.split(" "):
+            trial = f"{line} {word}" if line else word
+            if font.measure(trial) <= width:
+                line = trial
+                continue
+            if line:
+                n, line = n + 1, ""
+            while font.measure(word) > width:  # a word wider than the line: broken anywhere
+                k = len(word)
+                while k > 1 and font.measure(word[:k]) > width:
+                    k -= 1
+                n, word = n + 1, word[k:]
+            line = word
+        return n
+
+    if count(text) <= lines:
+        return text
+    # The longest prefix (ending with "…") that still fits: binary search on its length.
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(text[:mid].rstrip() + "…") <= lines:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo].rstrip() + "…"
+
+
+def ask_yes_no(master: tk.Misc, title: str, text: str) -> bool:
+    """A modal question over ``master``: True for Yes (the default button), False for No."""
+    from tkinter import messagebox  # only when asked: most sessions never need it
+
+    return bool(messagebox.askyesno(title, text, parent=master, icon="question"))

@@ -26,7 +26,6 @@ _REASONS = (
     ("read timeout", "the connection stopped answering"),
     ("registration timed out", "joining took too long"),
     ("bad password", "the server password was wrong"),
-    ("killed", "a server operator removed you"),
 )
 
 
@@ -38,6 +37,8 @@ def goodbye(text: str) -> str:
     for start, words in _REASONS:
         if low.startswith(start):
             return words
+    if low.startswith("killed"):  # "Killed (oper (reason))": who and why still matter
+        return f"a server operator removed you: {reason}"
     if low.startswith("quit"):  # our own QUIT echoed back: "Quit: <our message>"
         return "you left"
     return reason or "the server closed the connection"

@@ -4,9 +4,11 @@ for the client's tests a scripted fake server and an address where connect() han
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import queue
+import select
 import shutil
 import socket
 import ssl
@@ -439,3 +441,77 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> Cert:
 def tls_client_context(cert: Cert) -> ssl.SSLContext:
     """What a careful client uses: verification on, trusting just this certificate."""
     return ssl.create_default_context(cafile=str(cert.cert))
+
+
+# --- the display and the one Tk root of every GUI test --------------------------------------
+# One root for the whole run: the views make Tk variables without a master, so they belong to
+# the first root made; a second root (one per test module) would break them.
+
+try:
+    import tkinter as tk
+except ImportError:  # reported by the root fixture: a skip locally, a failure in CI
+    tk = None  # type: ignore[assignment]
+
+
+def _unavailable(why: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"GUI tests need a display in CI: {why}")
+    pytest.skip(f"no display for GUI tests: {why}")
+
+
+@pytest.fixture(scope="session")
+def display() -> Iterator[str]:
+    """The X display to use: $DISPLAY, or a private Xvfb started for this test session."""
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        _unavailable("DISPLAY is unset and Xvfb is not installed")
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        [xvfb, "-displayfd", str(w), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
+    number = b""
+    deadline = time.monotonic() + 10
+    try:
+        while not number.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(r, 16)
+            if not chunk:
+                break
+            number += chunk
+    finally:
+        os.close(r)
+    if not number.strip().isdigit():
+        proc.kill()
+        proc.wait()
+        _unavailable("Xvfb did not start")
+    os.environ["DISPLAY"] = f":{number.decode().strip()}"
+    try:
+        yield os.environ["DISPLAY"]
+    finally:
+        del os.environ["DISPLAY"]
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def root(display: str) -> Iterator[tk.Tk]:
+    if tk is None:
+        _unavailable("tkinter is not installed")
+    try:
+        r = tk.Tk()
+    except tk.TclError as exc:
+        _unavailable(f"Tk cannot start: {exc}")
+    r.withdraw()
+    yield r
+    r.destroy()
+    gc.collect()

@@ -11,7 +11,6 @@ import gc
 import logging
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -49,70 +48,6 @@ except ImportError:  # reported by the root fixture: a skip locally, a failure i
     tk = None  # type: ignore[assignment]
 
 FAST = {"backoff": S.Backoff(initial=0.05, factor=2.0, maximum=0.3, jitter=0.5)}
-
-
-def _unavailable(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"GUI tests need a display in CI: {why}")
-    pytest.skip(f"no display for GUI tests: {why}")
-
-
-@pytest.fixture(scope="session")
-def display() -> Iterator[str]:
-    """The X display to use: $DISPLAY, or a private Xvfb started for this test session."""
-    if os.environ.get("DISPLAY"):
-        yield os.environ["DISPLAY"]
-        return
-    xvfb = shutil.which("Xvfb")
-    if xvfb is None:
-        _unavailable("DISPLAY is unset and Xvfb is not installed")
-    r, w = os.pipe()
-    proc = subprocess.Popen(
-        [xvfb, "-displayfd", str(w), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-        pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(w)
-    number = b""
-    deadline = time.monotonic() + 10
-    try:
-        while not number.endswith(b"\n") and time.monotonic() < deadline:
-            ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            chunk = os.read(r, 16)
-            if not chunk:
-                break
-            number += chunk
-    finally:
-        os.close(r)
-    if not number.strip().isdigit():
-        proc.kill()
-        proc.wait()
-        _unavailable("Xvfb did not start")
-    os.environ["DISPLAY"] = f":{number.decode().strip()}"
-    try:
-        yield os.environ["DISPLAY"]
-    finally:
-        del os.environ["DISPLAY"]
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="session")
-def root(display: str) -> Iterator[tk.Tk]:
-    if tk is None:
-        _unavailable("tkinter is not installed")
-    try:
-        r = tk.Tk()
-    except tk.TclError as exc:
-        _unavailable(f"Tk cannot start: {exc}")
-    r.withdraw()
-    yield r
-    r.destroy()
-    gc.collect()
 
 
 def pump(root: tk.Tk, cond: Callable[[], object], timeout: float = 5.0,
@@ -327,6 +262,8 @@ def test_leave_then_join_again_under_another_name(root: tk.Tk, make_app: Factory
                                                   srv: RunningServer) -> None:
     alice, bob = make_app(srv), make_app(srv)
     join_all(root, (alice, "alice"), (bob, "bob"))
+    say(root, alice, "said before bob left")
+    pump(root, lambda: "alice: said before bob left" in bob.chat.contents(), what="said")
     bob.chat.leave_button.invoke()
     assert bob.phase == "login" and bob.login.frame.winfo_manager() == "pack"
     assert bob.login.name_var.get() == "bob"
@@ -338,6 +275,8 @@ def test_leave_then_join_again_under_another_name(root: tk.Tk, make_app: Factory
     # A fresh view (the room's history, bob's lines in it too, is fetched again).
     pump(root, lambda: "new messages below" in bob.chat.contents(), what="the history")
     assert "You joined #chat as bob." not in bob.chat.contents()
+    # Leaving did not wipe the conversation: it comes back from the room's history.
+    pump(root, lambda: "alice: said before bob left" in bob.chat.contents(), what="kept")
     say(root, bob, "I'm back")
     pump(root, lambda: "robert: I'm back" in alice.chat.contents(), what="message")
 
@@ -817,7 +756,9 @@ def test_kicked_then_join_again(root: tk.Tk, make_app: Factory, srv: RunningServ
          what="the kick")
     pump(root, lambda: "/join" in app.chat.conn_var.get() and app.chat.banner.winfo_ismapped(),
          what="the banner")
-    assert app.chat.count_var.get() == "0 online"
+    # Still connected, but not in the room: said so, greyed, not "0 online" in green.
+    assert app.chat.count_var.get() == "not in the room"
+    assert app.chat.count_label.cget("style") == "Offline.TLabel"
     say(root, app, "/join")
     pump(root, lambda: app.chat.count_var.get() == "2 online"
          and not app.chat.banner.winfo_ismapped(), what="back in")
