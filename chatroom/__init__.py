@@ -42,11 +42,15 @@ client side
     ``session``      :class:`ChatSession`: network and sender threads, no Tk.
     ``slash``        the slash-command table and the text it parses (no Tk).
     ``lines``        how events look as lines of the log (no Tk).
+    ``convs``        the window's conversations (rooms, private talks), unread counts and
+                     mentions, and the rooms remembered for the next start (no Tk).
+    ``logview``      one conversation's scrollback widget: links, find, "new messages".
+    ``dialogs``      Join Room… and the emoji picker; the window's urgency hint.
     ``views``        the Tk widgets; they take plain data and callbacks, never a session.
     ``app``          :class:`ChatApp`, the controller of one window, and ``main``.
 
 Rules beside the order: server-side and client-side modules never import each other; only
-``views`` imports :mod:`tkinter`; the stores (``history``, ``accounts``, and ``files`` when
+the window's modules (``logview``, ``dialogs``, ``views``) import :mod:`tkinter`; the stores (``history``, ``accounts``, and ``files`` when
 it comes) sit below ``registry`` and import neither ``registry`` nor ``handlers``; nothing
 imports the faces.
 """

@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 
 from chatroom import lines, slash, views
 from chatroom import protocol as P
+from chatroom.convs import Conversation, Conversations, RoomMemory
 from chatroom.events import (
     Away,
     AwayChanged,
@@ -82,6 +83,7 @@ from chatroom.events import (
     Reconnecting,
     Registered,
     RenameWarning,
+    RoomList,
     Sending,
     ServerError,
     Topic,
@@ -150,13 +152,15 @@ class ChatApp:
     """
 
     REPLY_WINDOW = 15.0  # seconds in which a server error is taken as the answer to a send
+    ALERT_EVERY = 5.0  # seconds between two bells for mentions
 
     def __init__(self, master: views.Toplevel, host: str = DEFAULT_HOST,
                  port: int = DEFAULT_PORT, name: str = "", room: str = DEFAULT_ROOM, *,
                  poll_ms: int = 50, batch: int = 300, scrollback: int = 5000,
                  session_options: dict[str, object] | None = None, tls: bool | None = None,
                  cafile: str | None = None, pins: PinStore | None = None,
-                 passwords: PasswordStore | None = None) -> None:
+                 passwords: PasswordStore | None = None,
+                 rooms: RoomMemory | None = None) -> None:
         if not views.AVAILABLE:
             raise RuntimeError("the chat window needs tkinter (python3-tk)")
         self.master = master
@@ -168,6 +172,15 @@ class ChatApp:
         self.cafile = cafile
         self.pins = pins if pins is not None else PinStore()  # reads nothing until used
         self.passwords = passwords if passwords is not None else PasswordStore()
+        self.memory = rooms if rooms is not None else RoomMemory()  # rooms for next time
+        self.convs = Conversations()  # the rooms and private talks of this chat
+        self._switch_to: str | None = None  # folded room to show once its Joined comes
+        self._list_stale = False  # the conversation list needs redrawing this tick
+        self._alerted = 0.0  # monotonic time of the last bell
+        self.join_dialog: views.JoinDialog | None = None
+        self.emoji_picker: views.EmojiPicker | None = None
+        # Opens a web address (a clicked link); tests replace it.
+        self.open_url: Callable[[str], None] = views.open_in_browser
         self._attempt: _Attempt | None = None  # the account of the session, if any
         self._account: str | None = None  # what the session is logged in as
         self._prefilled: str | None = None  # the remembered password we filled in
@@ -179,7 +192,6 @@ class ChatApp:
         self.session: ChatSession | None = None
         self.retired: list[ChatSession] = []
         self.phase = "login"  # login, connecting, chat, closed
-        self.unread = 0
         self.exit_requested = False  # set by the signal handler; the next tick exits
         self._title = ""
         self._show_names = False
@@ -188,12 +200,8 @@ class ChatApp:
         self._early: deque[str] = deque(maxlen=50)  # server notices (MOTD) before the chat
         self._members: tuple[str, ...] | None = None  # newest snapshot not yet shown
         self._retry: tuple[float, int, bool] | None = None  # (when, attempt, name in use)
-        self._lost = False  # the connection dropped: the next Joined is a reconnect
         self._final = False  # the session told us it gave up (LoginFailed in the chat)
         self._expect: tuple[str, frozenset[str], float] | None = None  # sent, refusals, when
-        self._bottom_day: lines.Day | None = None  # local date of the last dated line
-        self._top_day: lines.Day | None = None  # of the oldest history line shown
-        self._missed_shown = False  # "While you were disconnected:" is up for this return
         self._sending: tuple[int, int] | None = None  # a paste going out: (sent, total)
         # Asks the user (title, question) -> yes; tests answer it themselves.
         self.confirm: Callable[[str, str], bool] = (
@@ -206,7 +214,20 @@ class ChatApp:
                                      self._identity_changed)
         self.chat = views.ChatView(master, scrollback, self.send_text, self.leave_chat,
                                    self.exit_program, self.refresh_names, self.older_wanted,
-                                   self.log_in_instead, self.back_to_login)
+                                   self.log_in_instead, self.back_to_login,
+                                   on_select=self.conversation_clicked,
+                                   on_join_room=self.open_join_dialog,
+                                   on_part=self.part_clicked,
+                                   on_link=lambda url: self.open_url(url),
+                                   on_emoji=self.open_emoji)
+        self.window.bind_keys({
+            "<Alt-Up>": lambda: self.step_conversation(-1),
+            "<Alt-Down>": lambda: self.step_conversation(1),
+            "<Control-Prior>": lambda: self.step_conversation(-1),
+            "<Control-Next>": lambda: self.step_conversation(1),
+            "<Control-k>": self.open_join_dialog,
+            "<Control-w>": self.part_clicked,
+        }, lambda: self.phase == "chat", (self.chat.entry, self.chat.convlist))
         self._fill_remembered()
         self.login.show()
         self.login.focus_name()
@@ -272,6 +293,7 @@ class ChatApp:
         tls = self.login.use_tls()
         options: dict[str, object] = {"pins": self.pins, "cafile": self.cafile}
         options.update(self.session_options)
+        options.setdefault("rooms", self._remembered_rooms(host, port, name))
         self.session = ChatSession(host, port, name, self.room, password or None, tls=tls,
                                    account=account, **options)  # type: ignore[arg-type]
         self.session.start()
@@ -431,24 +453,25 @@ class ChatApp:
         else:
             self.login.show_status(status)
         self.phase = "login"
-        self.unread = 0
         self._retry = None
         self._claim = None
         self.login.focus_field(focus, select=bool(error))
 
-    def _show_chat(self, nick: str) -> None:
+    def _show_chat(self, nick: str, room: str) -> None:
         self.login.hide()
-        self.chat.reset(self.room)
+        self.chat.reset(room)
+        self.convs = Conversations(self._fold)
         self.chat.show()
         self.phase = "chat"
         self._members = None
         self._retry = None
-        self._lost = self._final = False
+        self._final = False
         self._expect = None
-        self._bottom_day = self._top_day = None
         self.chat.focus_entry()
         self._show_security()
         self.chat.set_account(self._account)
+        conv = self._open(room)
+        self._select(conv)
         for text in self._early:
             self.chat.add(lines.plain(text, "notice"))
         self._early.clear()
@@ -459,10 +482,220 @@ class ChatApp:
             who = ", logged in to your account"
         else:
             who = f", logged in as {account}"
-        self.info(f"You joined {self.room} as {nick}{who}. Type /help for commands.")
+        self.info(f"You joined {room} as {nick}{who}. Type /help for commands.")
         if self._save_error:
             self.error(self._save_error)
             self._save_error = None
+
+    # --- conversations ----------------------------------------------------------------
+
+    def _fold(self, name: str) -> str:
+        s = self.session
+        return (s.server_info if s is not None else ServerInfo()).fold(name)
+
+    @property
+    def current(self) -> Conversation | None:
+        """The conversation in view (None before the chat view has one)."""
+        return self.convs.current
+
+    @property
+    def target(self) -> str:
+        """Where what is typed goes: the room or person in view (the login room before)."""
+        conv = self.convs.current
+        return conv.name if conv is not None else self.room
+
+    def _open(self, name: str, private: bool = False) -> Conversation:
+        """The conversation ``name``, added to the list (with its own log) if new."""
+        conv = self.convs.open(name, private)
+        self.chat.add_pane(conv.pane)
+        self._list_stale = True
+        return conv
+
+    def _select(self, conv: Conversation) -> None:
+        """Show ``conv``: its log, its topic and members; what was unread in it is read."""
+        old = self.convs.current
+        if old is not None and old is not conv and old.pane in self.chat.panes:
+            # Looked at until now: read, and its "new messages" mark starts afresh.
+            self.chat.pane(old.pane).drop_unread_rule()
+            old.unread = old.mentioned = 0
+        self.convs.current = conv
+        self.chat.show_pane(conv.pane)
+        conv.unread = conv.mentioned = 0
+        self._show_side(conv)
+        self._refresh_list()
+        self._update_title()
+        self._expect = None
+        self._show_names = self._show_topic = False
+
+    def _show_side(self, conv: Conversation) -> None:
+        """The topic bar and the side panel for ``conv``, the one in view."""
+        chat = self.chat
+        self._members = None
+        if conv.private:
+            chat.set_side(f"Talking with {conv.name}", refresh=False)
+            chat.set_heading(f"Private conversation with {conv.name}: only the two of you "
+                             f"see it.")
+            chat.set_members((conv.name,))
+            chat.count_var.set("private")
+            chat.set_part_label("Close")
+            return
+        chat.set_side(f"Online in {conv.name}", refresh=conv.joined)
+        chat.set_topic(conv.topic)
+        chat.set_part_label("Leave")
+        if conv.joined:
+            chat.set_members(conv.members)
+        else:
+            s = self.session
+            connected = s is not None and s.state in ("joining", "joined")
+            chat.set_offline("not in the room" if connected else "offline")
+
+    def _close(self, conv: Conversation) -> None:
+        """Take ``conv`` off the list, with its log; the neighbour comes into view."""
+        was_current = conv is self.convs.current
+        if conv.pane in self.chat.panes:
+            self.chat.remove_pane(conv.pane)
+        self.convs.close(conv.name)
+        if was_current:
+            nxt = self.convs.current
+            if nxt is not None:
+                self.convs.current = None
+                self._select(nxt)
+            else:
+                self.chat.show_pane("")
+                self.chat.set_side("Online", refresh=False)
+                self.chat.set_heading("You are in no room. Press Join Room… (Ctrl+K) to "
+                                      "join one.")
+                self.chat.set_offline("no room")
+        self._refresh_list()
+        self._update_title()
+
+    def _room_conv(self, room: str | None) -> Conversation | None:
+        conv = self.convs.get(room) if room else None
+        return conv if conv is not None and not conv.private else None
+
+    def _refresh_list(self) -> None:
+        """Redraw the conversation list (once per tick at most)."""
+        self._list_stale = False
+        entries = []
+        current = None
+        for i, c in enumerate(self.convs):
+            if c is self.convs.current:
+                current = i
+            if c.mentioned:
+                kind = "mention"
+            elif c.unread:
+                kind = "unread"
+            elif not c.private and not c.joined:
+                kind = "off"
+            else:
+                kind = ""
+            entries.append((c.label, kind))
+        self.chat.set_conversations(entries, current)
+
+    def conversation_clicked(self, index: int) -> None:
+        convs = list(self.convs)
+        if 0 <= index < len(convs):
+            self._select(convs[index])
+            self._refresh_list()
+            self._update_title()
+            self.chat.focus_entry()
+
+    def step_conversation(self, step: int) -> None:
+        """Alt+Up / Alt+Down: the conversation above or below in the list."""
+        convs = list(self.convs)
+        if not convs or self.convs.current is None:
+            return
+        i = (convs.index(self.convs.current) + step) % len(convs)
+        self.conversation_clicked(i)
+
+    def part_clicked(self) -> None:
+        """The Leave button (Ctrl+W): leave the room in view, or close the private talk."""
+        conv = self.convs.current
+        if conv is None:
+            return
+        s = self.session
+        if conv.private or not conv.joined or s is None:
+            if not conv.private and s is not None:
+                s.part(conv.name)  # a room we were removed from: stop trying to rejoin
+            self._close(conv)
+            self._remember_rooms()
+            return
+        if not s.part(conv.name):
+            self.error(f"Could not leave {conv.name} right now: not connected.")
+
+    def _remembered_rooms(self, host: str, port: int, name: str) -> list[str]:
+        try:
+            return self.memory.get(host, port, name)
+        except OSError:
+            return []
+
+    def _remember_rooms(self) -> None:
+        """Keep the rooms we are in, for the next start (a failure only costs that)."""
+        s = self.session
+        if s is None:
+            return
+        name = self._attempt.name if self._attempt is not None else s.nick
+        try:
+            self.memory.set(s.host, s.port, name, list(s.rooms))
+        except OSError as exc:
+            log.warning("could not remember the rooms: %s", exc)
+
+    def open_join_dialog(self) -> None:
+        """Join Room… (Ctrl+K): the server's rooms, with a field for any name."""
+        if self.phase != "chat":
+            return
+        if self.join_dialog is not None and self.join_dialog.alive():
+            self.join_dialog.lift()
+        else:
+            self.join_dialog = views.JoinDialog(self.master, self._join_from_dialog,
+                                                self._list_rooms)
+        self._list_rooms()
+
+    def _list_rooms(self) -> None:
+        s = self.session
+        if self.join_dialog is None:
+            return
+        if s is None or not s.list_rooms():
+            self.join_dialog.set_status("Not connected: the list of rooms comes once the "
+                                        "connection is back.")
+        else:
+            self.join_dialog.set_status("Asking the server for its rooms…")
+
+    def _join_from_dialog(self, name: str) -> str | None:
+        """The dialog's Join: None when asked (the dialog closes), else why not."""
+        name = name.strip()
+        if name and not name.startswith(tuple("#&")):
+            name = "#" + name
+        return self.join_room(name)
+
+    def join_room(self, name: str) -> str | None:
+        """Join room ``name`` (or show it, if we are in it): None, or why not, in words."""
+        s = self.session
+        if s is None or s.state not in ("joining", "joined"):
+            return "Not connected: try again when the connection is back."
+        problem = s.room_problem(name)
+        if problem:
+            return f"“{name}” is not a room name: {problem}."
+        conv = self._room_conv(name)
+        if conv is not None and conv.joined:
+            self._select(conv)
+            return None
+        if not s.join(name):
+            return "Not connected: try again when the connection is back."
+        self._switch_to = self._fold(name)
+        self.info(f"Joining {name}…")
+        return None
+
+    def open_private(self, nick: str) -> Conversation:
+        conv = self._open(nick, private=True)
+        return conv
+
+    def open_emoji(self) -> None:
+        if self.emoji_picker is not None and self.emoji_picker.alive():
+            self.emoji_picker.close()
+            return
+        self.emoji_picker = views.EmojiPicker(self.master, self.chat.emoji_button,
+                                              self.chat.insert_text)
 
     # --- chat actions -----------------------------------------------------------------
 
@@ -479,16 +712,27 @@ class ChatApp:
             return self.command(text)
         body = slash.message_text(text)
         s = self.session
-        pieces = s.pieces(self.room, body) if s is not None else []
+        conv = self.convs.current
+        if conv is None:
+            self.error("You are in no room: join one first (Join Room…, or /join #name).")
+            return False
+        pieces = s.pieces(conv.name, body) if s is not None else []
         if s is not None and len(pieces) > PASTE_ASK and not self._paste_ok(s, len(pieces)):
             return False  # the text stays in the field
-        if s is None or not s.send_message(body):
-            self.error("Not connected to the room: the message was not sent.")
+        if conv.private:
+            sent = s is not None and s.send_private(conv.name, body)
+            refusals = {P.ERR_NOSUCHNICK, P.ERR_CANNOTSENDTOCHAN}
+        else:
+            sent = s is not None and s.send_message(body, room=conv.name)
+            refusals = {P.ERR_CANNOTSENDTOCHAN}
+        if s is None or not sent:
+            self.error("Not connected to the room: the message was not sent." if not
+                       conv.private else "Not connected: the message was not sent.")
             return False
-        self._expect_reply(text, {P.ERR_CANNOTSENDTOCHAN})
+        self._expect_reply(text, refusals)
         if not s.echoes:  # else the server's echo shows it, with the server's time
             for piece in pieces:  # each as others get it: IRC has no multi-line message
-                self.own_line(piece)
+                self.own_line(piece, conv=conv)
         return True
 
     def _paste_ok(self, s: ChatSession, count: int) -> bool:
@@ -497,7 +741,7 @@ class ChatApp:
         pace = (f" They go out {s.send_rate:g} a second after the first {s.send_burst}, so "
                 f"the server takes them all: about {seconds} s." if seconds else "")
         return self.confirm("Send these lines?",
-                            f"This sends {count} messages to {self.room}, one for each line "
+                            f"This sends {count} messages to {self.target}, one for each line "
                             f"(a long line goes in pieces).{pace}")
 
     def command(self, line: str) -> bool:
@@ -515,10 +759,25 @@ class ChatApp:
         return handler(inv.rest, inv.line)
 
     def _in_room(self) -> bool:
-        return self.session is not None and self.session.in_room
+        """Can the conversation in view be written to: a room we are in, or a person
+        while connected?"""
+        s, conv = self.session, self.convs.current
+        if s is None or conv is None:
+            return False
+        if conv.private:
+            return s.state in ("joining", "joined")
+        return s.is_in(conv.name)
 
     def _not_in_room(self) -> None:
-        self.error("Not connected to the room: try again when the connection is back.")
+        conv = self.convs.current
+        s = self.session
+        if (conv is not None and not conv.private and s is not None
+                and s.state in ("joining", "joined")):
+            self.error(f"You are not in {conv.name}: type /join to join it again.")
+        elif conv is None and s is not None and s.state in ("joining", "joined"):
+            self.error("You are in no room: join one first (Join Room…, or /join #name).")
+        else:
+            self.error("Not connected to the room: try again when the connection is back.")
 
     def _room_session(self) -> ChatSession:
         """The session, for a handler that ``needs_room`` (checked before it runs)."""
@@ -561,36 +820,87 @@ class ChatApp:
         return True
 
     def slash_join(self, rest: str, line: str) -> bool:
-        s = self.session
+        """/join #room: join it (or show it); /join alone: the room in view, again."""
         wanted = rest.split(" ", 1)[0]
-        if wanted and s is not None and s.server_info.fold(wanted) != s.server_info.fold(
-                self.room):
-            # One room per window for now: say how to get there instead of pretending.
-            self.error(f"This window shows one room, {self.room}. To go to {wanted}, press "
-                       f"Leave Chat and enter {wanted} as the room on the login screen.")
-            return False
-        if s is not None and s.state == "joined" and not s.in_room:
-            if not s.rejoin():
-                self.error(f"Could not ask to join {self.room} right now.")
+        conv = self.convs.current
+        if not wanted:
+            if conv is None or conv.private:
+                self.error("Usage: /join #room")
                 return False
-            self.info(f"Joining {self.room}…")
-            return True
-        if s is not None and s.in_room:
-            self.error(f"You are already in {self.room}.")
+            if conv.joined:
+                self.error(f"You are already in {conv.name}.")
+                return False
+            wanted = conv.name
+        elif not wanted.startswith(tuple("#&")) and P.valid_nick(wanted):
+            wanted = "#" + wanted  # "/join dev" means #dev, as in other clients
+        problem = self.join_room(wanted)
+        if problem:
+            self.error(problem)
             return False
-        self._not_in_room()
-        return False
+        return True
+
+    def slash_part(self, rest: str, line: str) -> bool:
+        """/part [#room] [reason]: leave a room (the one in view by default)."""
+        s = self.session
+        first, _, reason = rest.partition(" ")
+        if first.startswith(tuple("#&")):
+            name = first
+        else:
+            conv = self.convs.current
+            if conv is None or conv.private:
+                self.error("Usage: /part [#room] [reason] — in a private conversation, "
+                           "/close closes it.")
+                return False
+            name, reason = conv.name, rest
+        conv = self._room_conv(name)
+        if s is None or not s.part(name, reason or "Left the room"):
+            if conv is not None and not conv.joined:
+                self._close(conv)
+                return True
+            self.error(f"You are not in {name}.")
+            return False
+        return True
+
+    def slash_query(self, rest: str, line: str) -> bool:
+        """/query name [text]: a private conversation with ``name``, shown."""
+        s = self.session
+        nick, _, text = rest.partition(" ")
+        if not nick:
+            self.error("Usage: /query <name> [text]")
+            return False
+        problem = s.nick_problem(nick) if s is not None else P.nick_problem(nick)
+        if problem:
+            self.error(f"“{nick}” is not a valid name: {problem}.")
+            return False
+        if s is not None and self._fold(nick) == self._fold(s.nick):
+            self.error("That is you: pick someone else to talk to.")
+            return False
+        self._select(self.open_private(nick))
+        if text.strip():
+            return self.send_text(text)
+        return True
+
+    def slash_close(self, rest: str, line: str) -> bool:
+        """/close: close the private conversation in view (or leave the room)."""
+        if self.convs.current is None:
+            return False
+        self.part_clicked()
+        return True
+
+    def slash_list(self, rest: str, line: str) -> bool:
+        self.open_join_dialog()
+        return True
 
     def slash_me(self, rest: str, line: str) -> bool:
         if not rest:
             self.error("Usage: /me <action>, e.g. /me waves")
             return False
-        if not self._room_session().send_action(rest):
+        if not self._room_session().send_action(rest, self.target):
             self.error("The action was not sent.")
             return False
-        self._expect_reply(line, {P.ERR_CANNOTSENDTOCHAN})
+        self._expect_reply(line, {P.ERR_CANNOTSENDTOCHAN, P.ERR_NOSUCHNICK})
         if not self._room_session().echoes:
-            self.own_line(rest, action=True)
+            self.own_line(rest, action=True, conv=self.convs.current)
         return True
 
     def slash_msg(self, rest: str, line: str) -> bool:
@@ -608,7 +918,11 @@ class ChatApp:
             return False
         self._expect_reply(line, {P.ERR_NOSUCHNICK, P.ERR_CANNOTSENDTOCHAN})
         if not s.echoes:
-            self.own_line(text, to=nick)
+            here = self.convs.current
+            talk = self.convs.get(nick)
+            if talk is not None and talk.private and talk is not here:
+                self.own_line(text, conv=talk)
+            self.own_line(text, to=None if here is talk else nick, conv=here)
         return True
 
     def slash_nick(self, rest: str, line: str) -> bool:
@@ -626,7 +940,7 @@ class ChatApp:
     def slash_topic(self, rest: str, line: str) -> bool:
         s = self._room_session()
         if not rest:
-            if not s.request_topic():
+            if not s.request_topic(self.target):
                 self.error("Could not ask for the topic right now.")
                 return False
             self._show_topic = True
@@ -637,7 +951,7 @@ class ChatApp:
             self.error(f"That topic is too long for this server: it keeps at most {limit} "
                        f"bytes and yours has {size}. Shorten it and press Enter again.")
             return False
-        if not s.set_topic(rest):
+        if not s.set_topic(rest, self.target):
             self.error("The topic was not set: not connected to the room.")
             return False
         self._expect_reply(line, {P.ERR_CHANOPRIVSNEEDED, P.ERR_NOTONCHANNEL,
@@ -645,7 +959,7 @@ class ChatApp:
         return True
 
     def slash_names(self, rest: str, line: str) -> bool:
-        if not self._room_session().request_names():
+        if not self._room_session().request_names(self.target):
             self.error("Could not ask for the member list right now.")
             return False
         self._show_names = True
@@ -673,8 +987,9 @@ class ChatApp:
             self.chat.set_security("Not encrypted", False)
 
     def refresh_names(self) -> None:
-        if self.session is not None:
-            self.session.request_names()
+        conv = self.convs.current
+        if self.session is not None and conv is not None and not conv.private:
+            self.session.request_names(conv.name)
 
     def back_to_login(self) -> None:
         """The banner's Back to Login: leave, keeping a remembered password (not a log out)."""
@@ -755,26 +1070,63 @@ class ChatApp:
 
     # --- lines in the view ------------------------------------------------------------
 
-    def own_line(self, text: str, *, action: bool = False, to: str | None = None) -> None:
+    def own_line(self, text: str, *, action: bool = False, to: str | None = None,
+                 conv: Conversation | None = None) -> None:
         """Our line, shown at once (a server without echo-message never sends it back)."""
         nick = self.session.nick if self.session is not None else "you"
         now = time.time()
-        self._add_row(now, lines.message(now, nick, text, own=True, action=action, to=to))
+        self._add_row(now, lines.message(now, nick, text, own=True, action=action, to=to),
+                      conv)
         self.chat.flush()
 
-    def event_line(self, text: str, ts: float | None = None) -> None:
+    def event_line(self, text: str, ts: float | None = None,
+                   conv: Conversation | None = None) -> None:
         when = time.time() if ts is None else ts
-        self._add_row(when, (lines.event(text, when), ()))
+        self._add_row(when, (lines.event(text, when), ()), conv)
 
-    def _add_row(self, ts: float, row: lines.Row | None) -> None:
-        """A line at the end of the log, after a day line if the date has changed."""
+    def _add_row(self, ts: float, row: lines.Row | None,
+                 conv: Conversation | None = None) -> None:
+        """A line at the end of ``conv``'s log (the one in view by default), after a day
+        line if the date has changed."""
         if row is None:
             return
+        conv = conv or self.convs.current
+        if conv is None:
+            self.chat.add(*row, key="")
+            return
         today = lines.day_of(ts)
-        if self._bottom_day is not None and today != self._bottom_day:
-            self.chat.add(lines.day(ts))
-        self._bottom_day = today
-        self.chat.add(*row)
+        if conv.bottom_day is not None and today != conv.bottom_day:
+            self.chat.add(lines.day(ts), key=conv.pane)
+        conv.bottom_day = today
+        self.chat.add(*row, key=conv.pane)
+
+    def _arrived(self, conv: Conversation, ts: float, row: lines.Row | None, *,
+                 mention: bool = False) -> None:
+        """Someone's line in ``conv``: counted as unread unless it is in view (with the
+        window focused), marked where the unread lines start; a mention (or any private
+        line) rings and marks the window when it is not focused."""
+        if row is None:
+            return
+        away = conv is not self.convs.current or not self._has_focus
+        if away:
+            if not conv.unread:
+                self.chat.pane(conv.pane).add_unread_rule(lines.unread_rule())
+            conv.unread += 1
+            if mention or conv.private:
+                conv.mentioned += 1
+            self._list_stale = True
+        if (mention or conv.private) and not self._has_focus:
+            self._alert()
+        self._add_row(ts, row, conv)
+
+    def _alert(self) -> None:
+        """The bell and the window's urgency hint, for a mention while it is not focused;
+        the bell at most every ALERT_EVERY seconds, so a busy talk does not keep ringing."""
+        now = time.monotonic()
+        if now - self._alerted >= self.ALERT_EVERY:
+            self._alerted = now
+            self.window.bell()
+        self.window.set_urgent(True)
 
     # --- history ----------------------------------------------------------------------
 
@@ -782,43 +1134,46 @@ class ChatApp:
         """The log is scrolled to its top: ask for the page of history before it.  Not
         once lines have gone off the top to keep the scrollback bounded (the page would
         leave a gap), nor while the session has nothing to ask for."""
-        s = self.session
-        if (self.phase == "chat" and s is not None and not self.chat.trimmed
-                and self.chat.line_count() < self.chat.scrollback):
-            s.load_older()
+        s, conv = self.session, self.convs.current
+        if (self.phase == "chat" and s is not None and conv is not None and not conv.private
+                and not self.chat.trimmed and self.chat.line_count() < self.chat.scrollback):
+            s.load_older(conv.name)
 
-    def _show_history(self, ev: History) -> None:
-        rows = [(e.time, row) for e in ev.entries if (row := lines.render(e)) is not None]
+    def _show_history(self, ev: History, conv: Conversation) -> None:
+        me = self.session.nick if self.session is not None else ""
+        rows = [(e.time, row) for e in ev.entries
+                if (row := lines.render(e, me=me)) is not None]
         if ev.kind is HistoryKind.MISSED:
-            self._show_missed(rows, ev.more)
+            self._show_missed(rows, ev.more, conv)
             return
         if not rows and not (ev.start and ev.kind is HistoryKind.OLDER):
             return  # a room with no history: nothing to set apart
         block = lines.dated(lines.as_history(rows), None)
         if ev.start:
-            block.insert(0, (lines.start_of(self.room), ()))
+            block.insert(0, (lines.start_of(conv.name), ()))
         if ev.kind is HistoryKind.LATEST:
             block.append((lines.new_messages(), ()))
-            self.chat.prepend(block)
-            if self._bottom_day is None:
-                self._bottom_day = lines.day_of(rows[-1][0])
+            self.chat.prepend(block, key=conv.pane)
+            if conv.bottom_day is None and rows:
+                conv.bottom_day = lines.day_of(rows[-1][0])
         else:
             # The first line shown is the day line of the oldest line; if this page ends
             # on that day, the page's own day line takes its place.
-            same_day = bool(rows) and lines.day_of(rows[-1][0]) == self._top_day
-            self.chat.prepend(block, drop_first=same_day)
+            same_day = bool(rows) and lines.day_of(rows[-1][0]) == conv.top_day
+            self.chat.prepend(block, drop_first=same_day, key=conv.pane)
         if rows:
-            self._top_day = lines.day_of(rows[0][0])
+            conv.top_day = lines.day_of(rows[0][0])
 
-    def _show_missed(self, rows: list[tuple[float, lines.Row]], more: bool) -> None:
+    def _show_missed(self, rows: list[tuple[float, lines.Row]], more: bool,
+                     conv: Conversation) -> None:
         """What was said while we were disconnected, at the end (before the live lines)."""
-        if rows and not self._missed_shown:
-            self._missed_shown = True
-            self.chat.add(lines.missed())
+        if rows and not conv.missed_shown:
+            conv.missed_shown = True
+            self.chat.add(lines.missed(), key=conv.pane)
         for ts, row in rows:
-            self._add_row(ts, row)
+            self._add_row(ts, row, conv)
         if more:
-            self.chat.add(lines.missed_more())
+            self.chat.add(lines.missed_more(), key=conv.pane)
 
     def info(self, text: str) -> None:
         self.chat.add(lines.plain(text, "info"))
@@ -848,7 +1203,9 @@ class ChatApp:
             return False
         s = self.session
         handled = 0
-        self._has_focus = self.window.focused()
+        focused = self.window.focused()
+        self._focus_changed(focused)
+        self._has_focus = focused
         while s is not None and handled < self.batch and self.session is s:
             try:
                 ev = s.events.get_nowait()
@@ -864,6 +1221,8 @@ class ChatApp:
         if self._members is not None:
             members, self._members = self._members, None
             self.chat.set_members(members)
+        if self._list_stale and self.phase == "chat":
+            self._refresh_list()
         self.chat.flush()
         self._countdown()
         self._claim_countdown()
@@ -871,9 +1230,14 @@ class ChatApp:
         self._update_title()
         return self.session is not None and not self.session.events.empty()
 
-    def _set_members(self, members: tuple[str, ...]) -> None:
-        """Show ``members`` at the end of this tick (only the newest snapshot counts)."""
-        self._members = members
+    def _set_members(self, conv: Conversation | None, members: tuple[str, ...]) -> None:
+        """``conv``'s members; shown at the end of this tick if it is in view (only the
+        newest snapshot counts)."""
+        if conv is None:
+            return
+        conv.members = members
+        if conv is self.convs.current:
+            self._members = members
 
     def _countdown(self) -> None:
         if self._retry is None:
@@ -940,8 +1304,11 @@ class ChatApp:
                 self._tls_offer = offer or self._tls_offer
             case Reconnecting(attempt=n, delay=delay, name_in_use=name_in_use):
                 self._retry = (time.monotonic() + delay, n, name_in_use)
-            case Joined(nick=nick):
-                self._show_chat(nick)
+            case Joined(room=room, nick=nick):
+                self._show_chat(nick, room)
+                self._joined(room, nick, rejoined=False, first=True)
+            case Left(refused=True, reason=reason):  # another remembered room: said later
+                self._early.append(reason)
             case Closed():
                 self._retire()
                 self._show_login(error="The connection ended before you could join. "
@@ -951,47 +1318,52 @@ class ChatApp:
         chat = self.chat
         match ev:
             case Message():
-                self._add_row(ev.time, lines.render(ev))
-                if not self._has_focus:
-                    self.unread += 1
+                self._message(ev)
             case Echo(message=said):
-                self._add_row(said.time, lines.render(said))
-            case History():
-                self._show_history(ev)
-            case (UserJoined(members=members) | UserLeft(members=members)
-                  | UserQuit(members=members)):
-                self._add_row(ev.time, lines.render(ev))
-                self._set_members(members)
+                self._message(said)
+            case History(room=room):
+                conv = self._room_conv(room)
+                if conv is not None:
+                    self._show_history(ev, conv)
+            case (UserJoined(room=room, members=members) | UserLeft(room=room, members=members)
+                  | UserQuit(room=room, members=members)):
+                conv = self._room_conv(room)
+                if conv is not None:
+                    self._add_row(ev.time, lines.render(ev), conv)
+                    self._set_members(conv, members)
             case UserRenamed(is_self=is_self, members=members, forced=forced):
-                if forced:  # the server took a registered name back: say it plainly
-                    chat.add(lines.plain(lines.renamed_to_guest(ev.old, ev.new), "notice"))
-                else:
-                    self._add_row(ev.time, lines.render(ev))
+                self._renamed(ev)
                 if is_self:
                     self._expect = None
                     self._claim = None
-                self._set_members(members)
+                self._set_members(self._room_conv(ev.room), members)
             case RenameWarning(nick=nick, deadline=deadline):
                 self._claim = (nick, deadline)
             case LoggedIn(account=account):  # logged in again after a reconnect
                 self._account = account
                 chat.set_account(account)
             case Names(room=room, members=members):
-                fold = (self.session.server_info if self.session else ServerInfo()).fold
-                if fold(room) == fold(self.room):
-                    self._set_members(members)
+                self._set_members(self._room_conv(room), members)
                 if self._show_names:
                     self._show_names = False
                     self.info(f"In {room} ({len(members)}): " + ", ".join(members))
-            case Topic(text=text, by=by):
-                chat.set_topic(text)
-                if by:
-                    self._add_row(ev.time, lines.render(ev))
-                elif self._show_topic:
+            case Topic(room=room, text=text, by=by):
+                conv = self._room_conv(room)
+                if conv is not None:
+                    conv.topic = text
+                    if conv is self.convs.current:
+                        chat.set_topic(text)
+                    if by:
+                        self._add_row(ev.time, lines.render(ev), conv)
+                if not by and self._show_topic:
                     self._show_topic = False
-                    self.info(f"Topic: {text}" if text else "No topic is set.")
-            case Notice(text=text, tls_port=offer):
-                chat.add(lines.plain(text, "notice"))
+                    here = conv is not None and conv is self.convs.current
+                    where = "" if here else f" of {room}"
+                    self.info(f"Topic{where}: {text}" if text else
+                              f"No topic is set in {room}.")
+            case Notice(text=text, tls_port=offer, room=room):
+                conv = self._room_conv(room)
+                chat.add(lines.plain(text, "notice"), key=conv.pane if conv else None)
                 if offer:
                     self._tls_offer = offer
                     self._show_security()
@@ -1015,36 +1387,37 @@ class ChatApp:
                     self._sending = (sent, total)
                 self._update_title()
             case Away(nick=nick, text=text):
-                self.info(lines.away(nick, text))
+                talk = self.convs.get(nick)
+                chat.add(lines.plain(lines.away(nick, text), "info"),
+                         key=talk.pane if talk is not None and talk.private else None)
             case AwayChanged(away=away):
                 self.info(lines.away_changed(away))
             case Whois(nick=nick, facts=facts):
                 self.info(lines.whois_header(nick, facts))
                 for fact in facts:
                     self.info(f"    {fact}")
-            case Joined(nick=nick, rejoined=True):
-                chat.set_connection(None)
-                chat.set_topic("")  # the 332 that follows brings the topic, if there is one
-                self._retry = None
-                self._missed_shown = False
-                if self._lost:
-                    self.event_line(f"Reconnected: you are back in {self.room} as {nick}")
-                else:
-                    self.event_line(f"You joined {self.room} again")
-                self._lost = False
-            case Left(reason=reason, kicked_by=by):
-                self._members = None
-                chat.set_offline("not in the room")  # connected, but nobody is shown
-                self._show_names = self._show_topic = False
-                chat.add(lines.plain(lines.removed(self.room, by, reason), "error"))
-                chat.set_connection(f"You are not in {self.room}. Type /join to join again.")
+            case RoomList(rooms=rooms, complete=complete):
+                if self.join_dialog is not None and self.join_dialog.alive():
+                    self.join_dialog.set_rooms(rooms, complete)
+            case Joined(room=room, nick=nick, rejoined=rejoined):
+                self._joined(room, nick, rejoined)
+            case Left():
+                self._left(ev)
             case Disconnected(reason=reason, will_retry=retry):
                 self._members = None
-                self._lost = True
                 self._claim = None  # the server forgets its timer with the connection
                 self._show_names = self._show_topic = False
+                for conv in self.convs:
+                    if not conv.private:
+                        conv.joined, conv.members, conv.lost = False, (), True
+                self._list_stale = True
                 chat.set_offline()
-                chat.add(lines.plain(lines.connection_lost(reason, retry), "error"))
+                chat.refresh_button.configure(state="disabled")
+                for conv in self.convs:
+                    chat.add(lines.plain(lines.connection_lost(reason, retry), "error"),
+                             key=conv.pane)
+                if not len(self.convs):
+                    chat.add(lines.plain(lines.connection_lost(reason, retry), "error"))
                 chat.set_connection("Connection lost. Reconnecting…" if retry
                                     else "Connection lost.")
             case Reconnecting(attempt=n, delay=delay, name_in_use=name_in_use):
@@ -1067,6 +1440,117 @@ class ChatApp:
                 if not self._final:
                     chat.set_connection("Disconnected. Go back to the login to join again.")
 
+    def _message(self, ev: Message) -> None:
+        """A message (or our own, echoed) into its room, or its private conversation."""
+        me = self.session.nick if self.session is not None else ""
+        if not ev.private:
+            conv = self._room_conv(ev.room)
+            if conv is None:
+                return
+            row = lines.render(ev, me=me)
+            if ev.own:
+                self._add_row(ev.time, row, conv)
+            else:
+                self._arrived(conv, ev.time, row, mention=lines.mentions(ev.text, me))
+            return
+        other = ev.target if ev.own else ev.sender
+        talk = self.convs.get(other)
+        if ev.notice and (talk is None or not talk.private):
+            # A notice from a person (a service, a bot's answer): where we are, as before.
+            self._add_row(ev.time, lines.render(ev, me=me))
+            return
+        if talk is None:
+            talk = self.open_private(other)
+        elif not talk.private:
+            return  # a person named like one of our rooms: cannot be
+        row = lines.render(ev, me=me, conversation=True)
+        if ev.own:
+            self._add_row(ev.time, row, talk)
+            here = self.convs.current
+            if here is not None and here is not talk:  # /msg from a room: say it there too
+                self._add_row(ev.time, lines.render(ev, me=me), here)
+        else:
+            self._arrived(talk, ev.time, row, mention=True)
+
+    def _renamed(self, ev: UserRenamed) -> None:
+        conv = self._room_conv(ev.room)
+        if ev.forced:  # the server took a registered name back: say it plainly
+            self.chat.add(lines.plain(lines.renamed_to_guest(ev.old, ev.new), "notice"),
+                          key=conv.pane if conv is not None else None)
+        elif conv is not None:
+            self._add_row(ev.time, lines.render(ev), conv)
+        if not ev.is_self:
+            talk = self.convs.rename(ev.old, ev.new)
+            if talk is not None:  # the private conversation follows them
+                self._add_row(ev.time, (lines.event(lines.membership(ev), ev.time), ()), talk)
+                if talk is self.convs.current:
+                    self._show_side(talk)
+                self._list_stale = True
+
+    def _joined(self, room: str, nick: str, rejoined: bool, first: bool = False) -> None:
+        """We are in ``room``: a new entry (shown if the user asked for it), or back."""
+        conv = self._room_conv(room)
+        new = conv is None
+        conv = self._open(room)
+        conv.joined = True
+        self._retry = None
+        self.chat.set_connection(None)
+        if rejoined and not new:
+            conv.topic = ""  # the 332 that follows brings the topic, if there is one
+            conv.missed_shown = False
+            if conv.lost:
+                self.event_line(f"Reconnected: you are back in {room} as {nick}", conv=conv)
+            else:
+                self.event_line(f"You joined {room} again", conv=conv)
+            conv.lost = False
+        elif not first:
+            self.event_line(f"You joined {room}", conv=conv)
+        if self._switch_to is not None and self._switch_to == self._fold(room):
+            self._switch_to = None
+            self._select(conv)
+        elif conv is self.convs.current:
+            self._show_side(conv)
+        self._list_stale = True
+        if new:
+            self._remember_rooms()
+
+    def _left(self, ev: Left) -> None:
+        """We are out of a room: we left it (its entry goes), could not get in, or were
+        removed (the entry stays, greyed, to join again)."""
+        conv = self._room_conv(ev.room)
+        if ev.parted:
+            if conv is not None:
+                self._close(conv)
+            self.info(f"You left {ev.room}.")
+            self._remember_rooms()
+            return
+        if ev.refused:
+            if self._switch_to == self._fold(ev.room):
+                self._switch_to = None
+            if conv is not None:  # we were in it before a reconnect
+                conv.joined, conv.members = False, ()
+                self.chat.add(lines.plain(ev.reason, "error"), key=conv.pane)
+                if conv is self.convs.current:
+                    self._show_side(conv)
+                else:
+                    self.error(ev.reason)
+            else:
+                self.error(ev.reason)
+            self._list_stale = True
+            self._remember_rooms()
+            return
+        if conv is None:
+            return
+        conv.joined, conv.members = False, ()
+        self._list_stale = True
+        self.chat.add(lines.plain(lines.removed(conv.name, ev.kicked_by, ev.reason), "error"),
+                      key=conv.pane)
+        self.chat.add(lines.plain(f"Type /join to join {conv.name} again.", "info"),
+                      key=conv.pane)
+        if conv is self.convs.current:
+            self._show_names = self._show_topic = False
+            self._show_side(conv)
+
     def _account_refused(self, kind: LoginKind) -> None:
         """A wrong password is not worth remembering: delete it (the box stays ticked, so
         the right one is kept once it is accepted)."""
@@ -1078,19 +1562,40 @@ class ChatApp:
     # --- title and focus --------------------------------------------------------------
 
     def _on_focus(self) -> None:
-        if self.unread and self.window.focused():
-            self.unread = 0
-            self._update_title()
+        """The window got the focus: what is in view is read, and it needs no attention."""
+        if self.phase != "chat" or not self.window.focused():
+            return
+        conv = self.convs.current
+        if conv is not None and (conv.unread or conv.mentioned):
+            conv.unread = conv.mentioned = 0
+            self._list_stale = True
+        self.window.set_urgent(False)
+        self._update_title()
+
+    def _focus_changed(self, focused: bool) -> None:
+        """Once per tick: leaving the window starts a new "new messages" mark in view, so
+        coming back shows what came meanwhile."""
+        if focused == self._has_focus:
+            return
+        conv = self.convs.current
+        if not focused and conv is not None and conv.pane in self.chat.panes:
+            self.chat.pane(conv.pane).drop_unread_rule()
+
+    def unread_totals(self) -> tuple[int, int]:
+        """Lines unread and mentions, over every conversation."""
+        return self.convs.totals()
 
     def _update_title(self) -> None:
-        if self.unread and self.window.focused():
-            self.unread = 0
+        unread, mentioned = self.convs.totals()
         if self.phase == "chat" and self.session is not None:
-            title = f"{self.room} — {self.session.nick} — Chat"
+            title = f"{self.target} — {self.session.nick} — Chat"
         else:
             title = "Chat — join a room"
-        if self.unread:
-            title = f"({self.unread}) {title}"
+            unread = mentioned = 0
+        if mentioned:
+            title = f"({unread}, {mentioned} for you) {title}"
+        elif unread:
+            title = f"({unread}) {title}"
         if self._sending is not None:
             title = f"[sending {self._sending[0]}/{self._sending[1]}] {title}"
         if title != self._title:

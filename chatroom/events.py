@@ -70,11 +70,19 @@ class Joined(Event):
 
 @dataclass(frozen=True)
 class Left(Event):
-    """We are no longer in ``room``: we parted, or ``kicked_by`` removed us."""
+    """We are no longer in ``room``: ``kicked_by`` removed us, or we left it.
+
+    ``parted``: we asked to leave it (:meth:`~chatroom.session.ChatSession.part`) and the
+    session has forgotten the room.  ``refused``: the server would not let us in (or back
+    in, after a reconnect), ``reason`` says why in words, and the session has forgotten
+    the room too.  Otherwise (a kick) the session keeps the room, to join it again.
+    """
 
     room: str
     reason: str = ""
     kicked_by: str | None = None
+    parted: bool = False
+    refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,6 +239,25 @@ class Whois(Event):
 
     nick: str
     facts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RoomInfo:
+    """One room as the server's room list (LIST) shows it."""
+
+    name: str
+    users: int
+    topic: str
+
+
+@dataclass(frozen=True)
+class RoomList(Event):
+    """The server's answer to :meth:`~chatroom.session.ChatSession.list_rooms`, sorted by
+    members (most first).  ``complete`` is False when the server listed more than the
+    session keeps (:data:`~chatroom.session.LIST_MAX`)."""
+
+    rooms: tuple[RoomInfo, ...]
+    complete: bool = True
 
 
 @dataclass(frozen=True)

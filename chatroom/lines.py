@@ -51,35 +51,83 @@ def stamp(ts: float) -> str:
 
 
 def message(ts: float, sender: str, text: str, *, own: bool, action: bool = False,
-            private: bool = False, notice: bool = False, to: str | None = None
-            ) -> tuple[Parts, tuple[str, ...]]:
-    """A message line and the tags of the whole line (background: own, private).
+            private: bool = False, notice: bool = False, to: str | None = None,
+            mention: bool = False) -> tuple[Parts, tuple[str, ...]]:
+    """A message line and the tags of the whole line (background: own, private, mention).
 
     ``own`` for what we said (the server's echo, or our line shown at once by a server
     that does not echo); ``to`` for our own private message to that nick; ``private`` for
-    one to us.
+    one to us (both shown in a room's log; a private conversation's own log shows them as
+    plain messages); ``mention`` for a line that names us.  Web addresses in the text
+    get the ``link`` tag.
     """
     nick_tag = ("own_nick",) if own else ("nick",)
     line_tags: tuple[str, ...] = ("own",) if own else ()
     if private or to:
         line_tags = ("private",)
+    if mention and not own:
+        line_tags = ("mention",)
     parts: Parts = [(stamp(ts), ("time",))]
     if action:
-        parts += [("* ", ("action",)), (sender, nick_tag + ("action",)),
-                  (" " + text, ("action",))]
+        parts += [("* ", ("action",)), (sender, nick_tag + ("action",)), (" ", ("action",))]
+        parts += links(text, ("action",))
     elif to:
         parts += [(sender, nick_tag), (f" → {to} ", ()), ("(private)", ("private_label",)),
-                  (": " + text, ())]
+                  (": ", ())] + links(text)
     elif private:
         parts += [(sender, nick_tag), (" ", ()), ("(private)", ("private_label",)),
-                  (": " + text, ())]
+                  (": ", ())] + links(text)
     elif notice:
-        parts += [(f"-{sender}- ", nick_tag), (text, ("notice",))]
+        parts += [(f"-{sender}- ", nick_tag)] + links(text, ("notice",))
     else:
-        parts += [(sender, nick_tag), (": " + text, ())]
+        parts += [(sender, nick_tag), (": ", ())] + links(text)
     if private and action:
         parts.insert(1, ("(private) ", ("private_label",)))
     return parts, line_tags
+
+
+# A web address in a line: http(s) up to white space or a character no URL has bare; the
+# punctuation that usually ends a sentence is not part of it, nor a closing bracket that
+# closes one opened before the address.
+_URL_RE = re.compile(r"\bhttps?://[^\s<>\"\x00-\x1f\x7f]+", re.IGNORECASE)
+_URL_TAIL = ".,;:!?'\"*"
+_BRACKETS = {")": "(", "]": "[", "}": "{", ">": "<"}
+
+
+def _url_end(url: str) -> str:
+    while url:
+        last = url[-1]
+        if last in _URL_TAIL:
+            url = url[:-1]
+        elif last in _BRACKETS and url.count(last) > url.count(_BRACKETS[last]):
+            url = url[:-1]
+        else:
+            break
+    return url
+
+
+def find_links(text: str) -> list[tuple[int, int]]:
+    """Where the web addresses in ``text`` are: (start, end) offsets."""
+    found = []
+    for m in _URL_RE.finditer(text):
+        url = _url_end(m.group())
+        if len(url) > len("https://"):
+            found.append((m.start(), m.start() + len(url)))
+    return found
+
+
+def links(text: str, tags: tuple[str, ...] = ()) -> Parts:
+    """``text`` as pieces with ``tags``, its web addresses also tagged ``link``."""
+    parts: Parts = []
+    at = 0
+    for start, end in find_links(text):
+        if start > at:
+            parts.append((text[at:start], tags))
+        parts.append((text[start:end], tags + ("link",)))
+        at = end
+    if at < len(text) or not parts:
+        parts.append((text[at:], tags))
+    return parts
 
 
 def event(text: str, ts: float | None = None) -> Parts:
@@ -87,15 +135,21 @@ def event(text: str, ts: float | None = None) -> Parts:
     return [(stamp(ts or time.time()), ("time",)), ("— " + text, ("event",))]
 
 
-def render(ev: RoomLine) -> Row | None:
-    """How a room's event looks in the log, live or from history (None: not shown)."""
+def render(ev: RoomLine, *, me: str = "", conversation: bool = False) -> Row | None:
+    """How a room's event looks in the log, live or from history (None: not shown).
+
+    ``me``: our nick, to mark the lines that name us.  ``conversation``: the line goes to
+    a private conversation's own log, where "(private)" would say nothing.
+    """
     match ev:
-        case Message(own=True, private=True):
+        case Message(own=True, private=True) if not conversation:
             return message(ev.time, ev.sender, ev.text, own=True, action=ev.action,
                            notice=ev.notice, to=ev.target)
         case Message():
+            named = bool(me) and not ev.own and not conversation and mentions(ev.text, me)
             return message(ev.time, ev.sender, ev.text, own=ev.own, action=ev.action,
-                           private=ev.private, notice=ev.notice)
+                           private=ev.private and not conversation, notice=ev.notice,
+                           mention=named)
         case UserJoined() | UserLeft() | UserQuit() | UserRenamed():
             return event(membership(ev), ev.time), ()
         case Topic(by=str(by)):
@@ -134,6 +188,24 @@ def dated(rows: list[tuple[float, Row]], before: Day | None) -> list[Row]:
 def as_history(rows: list[tuple[float, Row]]) -> list[tuple[float, Row]]:
     """``rows`` greyed as lines from the room's history."""
     return [(ts, (parts, tags + (HISTORY,))) for ts, (parts, tags) in rows]
+
+
+# Characters a nick may hold (RFC 2812 plus '-'): a mention is our nick not inside a longer
+# run of them, so "bob" is named in "bob: hi" and "@bob," but not in "bobby" or "kabob".
+_NICK_CHARS = r"A-Za-z0-9\[\]\\`_^{|}\-"
+
+
+def mentions(text: str, nick: str) -> bool:
+    """Does ``text`` name ``nick`` (case-insensitively, as a whole word)?"""
+    if not nick:
+        return False
+    pattern = rf"(?<![{_NICK_CHARS}]){re.escape(nick)}(?![{_NICK_CHARS}])"
+    return re.search(pattern, text, re.IGNORECASE) is not None
+
+
+def unread_rule() -> Parts:
+    """Where the lines not yet seen in a conversation start."""
+    return [("─────────  new messages  ─────────", ("unread_rule",))]
 
 
 def new_messages() -> Parts:

@@ -26,8 +26,8 @@ class ServerInfo:
 
     ``prefix_modes``/``prefix_symbols`` pair up (``o`` with ``@``) from highest rank to
     lowest; ``chanmodes`` are CHANMODES' four groups (A list, B always a parameter, C a
-    parameter when set, D never).  ``nicklen``/``topiclen``/``awaylen`` are None when not
-    announced.
+    parameter when set, D never).  ``nicklen``/``topiclen``/``awaylen``/``channellen`` are
+    None when not announced; ``chantypes`` are the characters a room's name starts with.
     ``chathistory`` is the most lines one CHATHISTORY request returns (0: no limit, None:
     not announced); ``msgreftypes`` the kinds of message reference it takes, most
     preferred first (None: not announced, so msgid and timestamp both may work).
@@ -40,6 +40,8 @@ class ServerInfo:
     nicklen: int | None = None
     topiclen: int | None = None
     awaylen: int | None = None
+    channellen: int | None = None
+    chantypes: str = "#&"
     chathistory: int | None = None
     msgreftypes: tuple[str, ...] | None = None
 
@@ -75,7 +77,10 @@ class ServerInfo:
             elif key == "CASEMAPPING":
                 changes["casemapping"] = (value.lower() if value and not negate
                                           else default.casemapping)
-            elif key in ("NICKLEN", "TOPICLEN", "AWAYLEN"):
+            elif key == "CHANTYPES":
+                changes["chantypes"] = (default.chantypes if negate
+                                        else "".join(c for c in value if c in "#&+!"))
+            elif key in ("NICKLEN", "TOPICLEN", "AWAYLEN", "CHANNELLEN"):
                 number = int(value) if value.isdigit() and int(value) > 0 else None
                 changes[key.lower()] = None if negate else number
             elif key == "CHATHISTORY":

@@ -103,7 +103,9 @@ from chatroom.events import (
     Reconnecting,
     Registered,
     RenameWarning,
+    RoomInfo,
     RoomLine,
+    RoomList,
     Sending,
     ServerError,
     Topic,
@@ -158,6 +160,7 @@ SEND_BURST = 5  # lines sent at once; then SEND_RATE per second (see _send_loop)
 SEND_RATE = 2.0
 HISTORY_PAGE = 100  # lines per CHATHISTORY request (fewer if the server's limit is lower)
 CATCH_UP_PAGES = 5  # after a reconnect, AFTER pages fetched at most before going live
+LIST_MAX = 5000  # rooms of a LIST reply kept (a big network has more; the rest are dropped)
 SEEN_PER_ROOM = 5000  # msgids remembered per room (more than a window's scrollback)
 
 # Accounts (IRCv3 sasl-3.1 with PLAIN, draft/account-registration before-connect).
@@ -170,6 +173,9 @@ NAME_FALLBACKS = 3  # other names tried while logging in when ours is in use
 _RENAME_WARNING = re.compile(r"^The nick (\S+) is registered\. Log in to it within "
                              r"(\d+(?:\.\d+)?) s\b", re.IGNORECASE)
 _TRY_AGAIN = re.compile(r"\btry again in (\d+) ?s\b", re.IGNORECASE)
+# Many servers (ours, InspIRCd, Solanum) start a LIST topic with the room's modes.
+_LIST_MODES = re.compile(r"^\[\+[A-Za-z]*(?: [^\]]*)?\] ?")
+_ROOM_BAD = re.compile(r"[\x00-\x20,:\x7f]")  # what a room's name may not hold (RFC 2812)
 _TLS_PORT_WORDS = re.compile(r"\bport (\d{1,5})\b", re.IGNORECASE)
 
 
@@ -311,7 +317,9 @@ class RoomState:
     members: Members
     topic: str = ""
     joined: bool = False  # we are in it (our JOIN came back, no PART/KICK since)
-    user_join: bool = False  # the user asked to join again (after a kick)
+    user_join: bool = False  # the user asked to join it (new, or again after a kick)
+    ever_joined: bool = False  # joined once in this session: a later join is a return
+    leaving: bool = False  # we sent PART: forget the room when it comes back
     seen: Seen = field(default_factory=Seen)
     newest: Mark | None = None
     oldest: Mark | None = None
@@ -381,7 +389,10 @@ class _Conn:
         self.stream = stream  # the TLS session over ``sock``; None in clear
         self.registered = False
         self.join_sent = False
-        self.join_deadline: float | None = None  # set while our automatic JOIN is pending
+        self.join_deadline: float | None = None  # set while our automatic JOINs are pending
+        self.join_waiting: set[str] = set()  # folded rooms of those JOINs with no answer yet
+        self.listing: list[RoomInfo] | None = None  # a LIST reply so far (None: none asked)
+        self.list_cut = False  # the LIST reply so far had more rooms than LIST_MAX
         self.joined_at: float | None = None  # monotonic time our JOIN came back
         self.error: str | None = None  # text of the server's ERROR line
         self.failure: _Failure | None = None
@@ -577,7 +588,7 @@ class ChatSession:
                  cafile: str | None = None, pins: PinStore | None = None,
                  history_page: int = HISTORY_PAGE, history_timeout: float = 20.0,
                  account: Credentials | None = None, send_burst: int = SEND_BURST,
-                 send_rate: float = SEND_RATE) -> None:
+                 send_rate: float = SEND_RATE, rooms: Iterable[str] = ()) -> None:
         self.host = host
         self.port = port
         self.tls = tls
@@ -614,7 +625,14 @@ class ChatSession:
         self._gen = 0  # connection number; queued lines of an older connection are dropped
         self._info = ServerInfo()  # replaced (never changed) as 005 lines arrive
         self._home = RoomState(room, Members(self._info))  # the room we were made for
-        self._rooms = {self._info.fold(room): self._home}  # folded name -> state
+        # Folded name -> state, in the order joined: the rooms we are in or want to be in
+        # (joined again on every reconnect).  Copy on write, under ``_lock``: the network
+        # thread reads and iterates it without the lock, while join() and part() on the
+        # caller's thread add and remove rooms.
+        self._rooms = {self._info.fold(room): self._home}
+        for extra in rooms:
+            if P.valid_channel(extra) and self._info.fold(extra) not in self._rooms:
+                self._rooms[self._info.fold(extra)] = RoomState(extra, Members(self._info))
         self._userhost: str | None = None  # our "user@host" as the server relays it
         self._caps: frozenset[str] = frozenset()  # what this connection's server granted
         self._requests: list[_Request] = []  # CHATHISTORY requests on their way, in order
@@ -650,19 +668,45 @@ class ChatSession:
 
     @property
     def in_room(self) -> bool:
-        with self._lock:
-            return self._home.joined
+        """Are we in the room the session was made for?  (:meth:`is_in` for any room.)"""
+        return self.is_in(self.room)
 
     @property
     def members(self) -> tuple[str, ...]:
-        """The room's members as shown (highest prefix first: ``@`` operators, ``+``, ...)."""
-        with self._lock:
-            return self._home.members.snapshot()
+        """The home room's members as shown (highest prefix first: ``@``, ``+``, ...)."""
+        return self.members_of(self.room)
 
     @property
     def count(self) -> int:
+        return len(self.members_of(self.room))
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        """The rooms we are in or are joining (and join again after a reconnect), in the
+        order they were joined; not the ones being left."""
         with self._lock:
-            return len(self._home.members)
+            return tuple(r.name for r in self._rooms.values() if not r.leaving)
+
+    def _state_of(self, room: str) -> RoomState | None:
+        """Any thread; caller holds ``_lock``."""
+        return self._rooms.get(self._info.fold(room))
+
+    def is_in(self, room: str) -> bool:
+        """Are we in ``room`` now (our JOIN came back, no PART or KICK since)?"""
+        with self._lock:
+            state = self._state_of(room)
+            return state is not None and state.joined
+
+    def members_of(self, room: str) -> tuple[str, ...]:
+        """``room``'s members as shown (empty when we are not in it)."""
+        with self._lock:
+            state = self._state_of(room)
+            return state.members.snapshot() if state is not None else ()
+
+    def topic_of(self, room: str) -> str:
+        with self._lock:
+            state = self._state_of(room)
+            return state.topic if state is not None else ""
 
     @property
     def server_info(self) -> ServerInfo:
@@ -705,34 +749,40 @@ class ChatSession:
 
     @property
     def can_load_older(self) -> bool:
-        """Would :meth:`load_older` ask for something now?"""
-        with self._lock:
-            return self._older_ref() is not None
+        """Would :meth:`load_older` ask for something now (in the home room)?"""
+        return self.older_available(self.room)
 
-    def _older_ref(self) -> str | None:
-        """The reference a page of older lines ends at, if one may be asked for now.
-        Caller holds ``_lock``."""
-        room = self._home
+    def older_available(self, room: str) -> bool:
+        """Would :meth:`load_older` of ``room`` ask for something now?"""
+        with self._lock:
+            state = self._state_of(room)
+            return state is not None and self._older_ref(state) is not None
+
+    def _older_ref(self, room: RoomState) -> str | None:
+        """The reference a page of ``room``'s older lines ends at, if one may be asked for
+        now.  Caller holds ``_lock``."""
         if (not HISTORY_CAPS <= self._caps or self._stop.is_set() or not room.joined
                 or not room.synced or room.start or room.older_pending
                 or room.oldest is None):
             return None
         return self._info.reference(room.oldest.msgid, room.oldest.time)
 
-    def load_older(self) -> bool:
-        """Ask for the page of the room's history just before the oldest line shown; a
-        History event (OLDER) follows.  False when there is nothing to ask for: no history
-        on this server, the start is shown already, or a page is on its way."""
+    def load_older(self, room: str | None = None) -> bool:
+        """Ask for the page of ``room``'s history (the home room's by default) just before
+        the oldest line shown; a History event (OLDER) follows.  False when there is
+        nothing to ask for: no history on this server, the start is shown already, or a
+        page is on its way."""
         with self._lock:
-            ref = self._older_ref()
-            if ref is None:
+            state = self._state_of(room or self.room)
+            ref = self._older_ref(state) if state is not None else None
+            if state is None or ref is None:
                 return False
-            self._home.older_pending = True
-        req, line = self._history_request(self._home, HistoryKind.OLDER, "BEFORE", ref)
+            state.older_pending = True
+        req, line = self._history_request(state, HistoryKind.OLDER, "BEFORE", ref)
         if line is not None and self._queue_bytes(line):
             return True
         with self._lock:
-            self._home.older_pending = False
+            state.older_pending = False
             if req in self._requests:
                 self._requests.remove(req)
         return False
@@ -762,9 +812,13 @@ class ChatSession:
             self._shutdown_socket()
 
     def leave(self, reason: str = LEAVE_REASON) -> None:
-        """Leave the room (PART, so room-mates see you leave) and then the server."""
+        """Leave every room (PART, so room-mates see you leave) and then the server."""
         if not self._stop.is_set():
-            self._queue_line("PART", self.room, P.truncate_text(clean_text(reason), 300))
+            with self._lock:
+                joined = [r.name for r in self._rooms.values() if r.joined]
+            why = P.truncate_text(clean_text(reason), 300)
+            for names in self._join_chunks(joined, len(why.encode()) + 8):
+                self._queue_line("PART", names, why)
         self.quit(reason)
 
     def close(self, timeout: float = 2.0) -> None:
@@ -773,19 +827,102 @@ class ChatSession:
 
     # --- sending (any thread; never blocks) ------------------------------------------
 
-    def send_message(self, text: str) -> bool:
-        """Say ``text`` in the room.  Long text goes as several lines; newlines split it."""
-        return self._say(self.room, text, action=False)
+    def send_message(self, text: str, room: str | None = None) -> bool:
+        """Say ``text`` in ``room`` (the home room by default).  Long text goes as several
+        lines; newlines split it."""
+        return self._say(room or self.room, text, action=False)
 
-    def send_action(self, text: str) -> bool:
-        """``/me text``: a CTCP ACTION to the room."""
-        return self._say(self.room, text, action=True)
+    def send_action(self, text: str, target: str | None = None) -> bool:
+        """``/me text``: a CTCP ACTION to ``target``, a room we are in (the home room by
+        default) or a name."""
+        target = target or self.room
+        if not (P.is_channel(target) or P.valid_nick(target, max(self.nicklen, P.NICKLEN))):
+            return False
+        return self._say(target, text, action=True)
 
     def send_private(self, nick: str, text: str) -> bool:
         """A private message to ``nick``."""
-        if not P.valid_nick(nick, self.nicklen):
+        if not P.valid_nick(nick, max(self.nicklen, P.NICKLEN)):
             return False
         return self._say(nick, text, action=False)
+
+    def join(self, room: str) -> bool:
+        """Join ``room`` (created by the server if nobody is in it): a Joined event follows,
+        or a Left with ``refused`` and the reason.  The room is joined again after every
+        reconnect until :meth:`part`.  False when not connected, or ``room`` is not a room
+        name (:meth:`room_problem` says why)."""
+        if self.room_problem(room) is not None:
+            return False
+        with self._lock:
+            if self._state not in ("joining", "joined") or self._stop.is_set():
+                return False
+            key = self._info.fold(room)
+            state = self._rooms.get(key)
+            if state is not None and state.joined and not state.leaving:
+                return True  # in it already
+            if state is None or state.leaving:
+                state = RoomState(room, Members(self._info))
+                rooms = dict(self._rooms)
+                rooms[key] = state
+                self._rooms = rooms
+            state.user_join = True
+        return self._queue_line("JOIN", state.name)
+
+    def part(self, room: str, reason: str = LEAVE_REASON) -> bool:
+        """Leave ``room`` (PART) and stop joining it after a reconnect: a Left event with
+        ``parted`` follows.  False when we keep no such room."""
+        with self._lock:
+            state = self._state_of(room)
+            if state is None or state.leaving:
+                return False
+            state.leaving = True
+            joined = state.joined and self._sock is not None
+            if not joined:  # nothing to tell the server: forget it now
+                self._forget_room(state)
+        if not joined:
+            self._emit(Left(state.name, reason, parted=True))
+            return True
+        if not self._queue_line("PART", state.name, P.truncate_text(clean_text(reason), 300)):
+            with self._lock:
+                state.leaving = False
+            return False
+        return True
+
+    def _forget_room(self, state: RoomState) -> None:
+        """Stop keeping ``state``'s room.  Caller holds ``_lock``."""
+        self._rooms = {k: r for k, r in self._rooms.items() if r is not state}
+
+    def room_problem(self, room: str) -> str | None:
+        """Why ``room`` is not a room name on this server, in words (None if it is)."""
+        prefixes = self._info.chantypes
+        limit = self._info.channellen or P.CHANNELLEN
+        if not prefixes:
+            return "this server has no rooms"
+        if not room or room[0] not in prefixes:
+            return f"a room's name starts with {' or '.join(prefixes)}, like #chat"
+        if len(room) < 2:
+            return "a room's name needs more than its first character"
+        if len(room) > limit:
+            return f"a room's name has at most {limit} characters here"
+        if _ROOM_BAD.search(room):
+            return "a room's name has no spaces, commas or control characters"
+        return None
+
+    def list_rooms(self) -> bool:
+        """Ask the server for its rooms (LIST); a RoomList event follows."""
+        return self._connected() and self._queue_line("LIST")
+
+    def _join_chunks(self, names: list[str], spare: int) -> list[str]:
+        """``names`` joined by commas in as few pieces as fit in one line each, with
+        ``spare`` bytes for what else the line carries."""
+        budget = P.MAX_LINE - 2 - len("JOIN ") - spare
+        chunks: list[str] = []
+        for name in names:
+            if chunks and len(chunks[-1].encode()) + 1 + len(name.encode()) <= budget:
+                chunks[-1] += "," + name
+            else:
+                chunks.append(name)
+        return chunks
 
     def change_nick(self, new: str) -> bool:
         """Ask for a new name; a UserRenamed event (or a ServerError) follows."""
@@ -795,18 +932,21 @@ class ChatSession:
             self._asked_nick = new
         return self._queue_line("NICK", new)
 
-    def set_topic(self, text: str) -> bool:
-        """Set the room topic (cut to the server's TOPICLEN, as the server would)."""
+    def set_topic(self, text: str, room: str | None = None) -> bool:
+        """Set ``room``'s topic (cut to the server's TOPICLEN, as the server would)."""
         text = P.strip_bad(clean_text(text))
-        return self._in_room_now() and self._queue_line(
-            "TOPIC", self.room, P.truncate_text(text, self.topiclen or P.TOPICLEN))
+        room = room or self.room
+        return self._in_room_now(room) and self._queue_line(
+            "TOPIC", room, P.truncate_text(text, self.topiclen or P.TOPICLEN))
 
-    def request_topic(self) -> bool:
-        return self._in_room_now() and self._queue_line("TOPIC", self.room)
+    def request_topic(self, room: str | None = None) -> bool:
+        room = room or self.room
+        return self._in_room_now(room) and self._queue_line("TOPIC", room)
 
-    def request_names(self) -> bool:
-        """Ask for the member list again; a Names event follows."""
-        return self._in_room_now() and self._queue_line("NAMES", self.room)
+    def request_names(self, room: str | None = None) -> bool:
+        """Ask for ``room``'s member list again; a Names event follows."""
+        room = room or self.room
+        return self._in_room_now(room) and self._queue_line("NAMES", room)
 
     def set_away(self, text: str = "") -> bool:
         """Mark ourselves away with ``text`` (or back, when empty); AwayChanged follows."""
@@ -823,22 +963,25 @@ class ChatSession:
         return (self._connected() and P.valid_nick(nick, max(self.nicklen, P.NICKLEN))
                 and self._queue_line("WHOIS", nick))
 
-    def rejoin(self) -> bool:
-        """Join the room again after being removed; a Joined event (or ServerError) follows."""
+    def rejoin(self, room: str | None = None) -> bool:
+        """Join ``room`` (the home room by default) again after being removed; a Joined
+        event (or ServerError) follows.  False if we are in it."""
+        room = room or self.room
         with self._lock:
-            if (self._home.joined or self._state not in ("joining", "joined")
-                    or self._stop.is_set()):
+            state = self._state_of(room)
+            if state is not None and state.joined:
                 return False
-            self._home.user_join = True
-        return self._queue_line("JOIN", self.room)
+        return self.join(room)
 
     def _connected(self) -> bool:
         with self._lock:
             return self._state in ("joining", "joined") and not self._stop.is_set()
 
-    def _in_room_now(self) -> bool:
+    def _in_room_now(self, room: str) -> bool:
         with self._lock:
-            return self._home.joined and not self._stop.is_set()
+            state = self._state_of(room)
+            return (state is not None and state.joined and not state.leaving
+                    and not self._stop.is_set())
 
     def _relay_budget(self, target: str, action: bool) -> int:
         """How many bytes of text fit in one PRIVMSG as the server relays it to others."""
@@ -855,7 +998,7 @@ class ChatSession:
         return budget
 
     def _say(self, target: str, text: str, action: bool) -> bool:
-        if not self._in_room_now():
+        if not (self._in_room_now(target) if P.is_channel(target) else self._connected()):
             return False
         budget = self._relay_budget(target, action)
         out: list[bytes] = []
@@ -1072,10 +1215,15 @@ class ChatSession:
             with self._lock:
                 self._sock = None
                 self._stream = None
+                gone = [r for r in self._rooms.values() if r.leaving]
                 for room in self._rooms.values():
                     room.joined = False
                     room.topic = ""
                     room.members.replace(())
+                for room in gone:  # its PART went with the connection: it is left
+                    self._forget_room(room)
+            for room in gone:
+                self._emit(Left(room.name, LEAVE_REASON, parted=True))
             self._close_tls(conn)
             shutdown(sock)
             sock.close()
@@ -1341,9 +1489,7 @@ class ChatSession:
                         f"{self.host}:{self.port} accepted the connection but did not answer "
                         f"as a chat server. Check the port."))
                 elif conn.join_deadline is not None and now >= conn.join_deadline:
-                    conn.failure = _Failure(LoginKind.JOIN_REFUSED, (
-                        f"The server did not answer when asked to join {self.room}. "
-                        f"Try again later."), retry=True)
+                    self._join_overdue(conn)
                 elif ping_sent is not None and now >= ping_sent + self.keepalive:
                     reason = f"No answer from the server for {int(2 * self.keepalive)} seconds"
                     break
@@ -2018,13 +2164,54 @@ class ChatSession:
                     self._userhost = f"{user}@{msg.params[1]}"
 
     def _on_motd_end(self, conn: _Conn, msg: P.Message) -> None:
-        """376/422 end the welcome: now join (once per connection)."""
+        """376/422 end the welcome: now join our rooms (once per connection)."""
         if conn.join_sent or self._stop.is_set():
             return
         conn.join_sent = True
-        conn.join_deadline = time.monotonic() + self.join_timeout
         self._motd_shown = True
-        self._write_now(conn, P.format_line(None, "JOIN", self.room))
+        with self._lock:
+            names = [r.name for r in self._rooms.values() if not r.leaving]
+            if not names:  # in no room (all left): connected is all there is to be
+                self._state = "joined"
+        if not names:
+            conn.joined_at = time.monotonic()
+            return
+        conn.join_deadline = time.monotonic() + self.join_timeout
+        conn.join_waiting = {self._fold(n) for n in names}
+        for chunk in self._join_chunks(names, 0):
+            self._write_now(conn, P.format_line(None, "JOIN", chunk))
+
+    def _join_answered(self, conn: _Conn, room: RoomState) -> None:
+        """The server answered our automatic JOIN of ``room`` (let us in, or not)."""
+        conn.join_waiting.discard(self._fold(room.name))
+        if not conn.join_waiting:
+            conn.join_deadline = None
+            self._set_state("joined")  # in every room that let us in: all there is
+
+    def _join_overdue(self, conn: _Conn) -> None:
+        """Our automatic JOINs went unanswered for ``join_timeout``: the home room's, on the
+        first connection, ends it (the login says so); any other is given up."""
+        conn.join_deadline = None
+        waiting, conn.join_waiting = conn.join_waiting, set()
+        home = self._fold(self.room)
+        if conn.first and home in waiting and not self._ever_joined:
+            conn.failure = _Failure(LoginKind.JOIN_REFUSED, (
+                f"The server did not answer when asked to join {self.room}. "
+                f"Try again later."), retry=True)
+            return
+        for key in waiting:
+            room = self._rooms.get(key)
+            if room is not None and not room.joined:
+                self._refuse(room, "the server did not answer")
+
+    def _refuse(self, room: RoomState, text: str) -> None:
+        """The server will not let us into ``room`` (``text`` says why): forget it."""
+        with self._lock:
+            self._forget_room(room)
+            back = room.ever_joined
+        message = (f"You could not get back into {room.name}: {text}." if back
+                   else f"You could not join {room.name}: {text}.")
+        self._emit(Left(room.name, message, refused=True))
 
     def _on_motd(self, conn: _Conn, msg: P.Message) -> None:
         if not self._motd_shown and msg.params:
@@ -2042,11 +2229,12 @@ class ChatSession:
                 room.members.replace([(nick, "")])
                 self._userhost = _userhost_of(msg.source) or self._userhost
                 room.user_join = False
+                rejoined, room.ever_joined = room.ever_joined, True
             conn.names.pop(self._fold(room.name), None)
-            conn.join_deadline = None
-            rejoined = self._ever_joined
+            self._join_answered(conn, room)
             self._ever_joined = True
-            conn.joined_at = time.monotonic()
+            if conn.joined_at is None:
+                conn.joined_at = time.monotonic()
             history = self.has_history
             with self._lock:
                 msgid = msg.tags.get("msgid")
@@ -2086,7 +2274,10 @@ class ChatSession:
             with self._lock:
                 room.joined = False
                 room.members.replace(())
-            self._emit_room(room, Left(shown, reason, by), msg)
+                parted = room.leaving and by is None
+                if parted:
+                    self._forget_room(room)
+            self._emit_room(room, Left(shown, reason, by, parted=parted), msg)
             return
         with self._lock:
             if room.members.pop(nick) is None:
@@ -2311,6 +2502,28 @@ class ChatSession:
         if changed:
             self._emit_room(room, Names(room.name, snap))
 
+    def _on_list_start(self, conn: _Conn, msg: P.Message) -> None:
+        conn.listing = []
+
+    def _on_list(self, conn: _Conn, msg: P.Message) -> None:
+        p = msg.params  # me #room users :topic
+        if len(p) < 3:
+            return
+        if conn.listing is None:
+            conn.listing = []  # 321 is optional (the modern docs)
+        if len(conn.listing) >= LIST_MAX:
+            conn.list_cut = True
+            return
+        users = int(p[2]) if p[2].isdigit() else 0
+        topic = _LIST_MODES.sub("", p[3], count=1) if len(p) > 3 else ""
+        conn.listing.append(RoomInfo(p[1], users, topic))
+
+    def _on_list_end(self, conn: _Conn, msg: P.Message) -> None:
+        rooms, conn.listing = conn.listing or [], None
+        cut, conn.list_cut = conn.list_cut, False
+        rooms.sort(key=lambda r: (-r.users, self._fold(r.name)))
+        self._emit(RoomList(tuple(rooms), complete=not cut))
+
     def _on_away_reply(self, conn: _Conn, msg: P.Message) -> None:
         p = msg.params  # me nick :text
         if len(p) < 3:
@@ -2349,22 +2562,28 @@ class ChatSession:
         params = msg.params[1:]  # drop our nick
         room = self._room(params[0]) if len(params) >= 2 else None
         with self._lock:
-            refused_join = room is not None and not room.joined
+            refused_join = room is not None and not room.joined and not room.leaving
         if code.startswith("4") and room is not None and refused_join:
             text = wording.join_refused(code, room.name, params[-1])
-            if conn.join_deadline is not None:  # our own JOIN after (re)connecting
-                conn.join_deadline = None
-                if self._ever_joined:
-                    message = (f"You are connected again, but the server would not let you "
-                               f"back into {room.name}: {text}.")
-                else:
+            key = self._fold(room.name)
+            if key in conn.join_waiting:  # our own JOIN after (re)connecting
+                self._join_answered(conn, room)
+                if (conn.first and key == self._fold(self.room)
+                        and not self._ever_joined):
+                    # The room the user asked for at the login: the login says why.
                     message = f"The server would not let you into {room.name}: {text}."
-                conn.failure = _Failure(LoginKind.JOIN_REFUSED, message)
+                    conn.failure = _Failure(LoginKind.JOIN_REFUSED, message)
+                    return
+                self._refuse(room, text)
                 return
             with self._lock:
                 user_join, room.user_join = room.user_join, False
             if user_join:
-                self._emit(ServerError(code, f"You could not join {room.name} again: {text}."))
+                if room.ever_joined:  # after a kick: kept, to try again
+                    self._emit(ServerError(code, f"You could not join {room.name} again: "
+                                                 f"{text}."))
+                else:
+                    self._refuse(room, text)
                 return
         self._emit(ServerError(code, _friendly_error(code, params)))
 
@@ -2378,6 +2597,7 @@ class ChatSession:
         "FAIL": _on_fail, "WARN": _on_fail, "NOTE": _on_fail, "ACK": _on_ack,
         P.RPL_AWAY: _on_away_reply, P.RPL_UNAWAY: _on_away_state,
         P.RPL_NOWAWAY: _on_away_state, P.RPL_ENDOFWHOIS: _on_whois_end,
+        P.RPL_LISTSTART: _on_list_start, P.RPL_LIST: _on_list, P.RPL_LISTEND: _on_list_end,
         **dict.fromkeys(WHOIS_PARTS, _on_whois_part),
     }
 

@@ -35,8 +35,16 @@ COMMANDS: tuple[Command, ...] = (
             "write to you); /away alone: you are back", "slash_away", needs_room=False),
     Command("whois", "/whois <name>", "show who someone is: address, rooms, account, idle "
             "time", "slash_whois", needs_room=False),
-    Command("join", "/join", "join the room again (after being removed from it)",
-            "slash_join", needs_room=False),
+    Command("join", "/join #room", "join a room (made if new) and show it; /join alone: "
+            "the room in view, again", "slash_join", needs_room=False),
+    Command("part", "/part [#room] [reason]", "leave a room (the one in view by default)",
+            "slash_part", needs_room=False),
+    Command("query", "/query <name> [text]", "talk with someone privately, in a "
+            "conversation of its own", "slash_query", needs_room=False),
+    Command("close", "/close", "close the private conversation in view (in a room: leave "
+            "it)", "slash_close", needs_room=False),
+    Command("list", "/list", "the server's rooms, to pick one to join (Ctrl+K)",
+            "slash_list", needs_room=False),
     Command("quit", "/quit [reason]", "leave and close the program", "slash_quit",
             needs_room=False),
     Command("help", "/help", "this list", "slash_help", needs_room=False),

@@ -16,13 +16,17 @@ from typing import TypeAlias
 
 from chatroom.lines import Parts, Row, help_row, strip_formatting
 from chatroom.session import clean_text
-from chatroom.slash import HELP
 
 try:
     import tkinter as tk
     from tkinter import font as tkfont
     from tkinter import ttk
     from tkinter.scrolledtext import ScrolledText
+
+    from chatroom.dialogs import EmojiPicker as EmojiPicker
+    from chatroom.dialogs import JoinDialog as JoinDialog
+    from chatroom.dialogs import set_urgency
+    from chatroom.logview import LogView, log_fonts
 except ImportError:  # the session works without Tk; only the window needs it
     tk = None  # type: ignore[assignment]
 
@@ -55,6 +59,7 @@ class Window:
 
     def __init__(self, master: Toplevel) -> None:
         self.master = master
+        self._urgent = False
 
     def setup(self, title: str, minsize: tuple[int, int], on_close: Callable[[], None],
               on_focus: Callable[[], None]) -> None:
@@ -85,7 +90,44 @@ class Window:
             w = self.master.focus_get()
         except (KeyError, tk.TclError):
             return False
-        return w is not None and str(w.winfo_toplevel()) == str(self.master)
+        if w is None:
+            return False
+        # Its own dialogs (Join Room…, the emoji picker) count as the window.
+        top, me = str(w.winfo_toplevel()), str(self.master)
+        return top == me or me == "." or top.startswith(me + ".")
+
+    def bind_keys(self, keys: dict[str, Callable[[], None]], active: Callable[[], bool],
+                  widgets: Iterable[tk.Misc] = ()) -> None:
+        """Window-wide shortcuts: each runs while ``active()`` says so.  Bound on the
+        window, and on ``widgets`` too, whose own bindings (the message field's Up,
+        Entry's Emacs-style Ctrl+K) would otherwise take the key first."""
+        def runner(action: Callable[[], None]) -> Callable[[tk.Event[tk.Misc]], str | None]:
+            def run(event: tk.Event[tk.Misc]) -> str | None:
+                if not active():
+                    return None
+                action()
+                return "break"
+            return run
+        for seq, action in keys.items():
+            self.master.bind(seq, runner(action), add="+")
+            for widget in widgets:
+                widget.bind(seq, runner(action))
+
+    def bell(self) -> None:
+        try:
+            self.master.bell()
+        except tk.TclError:
+            pass
+
+    def set_urgent(self, on: bool) -> None:
+        """Ask the window manager to mark the window as wanting attention (or not)."""
+        try:
+            frame = int(self.master.wm_frame(), 16)
+            screen = self.master.winfo_screen()
+        except (tk.TclError, ValueError):
+            return
+        self._urgent = on
+        set_urgency(screen, frame, on)
 
     def hide(self) -> None:
         """Take the window off the screen at once (closing may take a moment more)."""
@@ -103,6 +145,18 @@ class Window:
 
     def mainloop(self) -> None:
         self.master.mainloop()
+
+
+def open_in_browser(url: str) -> None:
+    """Open ``url`` in the web browser, on a thread of its own: finding the browser can
+    run a program and wait for it, which the Tk thread must not."""
+    import threading
+    import webbrowser
+
+    if not url.lower().startswith(("http://", "https://")):
+        return  # only web addresses, never a file or a program
+    threading.Thread(target=webbrowser.open, args=(url,), name="open-url",
+                     daemon=True).start()
 
 
 def style(root: tk.Misc) -> None:
@@ -127,6 +181,9 @@ def style(root: tk.Misc) -> None:
                     padding=(8, 4))
     style.configure("Offline.TLabel", foreground="#8a8f98", font=(family, size, "bold"))
     style.configure("Side.TLabel", font=(family, size, "bold"))
+    style.configure("Jump.TButton", foreground="#ffffff", background="#1c4fa0")
+    style.map("Jump.TButton", background=[("active", "#2a62c0")])
+    style.configure("Emoji.TLabel", font=(family, size + 6), padding=(4, 2))
     style.configure("Count.TLabel", foreground="#1d6b2f", font=(family, size, "bold"))
     style.configure("Secure.TLabel", foreground="#1d6b2f")
     style.configure("Insecure.TLabel", foreground="#8a5a00")
@@ -572,14 +629,14 @@ class LoginView:
 
 
 class ChatView:
-    """Topic, the scrollback, who is here with the count, the message field, the buttons.
+    """The list of conversations, the topic, one scrollback per conversation, who is here
+    with the count, the message field and the buttons.
 
-    The scrollback follows new lines while the user has not scrolled up.  Whether it
-    follows is decided when the *user* scrolls (wheel, scrollbar, keys, dragging), never
-    from the view after a size change: when the topic wraps to more lines or the banner
-    appears, the log gets shorter and the newest line must stay in view.  When the user
-    scrolls to the top (or presses Page Up there, also from the message field),
-    ``on_top`` is called: older lines may then come with :meth:`prepend`.
+    Each conversation (a room or a private talk) has its own :class:`~chatroom.logview.
+    LogView`, made by :meth:`add_pane` under a key the app chooses and shown by
+    :meth:`show_pane`; :meth:`add`, :meth:`flush` and the rest act on the one in view
+    unless given a key.  The banners (connection, registered name) sit above the topic,
+    so the side panel's buttons never move when one appears.
     """
 
     def __init__(self, master: tk.Misc, scrollback: int, on_send: Callable[[str], bool],
@@ -587,16 +644,54 @@ class ChatView:
                  on_refresh: Callable[[], None],
                  on_top: Callable[[], None] = lambda: None,
                  on_log_in: Callable[[], None] = lambda: None,
-                 on_back: Callable[[], None] | None = None) -> None:
+                 on_back: Callable[[], None] | None = None,
+                 on_select: Callable[[int], None] = lambda i: None,
+                 on_join_room: Callable[[], None] = lambda: None,
+                 on_part: Callable[[], None] = lambda: None,
+                 on_link: Callable[[str], None] = lambda url: None,
+                 on_emoji: Callable[[], None] = lambda: None) -> None:
         self.scrollback = scrollback
         self.on_top = on_top
-        self._pending: list[str | tuple[str, ...]] = []
-        self.follow = True  # keep the newest line in view
-        self.trimmed = False  # lines went off the top (the scrollback is full)
+        self.on_link = on_link
+        self.on_select = on_select
         self.frame = ttk.Frame(master, padding=8)
         f = self.frame
-        f.columnconfigure(0, weight=1)
-        f.rowconfigure(1, weight=1)
+        f.columnconfigure(1, weight=1)
+        f.rowconfigure(3, weight=1)
+        self.fonts = log_fonts()
+
+        # Row 0: the connection banner; row 1: the registered-name banner.  Above the
+        # panels, so that when one appears the panels shrink from the top and the buttons
+        # at their bottom (Refresh) stay where the pointer is.
+        self.banner = ttk.Frame(f, style="Banner.TFrame")
+        self.conn_var = tk.StringVar()
+        self.back_button = ttk.Button(self.banner, text="Back to Login",
+                                      command=on_back or on_leave)
+        self.back_button.pack(side="right", padx=4, pady=3)
+        self.conn_label = ttk.Label(self.banner, textvariable=self.conn_var,
+                                    style="Banner.TLabel", anchor="w", justify="left")
+        self.conn_label.pack(side="left", fill="x", expand=True)
+        self.conn_label.bind("<Configure>", lambda e: self.conn_label.configure(
+            wraplength=max(100, e.width - 16)))
+        self.banner.grid(row=0, column=0, columnspan=3, sticky="ew", pady=(0, 6))
+        self.banner.grid_remove()
+
+        # "bob is registered to someone else: you'll be renamed in 27 s" and Log In (Alt+L).
+        self.claim = ttk.Frame(f, style="Claim.TFrame")
+        self.claim_var = tk.StringVar()
+        self.claim_button = ttk.Button(self.claim, text="Log In", underline=0,
+                                       command=on_log_in)
+        self.claim_button.pack(side="right", padx=4, pady=3)
+        _enter_invokes(self.claim_button)
+        self.claim_label = ttk.Label(self.claim, textvariable=self.claim_var,
+                                     style="Claim.TLabel", anchor="w", justify="left")
+        self.claim_label.pack(side="left", fill="x", expand=True)
+        self.claim_label.bind("<Configure>", lambda e: self.claim_label.configure(
+            wraplength=max(100, e.width - 16)))
+        self.claim.grid(row=1, column=0, columnspan=3, sticky="ew", pady=(0, 6))
+        self.claim.grid_remove()
+        self.frame.winfo_toplevel().bind("<Alt-l>", lambda e: self._claim_key(), add="+")
+
         # topic_var holds the whole topic; the banner shows at most TOPIC_LINES of it, so a
         # long topic cannot push the log off a small window.  Hover shows the rest in a tip,
         # a click unfolds it in place (and folds it again).
@@ -607,64 +702,43 @@ class ChatView:
         self.topic_tip: tk.Toplevel | None = None
         self.topic_label = ttk.Label(f, textvariable=self.topic_shown, style="Topic.TLabel",
                                      anchor="w", justify="left")
-        self.topic_label.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 6))
+        self.topic_label.grid(row=2, column=1, columnspan=2, sticky="ew", pady=(0, 6))
         self.topic_label.bind("<Configure>", lambda e: self._fit_topic(e.width))
         self.topic_label.bind("<Enter>", lambda e: self._show_topic_tip())
         self.topic_label.bind("<Leave>", lambda e: self._hide_topic_tip())
         self.topic_label.bind("<Button-1>", lambda e: self.toggle_topic())
 
-        base = tkfont.nametofont("TkTextFont")
-        family, size = base.actual("family"), abs(int(base.actual("size"))) or 10
-        self.fonts = {
-            "text": tkfont.Font(family=family, size=size + 1),
-            "bold": tkfont.Font(family=family, size=size + 1, weight="bold"),
-            "italic": tkfont.Font(family=family, size=size + 1, slant="italic"),
-            "small": tkfont.Font(family=family, size=size, slant="italic"),
-        }
-        self.text = ScrolledText(f, wrap="word", width=60, height=20, state="disabled",
-                                 font=self.fonts["text"], background="#ffffff",
-                                 foreground="#1f2328", padx=8, pady=6, relief="flat",
-                                 borderwidth=1, highlightthickness=1,
-                                 highlightbackground="#c8ccd2", highlightcolor="#c8ccd2",
-                                 spacing1=1, spacing3=1, cursor="arrow")
-        self.text.grid(row=1, column=0, sticky="nsew")
-        t = self.text
-        t.tag_configure("time", foreground="#8a8f98")
-        t.tag_configure("nick", foreground="#1d6b2f", font=self.fonts["bold"])
-        t.tag_configure("own_nick", foreground="#1c4fa0", font=self.fonts["bold"])
-        t.tag_configure("own", background="#eef3fb")
-        t.tag_configure("event", foreground="#7a7f87", font=self.fonts["small"])
-        t.tag_configure("action", foreground="#6a3d9a", font=self.fonts["italic"])
-        t.tag_configure("private", background="#fff4d6", foreground="#6b4200")
-        t.tag_configure("private_label", foreground="#a35200", font=self.fonts["bold"])
-        t.tag_configure("notice", foreground="#8a5a00")
-        t.tag_configure("error", foreground="#b00020")
-        t.tag_configure("info", foreground="#3b5b7a")
-        # /help: the descriptions start at one tab stop past the longest command.
-        indent = 16
-        column = indent + max(self.fonts["text"].measure(c) for c, _ in HELP) + 24
-        t.tag_configure("help", foreground="#3b5b7a", lmargin1=indent, lmargin2=column,
-                        tabs=(column,))
-        t.tag_configure("day", foreground="#4a5058", font=self.fonts["bold"],
-                        justify="center", spacing1=8, spacing3=4)
-        t.tag_configure("separator", foreground="#1c4fa0", justify="center", spacing1=6,
-                        spacing3=6)
-        t.tag_configure("start", foreground="#7a7f87", font=self.fonts["small"],
-                        justify="center", spacing1=4, spacing3=4)
-        # Made last, so its colour wins over the nick's and the text's: history is grey.
-        t.tag_configure("history", foreground="#80858d")
-        t.tag_raise("sel")
-        # The user's own scrolling decides whether the view follows new lines.
-        vbar = getattr(t, "vbar", None)
-        if vbar is not None:
-            vbar.configure(command=self._scrollbar)
-        for seq in ("<Button-4>", "<Button-5>", "<MouseWheel>", "<KeyRelease>",
-                    "<B1-Motion>", "<ButtonRelease-1>"):
-            t.bind(seq, lambda e: self._user_scrolled(), add="+")
-        t.bind("<Configure>", lambda e: self._resized(), add="+")
+        # The conversations: rooms and private talks, with what is unread in each.
+        convs = ttk.Frame(f, padding=(0, 0, 8, 0))
+        convs.grid(row=2, column=0, rowspan=2, sticky="ns")
+        convs.rowconfigure(1, weight=1)
+        ttk.Label(convs, text="Conversations", style="Side.TLabel").grid(
+            row=0, column=0, columnspan=2, sticky="w", pady=(0, 4))
+        self.convlist = tk.Listbox(convs, width=16, activestyle="none",
+                                   exportselection=False, background="#f6f8fa",
+                                   foreground="#1f2328", selectbackground="#1c4fa0",
+                                   selectforeground="#ffffff", relief="flat", borderwidth=1,
+                                   highlightthickness=1, highlightbackground="#c8ccd2",
+                                   highlightcolor="#1c4fa0", font=self.fonts["text"])
+        self.convlist.grid(row=1, column=0, columnspan=2, sticky="ns")
+        self.convlist.bind("<<ListboxSelect>>", lambda e: self._conv_selected())
+        self.join_room_button = ttk.Button(convs, text="Join Room…", command=on_join_room)
+        self.join_room_button.grid(row=2, column=0, sticky="ew", pady=(6, 0))
+        self.part_button = ttk.Button(convs, text="Leave", command=on_part, width=7)
+        self.part_button.grid(row=2, column=1, sticky="ew", padx=(4, 0), pady=(6, 0))
+        self._conv_count = 0
+
+        # One LogView per conversation, in one cell; the one in view is gridded.
+        self.logs = ttk.Frame(f)
+        self.logs.grid(row=3, column=1, sticky="nsew")
+        self.logs.rowconfigure(0, weight=1)
+        self.logs.columnconfigure(0, weight=1)
+        self.panes: dict[str, LogView] = {}
+        self.current_key = ""
+        self.add_pane("")  # shown while no conversation is (before the first join)
 
         side = ttk.Frame(f, padding=(8, 0, 0, 0))
-        side.grid(row=1, column=1, sticky="ns")
+        side.grid(row=3, column=2, sticky="ns")
         side.rowconfigure(1, weight=1)
         self.room_var = tk.StringVar(value="In the room")
         ttk.Label(side, textvariable=self.room_var, style="Side.TLabel").grid(
@@ -687,37 +761,35 @@ class ChatView:
         self.refresh_button = ttk.Button(countrow, text="Refresh", command=on_refresh, width=8)
         self.refresh_button.pack(side="right")
 
-        self.banner = ttk.Frame(f, style="Banner.TFrame")
-        self.conn_var = tk.StringVar()
-        self.back_button = ttk.Button(self.banner, text="Back to Login",
-                                      command=on_back or on_leave)
-        self.back_button.pack(side="right", padx=4, pady=3)
-        self.conn_label = ttk.Label(self.banner, textvariable=self.conn_var,
-                                    style="Banner.TLabel", anchor="w", justify="left")
-        self.conn_label.pack(side="left", fill="x", expand=True)
-        self.conn_label.bind("<Configure>", lambda e: self.conn_label.configure(
-            wraplength=max(100, e.width - 16)))
-        self.banner.grid(row=2, column=0, columnspan=2, sticky="ew", pady=(6, 0))
-        self.banner.grid_remove()
-
-        # "bob is registered to someone else: you'll be renamed in 27 s" and Log In (Alt+L).
-        self.claim = ttk.Frame(f, style="Claim.TFrame")
-        self.claim_var = tk.StringVar()
-        self.claim_button = ttk.Button(self.claim, text="Log In", underline=0,
-                                       command=on_log_in)
-        self.claim_button.pack(side="right", padx=4, pady=3)
-        _enter_invokes(self.claim_button)
-        self.claim_label = ttk.Label(self.claim, textvariable=self.claim_var,
-                                     style="Claim.TLabel", anchor="w", justify="left")
-        self.claim_label.pack(side="left", fill="x", expand=True)
-        self.claim_label.bind("<Configure>", lambda e: self.claim_label.configure(
-            wraplength=max(100, e.width - 16)))
-        self.claim.grid(row=3, column=0, columnspan=2, sticky="ew", pady=(6, 0))
-        self.claim.grid_remove()
-        self.frame.winfo_toplevel().bind("<Alt-l>", lambda e: self._claim_key(), add="+")
+        # Ctrl+F: find in the conversation in view.
+        self.findbar = ttk.Frame(f)
+        self.findbar.grid(row=4, column=0, columnspan=3, sticky="ew", pady=(6, 0))
+        ttk.Label(self.findbar, text="Find:").pack(side="left")
+        self.find_var = tk.StringVar()
+        self.find_entry = ttk.Entry(self.findbar, textvariable=self.find_var, width=28)
+        self.find_entry.pack(side="left", padx=(6, 6))
+        self.find_status = tk.StringVar()
+        ttk.Button(self.findbar, text="Older", width=7,
+                   command=lambda: self._find(False)).pack(side="left")
+        ttk.Button(self.findbar, text="Newer", width=7,
+                   command=lambda: self._find(True)).pack(side="left", padx=(4, 0))
+        ttk.Label(self.findbar, textvariable=self.find_status, style="Sub.TLabel").pack(
+            side="left", padx=(8, 0))
+        ttk.Button(self.findbar, text="Close", width=7,
+                   command=self.close_find).pack(side="right")
+        self.find_entry.bind("<Return>", lambda e: self._find(False))
+        self.find_entry.bind("<KP_Enter>", lambda e: self._find(False))
+        self.find_entry.bind("<Shift-Return>", lambda e: self._find(True))
+        self.find_entry.bind("<Escape>", lambda e: self.close_find())
+        self.find_var.trace_add("write", lambda *a: self._find_changed())
+        self.findbar.grid_remove()
+        top = self.frame.winfo_toplevel()
+        top.bind("<Control-f>", lambda e: self._find_key(), add="+")
+        top.bind("<Control-F>", lambda e: self._find_key(), add="+")
+        self._on_emoji = on_emoji
 
         inrow = ttk.Frame(f)
-        inrow.grid(row=4, column=0, columnspan=2, sticky="ew", pady=(8, 0))
+        inrow.grid(row=5, column=0, columnspan=3, sticky="ew", pady=(8, 0))
         inrow.columnconfigure(0, weight=1)
         self.entry_var = tk.StringVar()
         # exportselection=False: the "type over it" selection of refused text must not be the
@@ -743,8 +815,8 @@ class ChatView:
         self.entry.bind("<Return>", send)
         self.entry.bind("<KP_Enter>", send)
         # Page Up / Page Down in the message field scroll the log (at the top: older lines).
-        self.entry.bind("<Prior>", lambda e: self._page(-1))
-        self.entry.bind("<Next>", lambda e: self._page(1))
+        self.entry.bind("<Prior>", lambda e: self.pane().page(-1))
+        self.entry.bind("<Next>", lambda e: self.pane().page(1))
         # Ctrl+A selects the whole line (as in other apps, not Emacs' start of line); Tab
         # completes a member's name instead of moving the focus to Send.
         self.entry.bind("<Control-a>", lambda e: self._select_all())
@@ -761,11 +833,14 @@ class ChatView:
         self.sent: deque[str] = deque(maxlen=self.HISTORY)
         self._recalling: int | None = None  # index into sent while stepping, else None
         self._draft = ""
+        # A small emoji picker: typing them is hard on most keyboards.
+        self.emoji_button = ttk.Button(inrow, text="☺", width=3, command=on_emoji)
+        self.emoji_button.grid(row=0, column=1, padx=(6, 0))
         self.send_button = ttk.Button(inrow, text="Send", command=send)
-        self.send_button.grid(row=0, column=1, padx=(6, 0))
+        self.send_button.grid(row=0, column=2, padx=(6, 0))
 
         buttons = ttk.Frame(f)
-        buttons.grid(row=5, column=0, columnspan=2, sticky="ew", pady=(8, 0))
+        buttons.grid(row=6, column=0, columnspan=3, sticky="ew", pady=(8, 0))
         # The buttons are packed first: when the window is narrow the labels are cut, never
         # the buttons.
         self.exit_button = ttk.Button(buttons, text="Exit Program", command=on_exit)
@@ -828,138 +903,190 @@ class ChatView:
         except tk.TclError:
             pass
 
+    def insert_text(self, text: str) -> None:
+        """Put ``text`` into the message field at the cursor (the emoji picker)."""
+        try:
+            if self.entry.selection_present():
+                self.entry.delete("sel.first", "sel.last")
+        except tk.TclError:
+            pass
+        self.entry.insert("insert", text)
+        self.entry.focus_set()
+
     def restore_entry(self, text: str) -> None:
         """Put refused ``text`` back in the message field (if the user has not typed since)."""
         if not self.entry_var.get():
             self.entry_var.set(text)
             self.select_entry()
 
-    # --- scrolling ----------------------------------------------------------------------
+    # --- conversations and their logs ---------------------------------------------------
+
+    def add_pane(self, key: str) -> LogView:
+        """The log of conversation ``key``, made if new (not shown: :meth:`show_pane`)."""
+        pane = self.panes.get(key)
+        if pane is None:
+            pane = LogView(self.logs, self.fonts, self.scrollback, self._pane_top,
+                           self.on_link)
+            self.panes[key] = pane
+        return pane
+
+    def remove_pane(self, key: str) -> None:
+        pane = self.panes.pop(key, None) if key else None
+        if pane is not None:
+            if key == self.current_key:
+                self.show_pane("")
+            pane.frame.destroy()
+
+    def show_pane(self, key: str) -> LogView:
+        """Show conversation ``key``'s log in place of the one in view."""
+        pane = self.add_pane(key)
+        old = self.panes.get(self.current_key)
+        if old is not None and old is not pane:
+            old.frame.grid_remove()
+        self.current_key = key
+        pane.frame.grid(row=0, column=0, sticky="nsew")
+        if self.find_showing():
+            self._find_changed()
+        return pane
+
+    def pane(self, key: str | None = None) -> LogView:
+        """Conversation ``key``'s log (the one in view by default)."""
+        return self.panes[self.current_key if key is None else key]
+
+    def _pane_top(self) -> None:
+        self.on_top()
+
+    def set_conversations(self, entries: list[tuple[str, str]], current: int | None) -> None:
+        """The list of conversations: (label, kind) each, kind "" (nothing new),
+        "unread", "mention" or "off" (a room we are not in); ``current`` is selected."""
+        lb = self.convlist
+        if [lb.get(i) for i in range(lb.size())] != [label for label, _ in entries]:
+            lb.delete(0, "end")
+            if entries:
+                lb.insert("end", *(label for label, _ in entries))
+        colours = {"": ("#1f2328", "#f6f8fa"), "unread": ("#0b3d91", "#f6f8fa"),
+                   "mention": ("#ffffff", "#c0362c"), "off": ("#8a8f98", "#f6f8fa")}
+        for i, (_, kind) in enumerate(entries):
+            fg, bg = colours.get(kind, colours[""])
+            lb.itemconfigure(i, foreground=fg, background=bg)
+        lb.selection_clear(0, "end")
+        if current is not None and 0 <= current < len(entries):
+            lb.selection_set(current)
+            lb.see(current)
+        self._conv_count = len(entries)
+
+    def _conv_selected(self) -> None:
+        chosen = self.convlist.curselection()  # type: ignore[no-untyped-call]
+        if chosen:
+            self.on_select(int(chosen[0]))
+
+    def set_part_label(self, text: str, enabled: bool = True) -> None:
+        """The button under the list: "Leave" for a room, "Close" for a private talk."""
+        self.part_button.configure(text=text, state="normal" if enabled else "disabled")
+
+    def set_side(self, heading: str, refresh: bool) -> None:
+        """The side panel's heading ("Online in #chat"), and whether Refresh applies."""
+        self.room_var.set(heading)
+        self.refresh_button.configure(state="normal" if refresh else "disabled")
+
+    # --- the log in view (delegates) ----------------------------------------------------
+
+    @property
+    def text(self) -> tk.Text:
+        return self.pane().text
+
+    @property
+    def follow(self) -> bool:
+        return self.pane().follow
+
+    @property
+    def trimmed(self) -> bool:
+        return self.pane().trimmed
 
     def at_bottom(self) -> bool:
-        """Is the newest line in view?"""
-        t = self.text
-        if t.yview()[1] >= 0.999:
-            return True
-        info = t.dlineinfo("end-1c")
-        return info is not None and info[1] + info[3] <= t.winfo_height()
+        return self.pane().at_bottom()
 
     def at_top(self) -> bool:
-        """Is the first line in view?"""
-        return bool(self.text.yview()[0] <= 0.0)
-
-    def _scrollbar(self, *args: str) -> None:
-        self.text.yview(*args)
-        self._recheck()
-
-    def _page(self, pages: int) -> str:
-        self.text.yview_scroll(pages, "pages")
-        self._recheck()
-        return "break"
-
-    def _user_scrolled(self) -> None:
-        # Widget bindings run before the class binding that scrolls: look afterwards.
-        self.text.after_idle(self._recheck)
-
-    def _recheck(self) -> None:
-        try:
-            self.follow = self.at_bottom()
-            top = self.at_top()
-        except tk.TclError:
-            return
-        if top:
-            self.on_top()
-
-    def _resized(self) -> None:
-        if self.follow:
-            self.text.see("end")
-
-    # --- content ----------------------------------------------------------------------
+        return self.pane().at_top()
 
     def reset(self, room: str) -> None:
-        self._pending.clear()
-        self.text.configure(state="normal")
-        self.text.delete("1.0", "end")
-        self.text.configure(state="disabled")
-        self.follow = True
-        self.trimmed = False
-        self.room_var.set(f"In {room}")
+        """Back to one empty log (the app adds its conversations again)."""
+        for key in [k for k in self.panes if k]:
+            self.remove_pane(key)
+        self.pane("").clear()
+        self.show_pane("")
+        self.set_conversations([], None)
+        self.room_var.set(f"Online in {room}")
         self.set_topic("")
         self.set_members(())
         self.set_connection(None)
         self.set_claim(None)
+        self.close_find()
         self.entry_var.set("")
 
-    def add(self, parts: Parts, line_tags: tuple[str, ...] = ()) -> None:
-        """Queue one line; :meth:`flush` inserts all queued lines with their tags."""
-        for text, tags in parts:
-            self._pending.append(strip_formatting(text))
-            self._pending.append(tags + line_tags)
-        self._pending.append("\n")
-        self._pending.append(line_tags)
+    def add(self, parts: Parts, line_tags: tuple[str, ...] = (), key: str | None = None
+            ) -> None:
+        """Queue one line for conversation ``key`` (the one in view by default)."""
+        self.pane(key).add(parts, line_tags)
 
     def add_help(self, rows: Iterable[tuple[str, str]]) -> None:
         for command, what in rows:
             self.add(help_row(command, what))
 
     def flush(self) -> None:
-        """Insert the queued lines (one ``Text.insert``), trim the scrollback, follow."""
-        if not self._pending:
-            return
-        args, self._pending = self._pending, []
-        t = self.text
-        t.configure(state="normal")
-        t.insert("end", *args)  # type: ignore[arg-type]  # (text, tags) pairs
-        lines = self.line_count()
-        if lines > self.scrollback:
-            t.delete("1.0", f"{lines - self.scrollback + 1}.0")
-            self.trimmed = True
-        t.configure(state="disabled")
-        if self.follow:
-            t.see("end")
+        """Insert every conversation's queued lines."""
+        for pane in self.panes.values():
+            pane.flush()
 
-    def prepend(self, rows: list[Row], drop_first: bool = False) -> None:
-        """Insert ``rows`` above every line, the lines in view staying where they are: the
-        user reading at the top sees older lines arrive above, not a jump.  With
-        ``drop_first`` the present first line goes (a day line the new rows continue)."""
-        self.flush()
-        args: list[str | tuple[str, ...]] = []
-        for parts, line_tags in rows:
-            for text, tags in parts:
-                args += [strip_formatting(text), tags + line_tags]
-            args += ["\n", line_tags]
-        t = self.text
-        anchor = t.index("@0,0")  # the first line in view
-        before = t.dlineinfo(anchor)
-        # Text inserted at a mark of right gravity goes before it: the mark stays on the
-        # line that was first in view, however many lines come above it.
-        t.mark_set("reading", anchor)
-        t.mark_gravity("reading", "right")
-        t.configure(state="normal")
-        if drop_first:
-            t.delete("1.0", "2.0")
-        if args:
-            t.insert("1.0", *args)  # type: ignore[arg-type]  # (text, tags) pairs
-        t.configure(state="disabled")
-        if self.follow:
-            t.see("end")
+    def prepend(self, rows: list[Row], drop_first: bool = False, key: str | None = None
+                ) -> None:
+        self.pane(key).prepend(rows, drop_first)
+
+    def line_count(self, key: str | None = None) -> int:
+        return self.pane(key).line_count()
+
+    def contents(self, key: str | None = None) -> str:
+        return self.pane(key).contents()
+
+    # --- find -----------------------------------------------------------------------
+
+    def find_showing(self) -> bool:
+        return bool(self.findbar.winfo_manager())
+
+    def _find_key(self) -> str:
+        if self.frame.winfo_ismapped():
+            self.open_find()
+        return "break"
+
+    def open_find(self) -> None:
+        if not self.find_showing():
+            self.findbar.grid()
+        self.find_entry.focus_set()
+        self.find_entry.selection_range(0, "end")
+
+    def close_find(self) -> None:
+        for pane in self.panes.values():
+            pane.end_find()
+        self.find_status.set("")
+        if self.find_showing():
+            self.findbar.grid_remove()
+            self.entry.focus_set()
+
+    def _find_changed(self) -> None:
+        self.pane().end_find()
+        self._find(False)
+
+    def _find(self, newer: bool) -> str:
+        """Enter: the next older match; Shift+Enter: the next newer one."""
+        pattern = self.find_var.get()
+        which, total = self.pane().find(pattern, forward=newer)
+        if not pattern:
+            self.find_status.set("")
+        elif total:
+            self.find_status.set(f"{which} of {total}")
         else:
-            self._keep_in_view("reading", before)
-        t.mark_unset("reading")
-
-    def _keep_in_view(self, mark: str, before: tuple[int, int, int, int, int] | None) -> None:
-        """Scroll so the line at ``mark`` is where it was (``before``: its dlineinfo)."""
-        t = self.text
-        t.yview(mark)  # that line at the top
-        now = t.dlineinfo(mark)
-        if before is not None and now is not None and now[1] != before[1]:
-            t.yview_scroll(now[1] - before[1], "pixels")
-
-    def line_count(self) -> int:
-        return int(self.text.index("end-1c").split(".")[0]) - 1
-
-    def contents(self) -> str:
-        return self.text.get("1.0", "end-1c")
+            self.find_status.set("Not found")
+        return "break"
 
     def _select_all(self) -> str:
         self.entry.selection_range(0, "end")
@@ -1045,7 +1172,11 @@ class ChatView:
     def set_topic(self, text: str) -> None:
         """Show the topic (formatting stripped); a long one folds to :attr:`TOPIC_LINES`."""
         text = strip_formatting(text)
-        self.topic_var.set(f"Topic: {text}" if text else "No topic is set")
+        self.set_heading(f"Topic: {text}" if text else "No topic is set")
+
+    def set_heading(self, text: str) -> None:
+        """What the topic bar says (a room's topic, or what a private conversation is)."""
+        self.topic_var.set(text)
         self.topic_expanded = False  # a new topic starts folded, whatever the old one did
         self._hide_topic_tip()
         self._fit_topic()

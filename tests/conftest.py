@@ -338,6 +338,12 @@ class FakeServer:
             p.close()
 
 
+@pytest.fixture(autouse=True)
+def _private_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads or writes the user's own config (pins, passwords, rooms)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeServer]:
     f = FakeServer()

@@ -526,7 +526,7 @@ def test_unavailable_name_at_login_is_taken(
     assert w.wait(EV.LoginFailed).kind is EV.LoginKind.NICK_TAKEN
 
 
-def test_rejoin_refused_after_reconnect_ends_with_a_reason(
+def test_rejoin_refused_after_reconnect_says_why_and_stays_connected(
         srv: RunningServer, connect: Callable[..., tuple[S.ChatSession, Watcher]]) -> None:
     boss = srv.client("boss", "#chat")
     _a, w = connect(srv, "alice")
@@ -534,10 +534,14 @@ def test_rejoin_refused_after_reconnect_ends_with_a_reason(
     boss.lines_until("MODE")
     _kill(srv, "alice", "drop")
     w.wait(EV.Disconnected)
-    failed = w.wait(EV.LoginFailed)
-    assert failed.kind is EV.LoginKind.JOIN_REFUSED and "back into #chat" in failed.message
-    w.wait(EV.Closed)
-    assert srv.wait_for(lambda: "alice" not in srv.server.reg.nicks)  # it also left
+    left = w.wait(EV.Left)
+    assert left.refused and left.room == "#chat"
+    assert "back into #chat" in left.reason and "banned" in left.reason
+    # Still connected, in no room: the others rooms (none here) and /join still work.
+    assert srv.wait_for(lambda: _a.state == "joined" and not _a.in_room)
+    assert _a.rooms == ()
+    assert _a.join("#elsewhere")
+    assert w.wait(EV.Joined).room == "#elsewhere"
 
 
 def test_join_refused_with_any_error_naming_the_room(

@@ -312,8 +312,19 @@ def test_slash_commands(root: tk.Tk, make_app: Factory, srv: RunningServer) -> N
     say(root, bob, "/msg alice just between us")
     pump(root, lambda: "bob → alice (private): just between us" in bob.chat.contents(),
          what="own private message")
-    pump(root, lambda: "bob (private): just between us" in alice.chat.contents(), what="msg")
-    assert "private" in alice.chat.text.tag_names("end-2l linestart +8c")
+    # Alice gets it in a conversation of its own, marked in her list; her room view stays.
+    pump(root, lambda: alice.convs.get("bob") is not None, what="private conversation")
+    talk = alice.convs.get("bob")
+    assert talk is not None and talk.private
+    pump(root, lambda: "bob: just between us" in alice.chat.contents(talk.pane), what="msg")
+    assert alice.current is not None and alice.current.name == "#chat"
+    assert "just between us" not in alice.chat.contents()
+    assert talk.mentioned == 1 and alice.chat.convlist.get(1) == "bob  (1!)"
+    alice.conversation_clicked(1)
+    assert alice.current is talk and talk.unread == 0
+    assert alice.chat.convlist.get(1) == "bob"
+    assert alice.chat.room_var.get() == "Talking with bob"
+    alice.conversation_clicked(0)
     say(root, alice, "/topic Friday plans 🎉")
     pump(root, lambda: bob.chat.topic_var.get() == "Topic: Friday plans 🎉", what="topic")
     assert "alice set the topic: Friday plans 🎉" in bob.chat.contents()
@@ -376,7 +387,11 @@ def test_emoji_and_any_unicode_display(root: tk.Tk, make_app: Factory,
     for s in samples:
         pump(root, lambda s=s: f"bob: {s}" in alice.chat.contents(), what=repr(s))
         pump(root, lambda s=s: f"raw: {s}" in bob.chat.contents(), what=repr(s))
-    pump(root, lambda: "🐍 private action" in bob.chat.contents(), what="private action")
+    pump(root, lambda: bob.convs.get("raw") is not None, what="private conversation")
+    talk = bob.convs.get("raw")
+    assert talk is not None
+    pump(root, lambda: "* raw 🐍 private action" in bob.chat.contents(talk.pane),
+         what="private action")
     # Tags were applied at insert time: the nick after an emoji line is still the nick.
     say(root, bob, "🦄🦄 after")
     pump(root, lambda: "bob: 🦄🦄 after" in bob.chat.contents(), what="own line")
@@ -719,6 +734,8 @@ def test_help_descriptions_line_up(root: tk.Tk, make_app: Factory, srv: RunningS
     xs = set()
     for _command, what in slash.HELP:
         index = t.search(what, "1.0")
+        t.see(index)
+        app.master.update_idletasks()
         box = t.bbox(index)
         assert box is not None, what
         xs.add(box[0])
@@ -754,14 +771,17 @@ def test_kicked_then_join_again(root: tk.Tk, make_app: Factory, srv: RunningServ
     boss.send("KICK #chat alice :\x02rude\x02")
     pump(root, lambda: "You were removed from #chat by boss (rude)" in app.chat.contents(),
          what="the kick")
-    pump(root, lambda: "/join" in app.chat.conn_var.get() and app.chat.banner.winfo_ismapped(),
-         what="the banner")
+    # Said in the room's log (not in the banner, which is about the connection: other rooms
+    # are fine), with what to do; greyed in the list.
+    pump(root, lambda: "Type /join to join #chat again." in app.chat.contents(),
+         what="how to rejoin")
+    assert not app.chat.banner.winfo_ismapped()
+    assert app.chat.convlist.itemcget(0, "foreground") == "#8a8f98"
     # Still connected, but not in the room: said so, greyed, not "0 online" in green.
     assert app.chat.count_var.get() == "not in the room"
     assert app.chat.count_label.cget("style") == "Offline.TLabel"
     say(root, app, "/join")
-    pump(root, lambda: app.chat.count_var.get() == "2 online"
-         and not app.chat.banner.winfo_ismapped(), what="back in")
+    pump(root, lambda: app.chat.count_var.get() == "2 online", what="back in")
     assert "You joined #chat again" in app.chat.contents()
     boss.send("PRIVMSG #chat :\x0304,01red\x03 and \x1fplain\x0f")
     pump(root, lambda: "boss: red and plain" in app.chat.contents(), what="no colour codes")

@@ -1,0 +1,285 @@
+"""The window with several rooms and private conversations, under Xvfb, against a real
+server: the list, unread counts and mentions, Join Room…, Leave, links, find, the jump to
+the newest line, the emoji picker, keys, and the rooms remembered for the next start."""
+
+from __future__ import annotations
+
+import tkinter as tk
+from pathlib import Path
+
+from conftest import RunningServer
+from test_gui import Factory, join, join_all, make_app, press_return, pump, say  # noqa: F401
+
+from chatroom import app as A
+from chatroom import dialogs
+from chatroom.convs import RoomMemory
+
+
+def labels(app: A.ChatApp) -> list[str]:
+    return list(app.chat.convlist.get(0, "end"))
+
+
+def focus(root: tk.Tk, app: A.ChatApp) -> None:
+    app.chat.entry.focus_force()
+    pump(root, lambda: root.focus_get() is app.chat.entry, what="focus")
+
+
+def enter_room(root: tk.Tk, app: A.ChatApp, room: str) -> None:
+    say(root, app, f"/join {room}")
+    pump(root, lambda: app.current is not None and app.current.name == room
+         and app.current.joined, what=f"in {room}")
+
+
+def test_join_switch_and_unread_per_room(root: tk.Tk, make_app: Factory,
+                                         srv: RunningServer) -> None:
+    alice = make_app(srv)
+    join(root, alice, "alice")
+    bob = srv.client("bob", "#chat")
+    bob.join("#dev")
+    enter_room(root, alice, "#dev")
+    assert labels(alice) == ["#chat", "#dev"]
+    assert alice.chat.room_var.get() == "Online in #dev"
+    pump(root, lambda: alice.chat.count_var.get() == "2 online", what="#dev's members")
+    focus(root, alice)
+    bob.send("PRIVMSG #chat :one")
+    bob.send("PRIVMSG #chat :two")
+    bob.send("PRIVMSG #dev :in view")
+    pump(root, lambda: "bob: in view" in alice.chat.contents(), what="the line in view")
+    pump(root, lambda: labels(alice) == ["#chat  (2)", "#dev"], what="#chat's unread")
+    assert "bob: one" in alice.chat.contents(alice.convs.get("#chat").pane)  # type: ignore[union-attr]
+    assert "bob: one" not in alice.chat.contents()
+    pump(root, lambda: str(alice.master.title()).startswith("(2) #dev — alice"),
+         what="the title counts")
+    # What is typed goes to the room in view.
+    say(root, alice, "hello dev")
+    assert bob.expect("PRIVMSG #dev :hello dev")
+    # Back in #chat: its lines, marked where the unread ones start; read now.
+    alice.conversation_clicked(0)
+    assert alice.current is not None and alice.current.name == "#chat"
+    log = alice.chat.contents()
+    assert log.index("new messages") < log.index("bob: one") < log.index("bob: two")
+    assert labels(alice) == ["#chat", "#dev"]
+    pump(root, lambda: not str(alice.master.title()).startswith("("), what="all read")
+    # The side panel follows: #chat has bob too (he joined it first).
+    assert alice.chat.room_var.get() == "Online in #chat"
+    pump(root, lambda: alice.chat.count_var.get() == "2 online", what="#chat's members")
+
+
+def test_mention_marks_the_line_the_list_and_the_window(
+        root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))
+    rings: list[int] = []
+    alice.window.bell = lambda: rings.append(1)  # type: ignore[method-assign]
+    focus(root, bob)  # alice's window is not focused
+    say(root, bob, "no mention here, alicexyz")
+    say(root, bob, "Alice: lunch?")
+    pump(root, lambda: "bob: Alice: lunch?" in alice.chat.contents(), what="the mention")
+    t = alice.chat.text
+    line = t.search("Alice: lunch?", "1.0")
+    assert "mention" in t.tag_names(line)
+    other = t.search("no mention here", "1.0")
+    assert "mention" not in t.tag_names(other)
+    assert rings == [1]
+    assert labels(alice) == ["#chat  (2!)"]
+    assert str(alice.master.title()).startswith("(2, 1 for you) #chat")
+    urgent = dialogs.get_urgency(alice.master.winfo_screen(), int(alice.master.wm_frame(), 16))
+    assert urgent in (True, None)  # None: no X library to read it back with
+    focus(root, alice)
+    alice._on_focus()
+    pump(root, lambda: labels(alice) == ["#chat"], what="read on focus")
+    assert dialogs.get_urgency(alice.master.winfo_screen(),
+                               int(alice.master.wm_frame(), 16)) in (False, None)
+
+
+def test_private_conversation_both_ways(root: tk.Tk, make_app: Factory,
+                                        srv: RunningServer) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))
+    say(root, bob, "/query alice")
+    assert bob.current is not None and bob.current.private and bob.current.name == "alice"
+    assert labels(bob) == ["#chat", "alice"]
+    assert bob.chat.part_button.cget("text") == "Close"
+    assert "Private conversation with alice" in bob.chat.topic_var.get()
+    say(root, bob, "psst")
+    pump(root, lambda: "bob: psst" in bob.chat.contents(), what="own line in the talk")
+    pump(root, lambda: labels(alice) == ["#chat", "bob  (1!)"], what="a new talk, marked")
+    assert "psst" not in alice.chat.contents()  # the room stays in view
+    alice.conversation_clicked(1)
+    assert "bob: psst" in alice.chat.contents()
+    say(root, alice, "hi back")
+    pump(root, lambda: "alice: hi back" in bob.chat.contents(), what="the answer")
+    # A rename takes the talk along.
+    say(root, bob, "/nick bobby")
+    pump(root, lambda: labels(alice) == ["#chat", "bobby"], what="the talk renamed")
+    assert "bob is now known as bobby" in alice.chat.contents()
+    say(root, alice, "still you?")
+    pump(root, lambda: "alice: still you?" in bob.chat.contents(), what="to the new name")
+    # /close takes it off the list; the room comes back into view.
+    say(root, alice, "/close")
+    assert labels(alice) == ["#chat"] and alice.current is not None
+    assert alice.current.name == "#chat"
+
+
+def test_leave_one_room_and_come_back_to_all_at_next_start(
+        root: tk.Tk, make_app: Factory, srv: RunningServer, tmp_path: Path) -> None:
+    memory = RoomMemory(tmp_path / "rooms.json")
+    alice = make_app(srv, rooms=memory)
+    join(root, alice, "alice")
+    enter_room(root, alice, "#dev")
+    enter_room(root, alice, "#ops")
+    assert labels(alice) == ["#chat", "#dev", "#ops"]
+    host, port = srv.address
+    assert memory.get(host, port, "alice") == ["#chat", "#dev", "#ops"]
+    alice.conversation_clicked(2)
+    alice.chat.part_button.invoke()  # Leave #ops
+    pump(root, lambda: labels(alice) == ["#chat", "#dev"], what="#ops left")
+    assert memory.get(host, port, "alice") == ["#chat", "#dev"]
+    assert "You left #ops." in alice.chat.contents()
+    alice.exit_program()
+    pump(root, lambda: srv.wait_for(lambda: "alice" not in srv.server.reg.nicks, 0.05),
+         what="alice gone")
+    again = make_app(srv, rooms=memory)
+    join(root, again, "alice")
+    pump(root, lambda: labels(again) == ["#chat", "#dev"], what="both rooms back")
+    assert again.current is not None and again.current.name == "#chat"
+    pump(root, lambda: all(c.joined for c in again.convs), what="in both")
+
+
+def test_join_dialog_lists_filters_and_joins(root: tk.Tk, make_app: Factory,
+                                             srv: RunningServer) -> None:
+    for nick, room in (("bob", "#big"), ("cid", "#big"), ("dan", "#python")):
+        srv.client(nick, room)
+    alice = make_app(srv)
+    join(root, alice, "alice")
+    alice.open_join_dialog()
+    dialog = alice.join_dialog
+    assert dialog is not None and dialog.alive()
+    pump(root, lambda: dialog.shown() == ["#big", "#chat", "#python"], what="the rooms")
+    assert dialog.tree.item(dialog.tree.get_children()[0], "values")[0] in (2, "2")
+    assert "3 rooms" in dialog.status_var.get()
+    dialog.name_var.set("pyt")
+    assert dialog.shown() == ["#python"]
+    dialog.name_var.set("not a room!")
+    dialog.join()
+    assert dialog.alive() and "not a room name" in dialog.status_var.get()
+    dialog.name_var.set("python")  # the # is added
+    dialog.join()
+    assert not dialog.alive()
+    pump(root, lambda: alice.current is not None and alice.current.name == "#python",
+         what="in #python")
+
+
+def test_links_open_in_the_browser(root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    alice = make_app(srv)
+    opened: list[str] = []
+    alice.open_url = opened.append
+    join(root, alice, "alice")
+    bob = srv.client("bob", "#chat")
+    bob.send("PRIVMSG #chat :see https://example.com/a_(b)?q=1, then (https://e.org/x).")
+    pump(root, lambda: "https://e.org/x" in alice.chat.contents(), what="the line")
+    alice.master.update_idletasks()
+    t = alice.chat.text
+    for url in ("https://example.com/a_(b)?q=1", "https://e.org/x"):
+        at = t.search(url, "1.0")
+        assert "link" in t.tag_names(at)
+        t.see(at)
+        alice.master.update_idletasks()
+        box = t.bbox(f"{at}+3c")
+        assert box is not None
+        x, y = box[0] + 1, box[1] + 1
+        t.event_generate("<Motion>", x=x, y=y)  # the pointer goes there, then clicks
+        t.event_generate("<ButtonPress-1>", x=x, y=y)
+        t.event_generate("<ButtonRelease-1>", x=x, y=y)
+    assert opened == ["https://example.com/a_(b)?q=1", "https://e.org/x"]
+    after = t.search("then", "1.0")
+    assert "link" not in t.tag_names(after)
+
+
+def test_find_in_the_room(root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    alice = make_app(srv)
+    join(root, alice, "alice")
+    bob = srv.client("bob", "#chat")
+    for text in ("the Pizza is here", "no match", "more pizza?"):
+        bob.send(f"PRIVMSG #chat :{text}")
+    pump(root, lambda: "more pizza?" in alice.chat.contents(), what="the lines")
+    focus(root, alice)
+    alice.chat.entry.event_generate("<Control-f>")
+    root.update()
+    assert alice.chat.find_showing()
+    alice.chat.find_var.set("pizza")
+    assert alice.chat.find_status.get() == "2 of 2"  # the newest first
+    t = alice.chat.text
+    assert len(t.tag_ranges("found")) == 4
+    current = t.tag_ranges("found_current")
+    assert t.get(current[0], current[1]) == "pizza"
+    press_return(root, alice.chat.find_entry)  # Enter: the one before
+    assert alice.chat.find_status.get() == "1 of 2"
+    current = t.tag_ranges("found_current")
+    assert t.get(current[0], current[1]) == "Pizza"
+    alice.chat.find_var.set("nothing like it")
+    assert alice.chat.find_status.get() == "Not found"
+    alice.chat.close_find()
+    assert not alice.chat.find_showing() and not t.tag_ranges("found")
+
+
+def test_scrolled_up_new_lines_offer_a_jump(root: tk.Tk, make_app: Factory,
+                                            srv: RunningServer) -> None:
+    alice = make_app(srv)
+    join(root, alice, "alice")
+    bob = srv.client("bob", "#chat")
+    for i in range(60):
+        bob.send(f"PRIVMSG #chat :line {i}")
+    pump(root, lambda: "line 59" in alice.chat.contents(), what="60 lines")
+    pane = alice.chat.pane()
+    pane.text.yview_moveto(0.0)
+    pane.text.event_generate("<Button-4>")  # the user scrolled up
+    root.update()
+    pump(root, lambda: not pane.follow, what="not following")
+    bob.send("PRIVMSG #chat :while you read")
+    bob.send("PRIVMSG #chat :and another")
+    pump(root, lambda: pane.jump_button.winfo_ismapped(), what="the jump button")
+    assert pane.jump_button.cget("text") == "↓ 2 new messages"
+    assert not pane.at_bottom()
+    pane.jump_button.invoke()
+    root.update()
+    assert pane.follow and pane.at_bottom() and not pane.jump_button.winfo_ismapped()
+
+
+def test_banner_does_not_move_refresh(root: tk.Tk, make_app: Factory,
+                                      srv: RunningServer) -> None:
+    alice = make_app(srv)
+    join(root, alice, "alice")
+    root.update()
+    button = alice.chat.refresh_button
+    before = (button.winfo_rootx(), button.winfo_rooty())
+    alice.chat.set_connection("Connection lost. Reconnecting in 3 s (attempt 1)…")
+    root.update()
+    assert alice.chat.banner.winfo_ismapped()
+    assert (button.winfo_rootx(), button.winfo_rooty()) == before
+    back = alice.chat.back_button
+    assert abs(back.winfo_rooty() - before[1]) > 100  # nowhere near where Refresh is
+
+
+def test_emoji_picker_and_keys(root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    alice = make_app(srv)
+    join(root, alice, "alice")
+    enter_room(root, alice, "#dev")
+    alice.chat.entry.insert("end", "hi ")
+    alice.chat.emoji_button.invoke()
+    picker = alice.emoji_picker
+    assert picker is not None and picker.alive() and len(picker.shown) >= 8
+    chosen = picker.shown[0]
+    picker.cells[0].event_generate("<Button-1>")
+    assert not picker.alive()
+    assert alice.chat.entry.get() == f"hi {chosen}"
+    alice.chat.entry.delete(0, "end")
+    # Alt+Up / Alt+Down walk the list; Ctrl+W leaves the room in view.
+    focus(root, alice)
+    alice.chat.entry.event_generate("<Alt-Up>")
+    assert alice.current is not None and alice.current.name == "#chat"
+    alice.chat.entry.event_generate("<Alt-Down>")
+    assert alice.current is not None and alice.current.name == "#dev"
+    alice.chat.entry.event_generate("<Control-w>")
+    pump(root, lambda: labels(alice) == ["#chat"], what="#dev left")
+    assert alice.current is not None and alice.current.name == "#chat"
