@@ -39,11 +39,13 @@ client side
     ``wording``      what the server says (goodbyes, refused joins, mode changes) in words.
     ``pins``         the certificate fingerprints the user trusts, per host:port, on disk.
     ``secrets_store`` the account passwords the user asked to remember, per host:port:name.
+    ``settings``     what worked last time (server, name, TLS, window size) and the rooms
+                     that were open, per profile, for the next start.
     ``session``      :class:`ChatSession`: network and sender threads, no Tk.
     ``slash``        the slash-command table and the text it parses (no Tk).
     ``lines``        how events look as lines of the log (no Tk).
     ``convs``        the window's conversations (rooms, private talks), unread counts and
-                     mentions, and the rooms remembered for the next start (no Tk).
+                     mentions (no Tk).
     ``logview``      one conversation's scrollback widget: links, find, "new messages".
     ``dialogs``      Join Room… and the emoji picker; the window's urgency hint.
     ``views``        the Tk widgets; they take plain data and callbacks, never a session.

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 
 from chatroom import lines, slash, views
 from chatroom import protocol as P
-from chatroom.convs import Conversation, Conversations, RoomMemory
+from chatroom.convs import Conversation, Conversations
 from chatroom.events import (
     Away,
     AwayChanged,
@@ -93,9 +93,10 @@ from chatroom.events import (
     UserRenamed,
     Whois,
 )
-from chatroom.pins import PinStore
+from chatroom.pins import PinStore, set_profile
 from chatroom.secrets_store import PasswordStore
 from chatroom.serverinfo import ServerInfo
+from chatroom.settings import RoomMemory, Saved, Settings
 from chatroom.session import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -160,7 +161,7 @@ class ChatApp:
                  session_options: dict[str, object] | None = None, tls: bool | None = None,
                  cafile: str | None = None, pins: PinStore | None = None,
                  passwords: PasswordStore | None = None,
-                 rooms: RoomMemory | None = None) -> None:
+                 rooms: RoomMemory | None = None, settings: Settings | None = None) -> None:
         if not views.AVAILABLE:
             raise RuntimeError("the chat window needs tkinter (python3-tk)")
         self.master = master
@@ -173,6 +174,7 @@ class ChatApp:
         self.pins = pins if pins is not None else PinStore()  # reads nothing until used
         self.passwords = passwords if passwords is not None else PasswordStore()
         self.memory = rooms if rooms is not None else RoomMemory()  # rooms for next time
+        self.settings = settings  # None: remember nothing of the form (tests)
         self.convs = Conversations()  # the rooms and private talks of this chat
         self._switch_to: str | None = None  # folded room to show once its Joined comes
         self._list_stale = False  # the conversation list needs redrawing this tick
@@ -219,7 +221,14 @@ class ChatApp:
                                    on_join_room=self.open_join_dialog,
                                    on_part=self.part_clicked,
                                    on_link=lambda url: self.open_url(url),
-                                   on_emoji=self.open_emoji)
+                                   on_emoji=self.open_emoji,
+                                   member_menu=self.member_menu)
+        self.menu = views.MenuBar(master, {
+            "join": self.open_join_dialog, "part": self.part_clicked,
+            "find": self.chat.open_find, "leave": self.leave_chat,
+            "exit": self.exit_program, "keys": self.show_keys,
+            "commands": self.show_commands,
+        })
         self.window.bind_keys({
             "<Alt-Up>": lambda: self.step_conversation(-1),
             "<Alt-Down>": lambda: self.step_conversation(1),
@@ -453,6 +462,7 @@ class ChatApp:
         else:
             self.login.show_status(status)
         self.phase = "login"
+        self.menu.set_chat(False)
         self._retry = None
         self._claim = None
         self.login.focus_field(focus, select=bool(error))
@@ -463,6 +473,7 @@ class ChatApp:
         self.convs = Conversations(self._fold)
         self.chat.show()
         self.phase = "chat"
+        self.menu.set_chat(True)
         self._members = None
         self._retry = None
         self._final = False
@@ -483,9 +494,32 @@ class ChatApp:
         else:
             who = f", logged in as {account}"
         self.info(f"You joined {room} as {nick}{who}. Type /help for commands.")
+        self._save_settings()
         if self._save_error:
             self.error(self._save_error)
             self._save_error = None
+
+    def _save_settings(self) -> None:
+        """The form's values worked: keep them for the next start (never the password)."""
+        s = self.session
+        if self.settings is None or s is None:
+            return
+        mode = "login" if self._attempt is not None else "guest"
+        name = self._attempt.name if self._attempt is not None else s.nick
+        try:
+            self.settings.save(host=s.host, port=s.port, name=name, tls=s.tls, mode=mode)
+        except OSError as exc:
+            log.warning("could not save the settings: %s", exc)
+
+    def _save_geometry(self) -> None:
+        if self.settings is None:
+            return
+        try:
+            size = self.master.winfo_geometry().split("+", 1)[0]  # "WxH": not where
+            if "x" in size and size != "1x1":
+                self.settings.save(geometry=size)
+        except (OSError, views.TclError) as exc:
+            log.warning("could not save the window size: %s", exc)
 
     # --- conversations ----------------------------------------------------------------
 
@@ -787,8 +821,74 @@ class ChatApp:
     def slash_help(self, rest: str, line: str) -> bool:
         self.info("Commands:")
         self.chat.add_help(slash.HELP)
+        self.info("Keys:")
+        self.chat.add_help(slash.KEYS)
         self.chat.flush()
         return True
+
+    def show_keys(self) -> None:
+        """Help ▸ Keyboard shortcuts."""
+        views.show_help(self.master, "Keyboard shortcuts", slash.KEYS)
+
+    def show_commands(self) -> None:
+        """Help ▸ Commands."""
+        views.show_help(self.master, "Commands", slash.HELP)
+
+    # --- the member list's menu -------------------------------------------------------
+
+    def member_menu(self, nick: str) -> list[tuple[str, Callable[[], None]] | None]:
+        """What the member list's right-click menu offers for ``nick`` (None: a line):
+        talk and WHOIS for anyone; for a room operator, op, voice, kick and ban."""
+        s, conv = self.session, self.convs.current
+        if s is None or conv is None or conv.private or not nick:
+            return []
+        room = conv.name
+        items: list[tuple[str, Callable[[], None]] | None] = [
+            (f"Talk privately with {nick}", lambda: self._select(self.open_private(nick))),
+            (f"Who is {nick}?", lambda: self._whois(nick)),
+        ]
+        if self._fold(nick) == self._fold(s.nick) or not self._am_operator(conv):
+            return items
+        entry = next((m for m in conv.members
+                      if self._fold(m.lstrip("~&@%+")) == self._fold(nick)), nick)
+        op, voiced = "@" in entry[:2], "+" in entry[:3]
+        items.append(None)
+        items.append((f"Take operator from {nick}", lambda: self._mode(room, "-o", nick))
+                     if op else (f"Make {nick} an operator", lambda: self._mode(room, "+o", nick)))
+        items.append((f"Take voice from {nick}", lambda: self._mode(room, "-v", nick))
+                     if voiced else (f"Give {nick} a voice", lambda: self._mode(room, "+v", nick)))
+        items.append(None)
+        items.append((f"Remove {nick} from {room}", lambda: self._kick(room, nick, False)))
+        items.append((f"Ban {nick} from {room}", lambda: self._kick(room, nick, True)))
+        return items
+
+    def _whois(self, nick: str) -> None:
+        self.slash_whois(nick, f"/whois {nick}")
+
+    def _am_operator(self, conv: Conversation) -> bool:
+        s = self.session
+        if s is None:
+            return False
+        me = self._fold(s.nick)
+        return any(self._fold(m.lstrip("~&@%+")) == me and m[:1] in "~&@"
+                   for m in conv.members)
+
+    def _mode(self, room: str, change: str, nick: str) -> None:
+        s = self.session
+        if s is None or not s.set_member_mode(room, change, nick):
+            self.error("Not connected to the room: nothing was changed.")
+
+    def _kick(self, room: str, nick: str, ban: bool) -> None:
+        s = self.session
+        what = "ban" if ban else "remove"
+        if not self.confirm(f"{what.capitalize()} {nick}?",
+                            f"{'Ban' if ban else 'Remove'} {nick} from {room}?"
+                            + (" They cannot come back under that name until the ban is "
+                               "lifted." if ban else " They can join again.")):
+            return
+        if s is None or (ban and not s.ban(room, nick)) or not s.kick(
+                room, nick, "Banned" if ban else "Removed by a room operator"):
+            self.error(f"Not connected to the room: could not {what} {nick}.")
 
     def slash_quit(self, rest: str, line: str) -> bool:
         self.exit_program(rest or QUIT_REASON)
@@ -1055,6 +1155,7 @@ class ChatApp:
         if self.phase == "closed":
             return
         self.phase = "closed"
+        self._save_geometry()
         if self._after_id is not None:
             self.window.cancel(self._after_id)
             self._after_id = None
@@ -1612,39 +1713,73 @@ assert all(callable(getattr(ChatApp, c.handler, None)) for c in slash.COMMANDS)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The client's command line (``--help`` lists it)."""
-    p = argparse.ArgumentParser(description="Desktop chat client (speaks IRC).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--host", default=DEFAULT_HOST, help="server host name or address")
-    p.add_argument("--port", type=int, default=argparse.SUPPRESS,
-                   help=f"server TCP port (default: {DEFAULT_PORT}, or {TLS_PORT} with --tls)")
-    p.add_argument("--tls", action="store_true",
+    p = argparse.ArgumentParser(
+        description="Desktop chat client (speaks IRC).",
+        epilog="The login form starts with what worked last time (the server, port, name "
+               "and TLS choice, kept in the config directory with the rooms you were in "
+               "and the window size); the options above take precedence.")
+    p.add_argument("--host", default=None,
+                   help=f"server host name or address (default: the last one, or "
+                        f"{DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=None,
+                   help=f"server TCP port (default: the last one, or {DEFAULT_PORT}, or "
+                        f"{TLS_PORT} with --tls)")
+    p.add_argument("--tls", action="store_true", default=None,
                    help="connect with TLS (encrypted); ticks Use TLS on the login view")
     p.add_argument("--cafile", metavar="FILE", default=None,
                    help="also trust the CA certificates in FILE (PEM), e.g. your own CA")
-    p.add_argument("--name", default="", help="your name, filled in on the login view")
-    p.add_argument("--room", default=DEFAULT_ROOM, help="the room to join")
+    p.add_argument("--name", default=None, help="your name, filled in on the login view")
+    p.add_argument("--room", default=DEFAULT_ROOM,
+                   help=f"the room to join first (default: {DEFAULT_ROOM}; the rooms you "
+                        f"were in last time are joined too)")
+    p.add_argument("--profile", metavar="NAME", default=None,
+                   help="keep a separate set of settings, rooms, trusted certificates and "
+                        "remembered passwords under NAME (e.g. work, home)")
     a = p.parse_args(argv)
-    if not hasattr(a, "port"):
-        a.port = TLS_PORT if a.tls else DEFAULT_PORT
+    if a.port is not None and not 1 <= a.port <= 65535:
+        p.error("--port must be 1-65535")
     if not a.room.startswith("#"):
         a.room = "#" + a.room
     if not P.valid_channel(a.room):
         p.error(f"--room {a.room!r} is not a valid room name (e.g. #chat)")
-    if not 1 <= a.port <= 65535:
-        p.error("--port must be 1-65535")
+    if a.profile is not None:
+        try:
+            set_profile(a.profile)
+        except ValueError as exc:
+            p.error(f"--profile: {exc}")
     return a
+
+
+def form_values(args: argparse.Namespace, saved: Saved) -> tuple[str, int, str, bool | None]:
+    """(host, port, name, tls) for the login form: the command line, else what worked
+    last time, else the defaults."""
+    host = args.host or saved.host or DEFAULT_HOST
+    tls = args.tls if args.tls is not None else (saved.tls if args.host is None else None)
+    if args.port is not None:
+        port = args.port
+    elif saved.port is not None and args.host is None and args.tls is None:
+        port = saved.port
+    else:
+        port = TLS_PORT if args.tls else DEFAULT_PORT
+    name = args.name if args.name is not None else saved.name
+    return host, port, name, True if tls else None
 
 
 def main(argv: list[str] | None = None) -> int:
     """The ``chat-client`` command (and ``python client.py``): one window until it closes."""
     args = parse_args(argv)
+    settings = Settings()
+    saved = settings.load()
+    host, port, name, tls = form_values(args, saved)
     try:
-        root = views.open_root("860x560")
+        root = views.open_root(saved.geometry or "860x560")
     except views.NoWindow as exc:
         print(f"client.py: {exc}", file=sys.stderr)
         return 1
-    app = ChatApp(root, args.host, args.port, args.name, args.room,
-                  tls=True if args.tls else None, cafile=args.cafile)
+    app = ChatApp(root, host, port, name, args.room, tls=tls, cafile=args.cafile,
+                  settings=settings)
+    if saved.mode == "login" and name and args.name is None:
+        app.login.set_mode(AccountMode.LOGIN.value)
 
     def on_signal(signum: int, frame: object) -> None:
         # Runs in the main thread between bytecodes, so within some Tk callback: only set

@@ -1,5 +1,5 @@
 """The conversations of one chat window: rooms and private talks, their unread counts and
-mentions, and the rooms remembered for the next start.  No Tk.
+mentions.  No Tk.
 
 A :class:`Conversation` is what the window keeps of one entry of its list: a room we are
 in (or were removed from) or a private conversation with one person, with what the side
@@ -7,29 +7,17 @@ panel shows of it (members, topic) and what the list shows (unread lines, mentio
 :class:`Conversations` keeps them in the order they were opened, by name folded with the
 server's casemapping, and knows which one is on screen.
 
-:class:`RoomMemory` keeps, per server and name, the rooms that were open when the window
-last changed them (``rooms.json`` in the user's config directory, written atomically), so
-the next start joins them again.
-
 Tk thread only (the app's); nothing here locks.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from chatroom.lines import Day
-from chatroom.pins import config_dir, pin_key, write_private
 
-log = logging.getLogger(__name__)
 
-ROOMS_FILE = "rooms.json"
-MAX_REMEMBERED = 50  # rooms kept per server and name (a hand-edited file may list more)
 @dataclass
 class Conversation:
     """One entry of the window's list: a room (``private`` False) or a person."""
@@ -46,7 +34,6 @@ class Conversation:
     bottom_day: Day | None = None  # local date of the newest dated line
     missed_shown: bool = False  # "While you were disconnected:" is up for this return
     lost: bool = False  # the connection dropped since we were last in it
-    history_shown: bool = False  # its history has been put in the log once
 
     @property
     def label(self) -> str:
@@ -124,53 +111,3 @@ class Conversations:
         """Unread lines and mentions over every conversation."""
         return (sum(c.unread for c in self._by_key.values()),
                 sum(c.mentioned for c in self._by_key.values()))
-
-
-class RoomMemory:
-    """The rooms a window had open, per server and name, for the next start.
-
-    ``path`` defaults to ``rooms.json`` in :func:`~chatroom.pins.config_dir` (read when
-    used, so tests can point ``XDG_CONFIG_HOME`` elsewhere).  A file that cannot be read
-    counts as empty: losing the list of rooms costs a /join, not a secret.
-    """
-
-    VERSION = 1
-
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else config_dir() / ROOMS_FILE
-
-    @staticmethod
-    def _key(host: str, port: int, name: str) -> str:
-        return f"{pin_key(host, port)}/{name.lower()}"
-
-    def get(self, host: str, port: int, name: str) -> list[str]:
-        return list(self._load().get(self._key(host, port, name), []))
-
-    def set(self, host: str, port: int, name: str, rooms: list[str]) -> None:
-        """Remember ``rooms`` (an empty list forgets).  Raises OSError."""
-        entries = self._load()
-        key = self._key(host, port, name)
-        if rooms:
-            entries[key] = rooms[:MAX_REMEMBERED]
-        elif entries.pop(key, None) is None:
-            return
-        body = json.dumps({"version": self.VERSION, "rooms": entries}, indent=2,
-                          sort_keys=True, ensure_ascii=False)
-        write_private(self.path, body + "\n")
-
-    def _load(self) -> dict[str, list[str]]:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        except (OSError, UnicodeError) as exc:
-            log.warning("cannot read the remembered rooms in %s: %s", self.path, exc)
-            return {}
-        try:
-            raw = json.loads(text)["rooms"]
-            return {str(k): [str(r) for r in v][:MAX_REMEMBERED] for k, v in raw.items()
-                    if isinstance(v, list)}
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("%s is damaged (%s); it counts as empty", self.path,
-                        type(exc).__name__)
-            return {}

@@ -25,7 +25,7 @@ from tkinter import ttk
 from tkinter.scrolledtext import ScrolledText
 
 from chatroom.lines import Parts, Row, strip_formatting
-from chatroom.slash import HELP
+from chatroom.slash import HELP, KEYS
 
 FIND_LIMIT = 2000  # matches highlighted at most (a one-letter search in a full log)
 
@@ -57,7 +57,7 @@ def _configure_tags(t: tk.Text, fonts: dict[str, tkfont.Font]) -> None:
     t.tag_configure("info", foreground="#3b5b7a")
     # /help: the descriptions start at one tab stop past the longest command.
     indent = 16
-    column = indent + max(fonts["text"].measure(c) for c, _ in HELP) + 24
+    column = indent + max(fonts["text"].measure(c) for c, _ in HELP + KEYS) + 24
     t.tag_configure("help", foreground="#3b5b7a", lmargin1=indent, lmargin2=column,
                     tabs=(column,))
     t.tag_configure("day", foreground="#4a5058", font=fonts["bold"], justify="center",

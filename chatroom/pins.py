@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import sys
 import tempfile
 import threading
 import time
@@ -34,12 +36,36 @@ APP_DIR = "chatroom"
 PINS_FILE = "pins.json"
 
 
+_profile: str | None = None  # set once at start (--profile): every store follows it
+PROFILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}\Z")
+
+
+def set_profile(name: str | None) -> None:
+    """Keep everything (settings, rooms, pins, passwords) under profile ``name`` from now
+    on; None: the default set.  Raises ValueError for a name that is not a plain word."""
+    global _profile
+    if name is not None and not PROFILE_RE.match(name):
+        raise ValueError("a profile name is up to 40 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit")
+    _profile = name
+
+
 def config_dir() -> Path:
-    """The user's config directory for this app (created by whoever writes to it)."""
+    """The user's config directory for this app (created by whoever writes to it):
+    ``$XDG_CONFIG_HOME/chatroom`` (``~/.config/chatroom``), or the platform's own place
+    on Windows and macOS; a profile's is ``profiles/NAME`` in it."""
     base = os.environ.get("XDG_CONFIG_HOME", "")
     # The XDG spec says a relative value is to be ignored.
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".config"
-    return root / APP_DIR
+    if base and os.path.isabs(base):
+        root = Path(base)
+    elif sys.platform == "win32" and os.environ.get("APPDATA"):
+        root = Path(os.environ["APPDATA"])
+    elif sys.platform == "darwin":
+        root = Path.home() / "Library" / "Application Support"
+    else:
+        root = Path.home() / ".config"
+    here = root / APP_DIR
+    return here / "profiles" / _profile if _profile else here
 
 
 def pin_key(host: str, port: int) -> str:

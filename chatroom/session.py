@@ -908,6 +908,28 @@ class ChatSession:
             return "a room's name has no spaces, commas or control characters"
         return None
 
+    def set_member_mode(self, room: str, change: str, nick: str) -> bool:
+        """``MODE room +o nick`` and the like (``change`` is one sign and one letter of
+        the server's member modes: o, v...); a Notice in words (or a ServerError)
+        follows."""
+        if (len(change) != 2 or change[0] not in "+-"
+                or change[1] not in self._info.prefix_modes or not P.valid_nick(nick, 64)):
+            return False
+        return self._in_room_now(room) and self._queue_line("MODE", room, change, nick)
+
+    def kick(self, room: str, nick: str, reason: str = "") -> bool:
+        """Remove ``nick`` from ``room`` (a room operator's right)."""
+        if not P.valid_nick(nick, 64):
+            return False
+        why = P.truncate_text(P.strip_bad(clean_text(reason)), 300) or "Removed"
+        return self._in_room_now(room) and self._queue_line("KICK", room, nick, why)
+
+    def ban(self, room: str, nick: str) -> bool:
+        """Ban ``nick`` from ``room`` (the mask ``nick!*@*``: whoever takes that name)."""
+        if not P.valid_nick(nick, 64):
+            return False
+        return self._in_room_now(room) and self._queue_line("MODE", room, "+b", f"{nick}!*@*")
+
     def list_rooms(self) -> bool:
         """Ask the server for its rooms (LIST); a RoomList event follows."""
         return self._connected() and self._queue_line("LIST")

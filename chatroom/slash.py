@@ -50,6 +50,18 @@ COMMANDS: tuple[Command, ...] = (
     Command("help", "/help", "this list", "slash_help", needs_room=False),
 )
 BY_NAME = {c.name: c for c in COMMANDS}
+# The window's keys, for /help and the Help menu (the views bind them).
+KEYS: tuple[tuple[str, str], ...] = (
+    ("Ctrl+K", "join a room, or go to one you are in (type to filter the list)"),
+    ("Alt+Up / Alt+Down", "the conversation above or below (also Ctrl+PgUp / Ctrl+PgDn)"),
+    ("Ctrl+W", "leave the room in view, or close the private conversation"),
+    ("Ctrl+F", "find in the conversation (Enter: older match, Shift+Enter: newer)"),
+    ("Up / Down", "bring back lines you sent"),
+    ("Tab", "complete a name in the room"),
+    ("Page Up / Page Down", "scroll the conversation (at the top: older lines)"),
+    ("Ctrl+A", "select the whole message"),
+    ("Alt+L", "log in, when your name is registered to someone else"),
+)
 ESCAPE = ("//text", "send a message that starts with /")
 HELP: tuple[tuple[str, str], ...] = tuple((c.usage, c.help) for c in COMMANDS) + (ESCAPE,)
 

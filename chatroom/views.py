@@ -32,6 +32,7 @@ except ImportError:  # the session works without Tk; only the window needs it
 
 
 AVAILABLE = tk is not None  # False: no tkinter here (the session works, the window not)
+TclError: type[Exception] = tk.TclError if tk is not None else Exception
 Toplevel: TypeAlias = "tk.Tk | tk.Toplevel"  # what a ChatApp lives in
 
 
@@ -628,6 +629,59 @@ class LoginView:
             self.name_entry.selection_range(0, "end")
 
 
+MemberMenu: TypeAlias = "Callable[[str], list[tuple[str, Callable[[], None]] | None]]"
+
+
+class MenuBar:
+    """The window's menus: Chat (join, leave, find, log out, exit) and Help (keys, commands).
+
+    ``actions`` maps join, part, find, leave, exit, keys and commands to what they do.
+    """
+
+    def __init__(self, master: Toplevel, actions: dict[str, Callable[[], None]]) -> None:
+        self.bar = tk.Menu(master, tearoff=False)
+        chat = tk.Menu(self.bar, tearoff=False)
+        chat.add_command(label="Join Room…", accelerator="Ctrl+K", command=actions["join"])
+        chat.add_command(label="Leave Room", accelerator="Ctrl+W", command=actions["part"])
+        chat.add_command(label="Find…", accelerator="Ctrl+F", command=actions["find"])
+        chat.add_separator()
+        chat.add_command(label="Leave Chat", command=actions["leave"])
+        chat.add_command(label="Exit Program", command=actions["exit"])
+        self.chat = chat
+        help_menu = tk.Menu(self.bar, tearoff=False)
+        help_menu.add_command(label="Keyboard Shortcuts", command=actions["keys"])
+        help_menu.add_command(label="Commands", command=actions["commands"])
+        self.help = help_menu
+        self.bar.add_cascade(label="Chat", menu=chat, underline=0)
+        self.bar.add_cascade(label="Help", menu=help_menu, underline=0)
+        master.configure(menu=self.bar)
+        self.set_chat(False)
+
+    def set_chat(self, on: bool) -> None:
+        """The Chat menu's entries work only in the chat view."""
+        for i in (0, 1, 2, 4):
+            self.chat.entryconfigure(i, state="normal" if on else "disabled")
+
+
+def show_help(master: tk.Misc, title: str, rows: Iterable[tuple[str, str]]) -> tk.Toplevel:
+    """A small window listing ``rows`` (what to press or type, what it does)."""
+    top = tk.Toplevel(master)
+    top.title(title)
+    top.transient(master.winfo_toplevel())
+    frame = ttk.Frame(top, padding=12)
+    frame.pack(fill="both", expand=True)
+    for i, (key, what) in enumerate(rows):
+        ttk.Label(frame, text=key, style="Side.TLabel").grid(row=i, column=0, sticky="nw",
+                                                             padx=(0, 16), pady=2)
+        ttk.Label(frame, text=what, wraplength=420, justify="left").grid(
+            row=i, column=1, sticky="w", pady=2)
+    close = ttk.Button(frame, text="Close", command=top.destroy)
+    close.grid(row=frame.grid_size()[1], column=1, sticky="e", pady=(10, 0))
+    top.bind("<Escape>", lambda e: top.destroy())
+    close.focus_set()
+    return top
+
+
 class ChatView:
     """The list of conversations, the topic, one scrollback per conversation, who is here
     with the count, the message field and the buttons.
@@ -649,7 +703,8 @@ class ChatView:
                  on_join_room: Callable[[], None] = lambda: None,
                  on_part: Callable[[], None] = lambda: None,
                  on_link: Callable[[str], None] = lambda url: None,
-                 on_emoji: Callable[[], None] = lambda: None) -> None:
+                 on_emoji: Callable[[], None] = lambda: None,
+                 member_menu: MemberMenu = lambda nick: []) -> None:
         self.scrollback = scrollback
         self.on_top = on_top
         self.on_link = on_link
@@ -750,6 +805,14 @@ class ChatView:
                                   highlightbackground="#c8ccd2", highlightcolor="#c8ccd2",
                                   font=self.fonts["text"])
         self.listbox.grid(row=1, column=0, sticky="ns")
+        # Right click (or the menu key) on a member: what can be done with them.
+        self.member_menu = member_menu
+        self.listbox.bind("<Button-3>", self._member_clicked)
+        for seq in ("<KeyPress-Menu>", "<KeyPress-App>", "<Shift-F10>"):  # X11, Windows
+            try:
+                self.listbox.bind(seq, lambda e: self._member_key())
+            except tk.TclError:
+                pass  # no such key on this system
         bar = ttk.Scrollbar(side, orient="vertical", command=self.listbox.yview)
         bar.grid(row=1, column=1, sticky="ns")
         self.listbox.configure(yscrollcommand=bar.set)
@@ -979,6 +1042,44 @@ class ChatView:
         chosen = self.convlist.curselection()  # type: ignore[no-untyped-call]
         if chosen:
             self.on_select(int(chosen[0]))
+
+    def _member_clicked(self, event: tk.Event[tk.Misc]) -> str:
+        index = self.listbox.nearest(event.y)  # type: ignore[no-untyped-call]
+        if index < 0 or index >= self.listbox.size():
+            return "break"
+        self.listbox.selection_clear(0, "end")
+        self.listbox.selection_set(index)
+        self.popup_member(index, event.x_root, event.y_root)
+        return "break"
+
+    def _member_key(self) -> str:
+        chosen = self.listbox.curselection()  # type: ignore[no-untyped-call]
+        if chosen:
+            index = int(chosen[0])
+            box = self.listbox.bbox(index)
+            x = self.listbox.winfo_rootx() + (box[0] if box else 0)
+            y = self.listbox.winfo_rooty() + (box[1] + box[3] if box else 0)
+            self.popup_member(index, x, y)
+        return "break"
+
+    def popup_member(self, index: int, x: int, y: int) -> tk.Menu | None:
+        """The menu of member ``index`` at screen point (x, y); None if it offers nothing."""
+        nick = str(self.listbox.get(index)).lstrip("~&@%+")
+        items = self.member_menu(nick)
+        if not items:
+            return None
+        menu = tk.Menu(self.listbox, tearoff=False)
+        for item in items:
+            if item is None:
+                menu.add_separator()
+            else:
+                menu.add_command(label=item[0], command=item[1])
+        self.last_menu = menu
+        try:
+            menu.tk_popup(x, y)
+        finally:
+            menu.grab_release()
+        return menu
 
     def set_part_label(self, text: str, enabled: bool = True) -> None:
         """The button under the list: "Leave" for a room, "Close" for a private talk."""

@@ -41,6 +41,7 @@ from chatroom import session as S
 from chatroom import slash
 from chatroom.pins import PinStore
 from chatroom.secrets_store import PasswordStore
+from chatroom.settings import Saved
 
 try:
     import tkinter as tk
@@ -970,8 +971,10 @@ def test_tls_box_follows_the_port_until_the_user_sets_it(root: tk.Tk, make_app: 
     forced = make_app(pins=store, tls=True)  # --tls
     forced.login.port_var.set("1027")
     assert forced.login.use_tls()
-    assert A.parse_args(["--tls"]).port == 6697 and A.parse_args([]).port == 1027
-    assert A.parse_args(["--tls", "--port", "7000"]).port == 7000
+    def port(*argv: str) -> int:
+        return A.form_values(A.parse_args(list(argv)), Saved())[1]
+    assert port("--tls") == 6697 and port() == 1027
+    assert port("--tls", "--port", "7000") == 7000
 
 
 def test_trust_prompt_then_changed_certificate_end_to_end(

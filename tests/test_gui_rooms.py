@@ -12,7 +12,7 @@ from test_gui import Factory, join, join_all, make_app, press_return, pump, say 
 
 from chatroom import app as A
 from chatroom import dialogs
-from chatroom.convs import RoomMemory
+from chatroom.settings import RoomMemory, Settings
 
 
 def labels(app: A.ChatApp) -> list[str]:
@@ -283,3 +283,64 @@ def test_emoji_picker_and_keys(root: tk.Tk, make_app: Factory, srv: RunningServe
     alice.chat.entry.event_generate("<Control-w>")
     pump(root, lambda: labels(alice) == ["#chat"], what="#dev left")
     assert alice.current is not None and alice.current.name == "#chat"
+
+
+def test_what_worked_is_remembered_for_the_next_start(
+        root: tk.Tk, make_app: Factory, srv: RunningServer, tmp_path: Path) -> None:
+    settings = Settings(tmp_path / "settings.json")
+    alice = make_app(srv, settings=settings)
+    join(root, alice, "alice")
+    saved = settings.load()
+    assert (saved.host, saved.port, saved.name, saved.tls, saved.mode) == (
+        "127.0.0.1", srv.address[1], "alice", False, "guest")
+    alice.master.geometry("830x530")
+    root.update()
+    alice.exit_program()
+    assert settings.load().geometry == "830x530"
+
+
+def test_member_menu_for_a_room_operator(root: tk.Tk, make_app: Factory,
+                                         srv: RunningServer) -> None:
+    alice, bob = make_app(srv), make_app(srv)
+    join_all(root, (alice, "alice"), (bob, "bob"))  # alice made #chat: its operator
+    alice.confirm = lambda title, text: True
+    labels_of = [item[0] for item in alice.member_menu("bob") if item is not None]
+    assert labels_of == ["Talk privately with bob", "Who is bob?", "Make bob an operator",
+                         "Give bob a voice", "Remove bob from #chat", "Ban bob from #chat"]
+    # Bob is no operator: he can talk and ask, nothing more.
+    assert [i[0] for i in bob.member_menu("alice") if i is not None] == [
+        "Talk privately with alice", "Who is alice?"]
+    assert [i[0] for i in alice.member_menu("alice") if i is not None] == [
+        "Talk privately with alice", "Who is alice?"]
+    # The real menu, from a right click on bob's row.
+    row = [m.lstrip("@+") for m in alice.chat.listbox.get(0, "end")].index("bob")
+    menu = alice.chat.popup_member(row, 10, 10)
+    assert menu is not None and menu.entrycget(3, "label") == "Make bob an operator"
+    menu.unpost()
+    menu.invoke(3)
+    pump(root, lambda: "@bob" in alice.chat.listbox.get(0, "end"), what="bob made op")
+    assert "made bob a room operator" in alice.chat.contents()
+    take = dict(i for i in alice.member_menu("bob") if i is not None)
+    assert "Take operator from bob" in take
+    dict(i for i in alice.member_menu("bob") if i is not None)["Ban bob from #chat"]()
+    pump(root, lambda: "bob" not in " ".join(alice.chat.listbox.get(0, "end")),
+         what="bob removed")
+    pump(root, lambda: bob.current is not None and not bob.current.joined, what="bob out")
+    say(root, bob, "/join")
+    pump(root, lambda: "banned" in bob.chat.contents(), what="the ban holds")
+
+
+def test_help_lists_commands_and_keys(root: tk.Tk, make_app: Factory,
+                                      srv: RunningServer) -> None:
+    alice = make_app(srv)
+    assert alice.menu.chat.entrycget(0, "state") == "disabled"  # no Join Room… at login
+    join(root, alice, "alice")
+    assert alice.menu.chat.entrycget(0, "state") == "normal"
+    say(root, alice, "/help")
+    log = alice.chat.contents()
+    assert "/query <name> [text]" in log and "Ctrl+K" in log and "Alt+Up / Alt+Down" in log
+    alice.menu.help.invoke(0)
+    tops = [w for w in alice.master.winfo_children() if isinstance(w, tk.Toplevel)
+            and w.title() == "Keyboard shortcuts"]
+    assert tops
+    tops[0].destroy()

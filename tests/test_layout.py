@@ -20,7 +20,7 @@ PACKAGE = ROOT / "chatroom"
 SHARED = ["protocol", "transport"]
 SERVER = ["config", "certs", "registry", "writer", "hub", "playback", "login", "modes",
           "handlers", "connection", "housekeeper", "admin", "server"]
-CLIENT = ["events", "serverinfo", "wording", "pins", "secrets_store", "session", "slash",
+CLIENT = ["events", "serverinfo", "wording", "pins", "secrets_store", "settings", "session", "slash",
           "lines", "convs", "logview", "dialogs", "views", "app"]
 TK = {"logview", "dialogs", "views"}  # the window's modules: the only ones that import tkinter
 STORES = ["history", "accounts", "files"]  # server side, below registry's users
