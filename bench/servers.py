@@ -27,8 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 NGIRCD = "/usr/sbin/ngircd"
 NGIRCD_OPER = ("bench", "benchpw")  # an operator block, so senders can set user mode +F
 # Options we would like to give our server; only those its --help lists are passed.
+# No file host (its default port 1028 would be shared by every server started here);
+# bench/files.py turns it on with an --files-port of its own, given later, which wins.
 OUR_WISHES = [("--no-flood-control", None), ("--log-level", "WARNING"),
-              ("--max-clients", "20000")]
+              ("--max-clients", "20000"), ("--files-port", "0")]
 
 
 def free_port() -> int:

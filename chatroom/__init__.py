@@ -19,6 +19,8 @@ server side
     ``history``      the history store: room events and room state in SQLite, committed
                      (a group commit, on its own thread) before anyone receives them.
     ``accounts``     the accounts store: names, scrypt hashes (PHC strings), the throttle.
+    ``files``        the files store: uploads on disk under random ids, their records in
+                     SQLite, quota and retention.
     ``registry``     Client, Channel, Ban, Registry (the one lock) and its lookups.
     ``writer``       the writer thread: every send, shutdown and close.
     ``hub``          the facade handlers talk to: lock-queue-wake, replies, goodbyes,
@@ -29,7 +31,8 @@ server side
     ``modes``        MODE on rooms and users.
     ``handlers``     the command table and every ``cmd_*``.
     ``connection``   the reader thread: setup, read loop, flood control, finish.
-    ``housekeeper``  the timer thread: registration deadline, PING, timeouts.
+    ``housekeeper``  the timer thread: registration deadline, PING, timeouts, chores.
+    ``filehost``     the HTTP(S) file host (soju.im/FILEHOST): upload, download, limits.
     ``admin``        the admin command line: add, reset, delete and list accounts.
     ``server``       lifecycle (bind, accept, shutdown) and ``main``.
 
@@ -41,6 +44,7 @@ client side
     ``secrets_store`` the account passwords the user asked to remember, per host:port:name.
     ``settings``     what worked last time (server, name, TLS, window size) and the rooms
                      that were open, per profile, for the next start.
+    ``transfer``     uploads to and downloads from a file host (http.client, no Tk).
     ``session``      :class:`ChatSession`: network and sender threads, no Tk.
     ``slash``        the slash-command table and the text it parses (no Tk).
     ``lines``        how events look as lines of the log (no Tk).
@@ -52,7 +56,7 @@ client side
     ``app``          :class:`ChatApp`, the controller of one window, and ``main``.
 
 Rules beside the order: server-side and client-side modules never import each other; only
-the window's modules (``logview``, ``dialogs``, ``views``) import :mod:`tkinter`; the stores (``history``, ``accounts``, and ``files`` when
-it comes) sit below ``registry`` and import neither ``registry`` nor ``handlers``; nothing
-imports the faces.
+the window's modules (``logview``, ``dialogs``, ``views``) import :mod:`tkinter`; the
+stores (``history``, ``accounts`` and ``files``) sit below ``registry`` and import neither
+``registry`` nor ``handlers``; nothing imports the faces.
 """

@@ -7,6 +7,8 @@ builds it before any other thread exists).
 from __future__ import annotations
 
 import argparse
+import re
+import urllib.parse
 from dataclasses import dataclass
 
 from chatroom import protocol as P
@@ -58,10 +60,40 @@ class Config:
     tls_self_signed: bool = False
     tls_handshake_timeout: float = 10.0
     sts_duration: int = 0  # seconds of the STS policy; 0 offers no sts cap
+    # File sharing: an HTTP(S) file host in the same process (soju.im/FILEHOST).
+    files_port: int | None = 1028  # None for none (0 picks a free port, as tests do)
+    max_upload: int = 50 << 20  # bytes one upload may have
+    files_days: float = 0.0  # files older than this are deleted; 0 keeps everything
+    files_quota: int = 1 << 30  # bytes of files one account may keep; 0 for no limit
+    public_url: str | None = None  # the file host as clients reach it, e.g. https://host:1028
+    files_timeout: float = 30.0  # seconds an HTTP peer may stay silent (and send its headers)
+    files_connections: int = 64  # HTTP connections served at once (a thread each)
 
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None and self.tls_key is not None
+
+
+_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:I?B)?\s*\Z", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``52428800``, ``50M``, ``50MiB``, ``1.5G`` (K, M, G, T: powers of 1024)."""
+    match = _SIZE_RE.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 52428800, 50M, 1G)")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    return int(number * 1024 ** " KMGT".index(unit or " "))
+
+
+def public_url_problem(url: str) -> str | None:
+    """Why ``url`` can't be the file host's public address, or None."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "it must be an http:// or https:// URL with a host"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return "it must have no query, fragment or credentials"
+    return None
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
@@ -153,6 +185,28 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
     tls.add_argument("--sts-duration", type=int, default=d.sts_duration, metavar="SECONDS",
                      help="offer the IRCv3 sts policy for this long (only with a CA-signed "
                           "certificate: clients then refuse plaintext; 0: off)")
+    files = p.add_argument_group("files (sharing files over HTTP, kept in the data directory)")
+    files.add_argument("--files-port", type=int, default=d.files_port, metavar="PORT",
+                       help="port of the HTTP file host, HTTPS when TLS is on (0: no file "
+                            "sharing)")
+    files.add_argument("--max-upload", type=parse_size, default=d.max_upload, metavar="BYTES",
+                       help="largest file one upload may have (suffixes K, M, G: 50M)")
+    files.add_argument("--files-days", type=float, default=d.files_days, metavar="DAYS",
+                       help="delete files older than this many days (0: keep everything)")
+    files.add_argument("--files-quota", type=parse_size, default=d.files_quota,
+                       metavar="BYTES",
+                       help="bytes of files one account may keep (suffixes K, M, G; 0: no "
+                            "limit)")
+    files.add_argument("--public-url", metavar="URL",
+                       help="the file host's address as users reach it, e.g. "
+                            "https://chat.example.org:1028; without it, each client is "
+                            "given the address it connected to, on --files-port")
+    files.add_argument("--files-timeout", type=float, default=d.files_timeout,
+                       metavar="SECONDS",
+                       help="seconds an HTTP client may stay silent, and may take to send "
+                            "a request's headers")
+    files.add_argument("--files-connections", type=int, default=d.files_connections,
+                       metavar="N", help="HTTP connections served at once (more get 503)")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging threshold")
     a = p.parse_args(argv)
@@ -199,6 +253,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
     if a.login_free < 0 or a.login_max < 1 or a.login_window <= 0 or a.register_limit < 1:
         p.error("--login-free must be 0 or more; --login-max, --login-window and "
                 "--register-limit must be positive")
+    if not 0 <= a.files_port <= 65535:
+        p.error("--files-port must be 0-65535")
+    if a.files_port and a.files_port in (a.port, a.tls_port if tls_on else None):
+        p.error("--files-port must differ from --port and --tls-port")
+    if a.max_upload < 1:
+        p.error("--max-upload must be at least 1 byte")
+    if a.files_days < 0:
+        p.error("--files-days must be 0 (keep everything) or more")
+    if a.files_quota < 0:
+        p.error("--files-quota must be 0 (no limit) or more")
+    if a.files_timeout <= 0 or a.files_connections < 1:
+        p.error("--files-timeout and --files-connections must be positive")
+    if a.public_url is not None and public_url_problem(a.public_url):
+        p.error(f"--public-url {a.public_url}: {public_url_problem(a.public_url)}")
     if " " in a.name or not a.name:
         p.error("--name must be one word")
     return Config(
@@ -215,4 +283,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
         registration=a.registration, require_account=a.require_account,
         nick_grace=a.nick_grace, login_free=a.login_free, login_max=a.login_max,
         login_window=a.login_window, register_limit=a.register_limit,
+        files_port=a.files_port or None, max_upload=a.max_upload, files_days=a.files_days,
+        files_quota=a.files_quota, public_url=a.public_url, files_timeout=a.files_timeout,
+        files_connections=a.files_connections,
     ), a.log_level

@@ -10,6 +10,10 @@ queue lines.  The limits are options in :class:`~chatroom.config.Config`:
 * silent for ``ping_interval``: a ``PING``; no answer within ``ping_timeout``: ``Ping timeout``;
 * closing, but its last lines not taken within :data:`CLOSE_GRACE`: cut;
 * keeping a nick registered to someone else past ``nick_grace``: renamed to a guest name.
+
+Besides the per-connection checks it runs *chores*: work the server hands it with
+:meth:`Housekeeper.every` (the files store's retention purge), each at its own interval,
+between two rounds of checks.  A chore that fails is logged and tried again next time.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from chatroom import login
 from chatroom import protocol as P
@@ -34,6 +39,24 @@ class Housekeeper:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.thread = threading.Thread(target=self.run, name="housekeeper", daemon=True)
+        # [next due (monotonic), interval, chore]; set up before start(), then this thread's
+        self._chores: list[tuple[float, float, Callable[[], bool]]] = []
+
+    def every(self, interval: float, chore: Callable[[], bool]) -> None:
+        """Run ``chore`` about every ``interval`` seconds (first soon after start); when it
+        returns True (more left to do) it runs again at the next tick.  Before start()."""
+        self._chores.append((time.monotonic(), interval, chore))
+
+    def _run_chores(self, now: float) -> None:
+        for i, (due, interval, chore) in enumerate(self._chores):
+            if now < due:
+                continue
+            more = False
+            try:
+                more = chore()
+            except Exception:  # a broken chore must not end the timers for everyone
+                log.exception("housekeeping chore %s failed", getattr(chore, "__name__", chore))
+            self._chores[i] = (now if more else now + interval, interval, chore)
 
     def start(self) -> None:
         self.thread.start()
@@ -43,8 +66,11 @@ class Housekeeper:
         tick = max(0.05, min(1.0, cfg.register_timeout / 4, cfg.ping_interval / 4,
                              cfg.ping_timeout / 4, cfg.line_timeout / 4,
                              max(cfg.nick_grace, 0.2) / 4))
+        if self._chores:
+            tick = min(tick, max(0.05, min(iv for _, iv, _ in self._chores)))
         while not hub.stopping.wait(tick):
             now = time.monotonic()
+            self._run_chores(now)
             with hub.reg.lock:
                 clients = list(hub.reg.clients)
             for c in clients:

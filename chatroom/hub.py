@@ -24,7 +24,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -195,6 +195,9 @@ class Hub:
                                           window=3600.0)
         self.isupport = self._isupport_tokens()
         self.tls_port: int | None = None  # the TLS listener's port, once it is open
+        # The file host's upload URL as ``c`` can reach it (soju.im/FILEHOST), once the
+        # server runs one; called on c's reader thread, without the lock.
+        self.filehost_url: Callable[[Client], str | None] | None = None
         self.clock = P.EventClock()
         # Rooms that existed when the server last stopped: their state waits here for the
         # room's next first join (casefolded name -> saved state).
@@ -469,6 +472,7 @@ class Hub:
             self.kill(c, "Bad password")
             return
         cfg = self.config
+        isupport = self.isupport_lines(c)  # may ask the socket its address: not under the lock
         with self.delivering():
             # Registered and welcomed in one step, so no other line can reach it before 001.
             c.registered = True
@@ -483,7 +487,7 @@ class Hub:
                 self.numeric(c, P.RPL_CREATED, f"This server was created {self.created}"),
                 self.numeric(c, P.RPL_MYINFO, cfg.name, VERSION, "i", "biklmnostv", "bklov"),
             ]
-            lines += self.isupport_lines(c)
+            lines += isupport
             lines += self.lusers_lines(c)
             lines += self.motd_lines(c)
             if self.tls_port is not None and c.tls is None:
@@ -495,8 +499,11 @@ class Hub:
         log.info("registered %s as %s", f"{c.host}:{c.addr[1]}", c.prefix)
 
     def isupport_lines(self, c: Client) -> list[bytes]:
-        """005 lines, twelve tokens each (no lock needed)."""
+        """005 lines, twelve tokens each (not under the lock: FILEHOST asks c's socket)."""
         toks = self.isupport
+        url = self.filehost_url(c) if self.filehost_url is not None else None
+        if url is not None:
+            toks = [*toks, f"soju.im/FILEHOST={P.isupport_value(url)}"]
         return [self.numeric(c, P.RPL_ISUPPORT, *toks[i:i + 12], "are supported by this server")
                 for i in range(0, len(toks), 12)]
 

@@ -13,7 +13,8 @@
 Passwords are hashed by the accounts store on the calling reader thread, never under the
 registry lock, at most two at a time (the store's semaphore).  Failed logins are throttled
 per connection and per account (:class:`~chatroom.accounts.Throttle`); successes never
-count.  A password is never logged, echoed or kept: it lives in this module's locals only.
+count.  :func:`check_password` is that check alone; the file host's HTTP Basic logins use
+it too, on their own threads.  A password is never logged, echoed or kept: it lives in this module's locals only.
 
 Runs on the reader thread of the client that sent the line (and the housekeeper's, for the
 grace rename).
@@ -26,13 +27,17 @@ import logging
 import math
 import secrets
 import time
+from dataclasses import dataclass
 
 from chatroom import protocol as P
 from chatroom.accounts import (
+    Account,
     AccountError,
-    BadName,
+    Accounts,
     AccountExists,
+    BadName,
     BadPassword,
+    Throttle,
     check_password_rules,
 )
 from chatroom.hub import Hub, conn_key
@@ -130,38 +135,62 @@ def start(hub: Hub, c: Client, mechanism: str) -> None:
         hub.send(c, P.format_line(None, "AUTHENTICATE", "+"))
 
 
-def plain_login(hub: Hub, c: Client, name: str, password: str) -> None:
-    """Check ``name``'s password (throttled, hashed outside the lock); log in or say no."""
-    assert hub.accounts is not None
-    # Counted per connection always, and per account for any name that could be one
-    # (whether it exists or not: a difference would tell which names exist; junk names
-    # can't flush a real one, since keys that still delay are never evicted): each
-    # attempt before its hash, so parallel
-    # guesses at one account can't all pass the check first, and taken back if it
-    # succeeds (successes never count).  Per address only real failures count: many
-    # people behind one router logging in at once (after a restart) must all get in.
-    conn_keys: tuple[str, ...] = (conn_key(c),)
+@dataclass(frozen=True)
+class PasswordCheck:
+    """What :func:`check_password` found: the account, or how long to wait (both unset:
+    a wrong name or password)."""
+
+    account: Account | None
+    wait: float = 0.0
+
+
+def check_password(accounts: Accounts, login_throttle: Throttle, address_throttle: Throttle,
+                   name: str, password: str, host: str,
+                   keys: tuple[str, ...] = ()) -> PasswordCheck:
+    """Check ``name``'s password as every login does (SASL PLAIN, the file host's Basic
+    auth): throttled, hashed by the store outside any lock of ours.
+
+    Counted per ``keys`` (a connection's) always, and per account for any name that could
+    be one (whether it exists or not: a difference would tell which names exist; junk
+    names can't flush a real one, since keys that still delay are never evicted): each
+    attempt before its hash, so parallel guesses at one account can't all pass the check
+    first, and taken back if it succeeds (successes never count).  Per address only real
+    failures count: many people behind one router logging in at once (after a restart)
+    must all get in.  Never called with the registry lock held."""
     if P.valid_nick(name):
-        conn_keys += ("acct:" + P.casefold(name),)
-    addr = address_key(c.host)
+        keys += ("acct:" + P.casefold(name),)
+    addr = address_key(host)
     now = time.monotonic()
-    wait = hub.address_throttle.wait(addr, now)
-    if wait == 0.0:
-        wait = hub.login_throttle.attempt(conn_keys, now)
+    wait = address_throttle.wait(addr, now)
+    if wait == 0.0 and keys:
+        wait = login_throttle.attempt(keys, now)
     if wait > 0:
-        hub.reply(c, P.ERR_SASLFAIL, f"SASL authentication failed: {_wait_text(wait)}")
-        return
+        return PasswordCheck(None, wait)
     try:
-        account = hub.accounts.verify(name, password)
+        account = accounts.verify(name, password)
     except AccountError as exc:  # a damaged stored hash, a busy server: not this user's fault
         log.error("login check for %r failed: %s", name, exc)
         account = None
     if account is None:
-        hub.address_throttle.failed(addr, time.monotonic())
+        address_throttle.failed(addr, time.monotonic())
+        return PasswordCheck(None)
+    login_throttle.succeeded(keys, now)
+    return PasswordCheck(account)
+
+
+def plain_login(hub: Hub, c: Client, name: str, password: str) -> None:
+    """Check ``name``'s password (throttled, hashed outside the lock); log in or say no."""
+    assert hub.accounts is not None
+    check = check_password(hub.accounts, hub.login_throttle, hub.address_throttle, name,
+                           password, c.host, (conn_key(c),))
+    if check.wait > 0:
+        hub.reply(c, P.ERR_SASLFAIL, f"SASL authentication failed: {_wait_text(check.wait)}")
+        return
+    account = check.account
+    if account is None:
         log.info("failed login as %r from %s", name, c.host)
         hub.reply(c, P.ERR_SASLFAIL, "SASL authentication failed: wrong name or password")
         return
-    hub.login_throttle.succeeded(conn_keys, now)
     log.info("login %s as %s from %s", c.nick, account.name, c.host)
     logged_in(hub, c, account.name)
     hub.reply(c, P.RPL_SASLSUCCESS, "SASL authentication successful")

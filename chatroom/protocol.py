@@ -5,6 +5,9 @@ A line on the wire is ``[@tags] [:source] COMMAND param* [:trailing]`` ending in
 reading a line raises :class:`ProtocolError`, and nothing else, so the server turns bad input
 into one error reply in one place.
 
+The file host's few HTTP header rules (``Content-Disposition`` names, RFC 6266 and 8187)
+are here too, so the server's file host and the client's transfers read them alike.
+
 Limits: the part of a line after the tags is at most 512 bytes including ``\\r\\n``; the tags
 section at most 8191 bytes.  Text is UTF-8.  Names use the ``ascii`` casemapping.
 """
@@ -16,6 +19,7 @@ import binascii
 import calendar
 import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -176,6 +180,11 @@ _FOLDS = {
     "strict-rfc1459": str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\",
                                     "abcdefghijklmnopqrstuvwxyz{}|"),
 }
+
+
+def isupport_value(value: str) -> str:
+    """``value`` escaped for an ISUPPORT token (``\\xHH`` for backslash, space and ``=``)."""
+    return value.replace("\\", "\\x5C").replace(" ", "\\x20").replace("=", "\\x3D")
 
 
 def casefold(name: str, casemapping: str = "ascii") -> str:
@@ -693,3 +702,70 @@ def sasl_plain(response: bytes) -> tuple[str, str, str]:
     if not authcid or not password:
         raise ProtocolError("PLAIN needs a name and a password")
     return authzid, authcid, password
+
+
+# --- file host headers (soju.im/FILEHOST over HTTP: RFC 6266 and RFC 8187) ----------------
+
+HTTP_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+HTTP_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_DISPOSITION_TYPE = re.compile(rf"\s*{HTTP_TOKEN}")
+_DISPOSITION_PARAM = re.compile(rf"\s*;\s*({HTTP_TOKEN})\s*=\s*({HTTP_TOKEN}|{HTTP_QUOTED})",
+                                re.DOTALL)
+
+
+def http_unquote(value: str) -> str:
+    """A header parameter's value: a quoted-string unescaped, a token as it is."""
+    if value.startswith('"'):
+        return re.sub(r"\\(.)", r"\1", value[1:-1], flags=re.DOTALL)
+    return value
+
+
+def _ext_value(value: str) -> str | None:
+    """RFC 8187 (5987) ``charset'lang'pct-encoded``; None if it is not one we can read."""
+    charset, sep1, rest = value.partition("'")
+    _lang, sep2, encoded = rest.partition("'")
+    if not (sep1 and sep2) or charset.lower() not in ("utf-8", "iso-8859-1"):
+        return None
+    if not re.fullmatch(r"(?:[!#$&+\-.^_`|~0-9A-Za-z]|%[0-9A-Fa-f]{2})*", encoded):
+        return None
+    try:
+        return urllib.parse.unquote(encoded, encoding=charset.lower(), errors="strict")
+    except UnicodeDecodeError:
+        return None
+
+
+def _latin1_as_utf8(text: str) -> str:
+    """Python's HTTP modules read headers as Latin-1; a raw UTF-8 name (browsers send
+    them) is read back as the UTF-8 it was."""
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
+def disposition_filename(header: str | None) -> str | None:
+    """The filename a ``Content-Disposition`` gives (RFC 6266): ``filename*`` first, then
+    ``filename``; None without one.  Nothing here is ever used as a path."""
+    if not header:
+        return None
+    match = _DISPOSITION_TYPE.match(header)
+    pos = match.end() if match else 0
+    params: dict[str, str] = {}
+    while (param := _DISPOSITION_PARAM.match(header, pos)) is not None:
+        params.setdefault(param.group(1).lower(), param.group(2))
+        pos = param.end()
+    if "filename*" in params:
+        extended = _ext_value(params["filename*"])
+        if extended:
+            return extended
+    if "filename" in params:
+        return _latin1_as_utf8(http_unquote(params["filename"]))
+    return None
+
+
+def content_disposition(kind: str, name: str) -> str:
+    """``kind`` (``attachment``, ``inline``) with ``name`` twice (RFC 6266): an ASCII
+    fallback in ``filename`` and the exact name in ``filename*`` (RFC 8187, UTF-8)."""
+    fallback = "".join(ch if " " <= ch <= "~" and ch not in '"\\%' else "_" for ch in name)
+    exact = urllib.parse.quote(name, safe="")
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{exact}"

@@ -9,7 +9,11 @@ Threads and who owns what:
   client's outbound buffer.  Handlers hold it only to read or change that state and to append
   already formatted lines to recipients' buffers.  No socket I/O ever happens under it.
 * One writer thread (``chatroom.writer``) does every send, shutdown and close.
-* One housekeeper thread (``chatroom.housekeeper``) runs the timers.
+* One housekeeper thread (``chatroom.housekeeper``) runs the timers, and the files
+  store's retention purge.
+* The file host (``chatroom.filehost``), unless ``--files-port 0``: its own accept thread
+  and one thread per HTTP connection; it shares the accounts store and login throttles with
+  the chat, never the registry lock.
 * :meth:`Server.shutdown` may be called from any thread or a signal handler: every client is
   told, every socket closed, and :meth:`Server.serve_forever` returns.
 
@@ -33,6 +37,8 @@ from chatroom import admin, certs
 from chatroom.accounts import AccountError
 from chatroom.config import Config, parse_args
 from chatroom.connection import Connection
+from chatroom.filehost import FileHost
+from chatroom.files import PURGE_CHUNK, Files, FilesError
 from chatroom.history import HistoryError
 from chatroom.housekeeper import Housekeeper
 from chatroom.hub import Hub
@@ -67,6 +73,8 @@ class Server:
         self.readers: set[threading.Thread] = set()
         self._readers_lock = threading.Lock()
         self._housekeeper = Housekeeper(self.hub)
+        self.files: Files | None = None  # bind(), unless there is no file host
+        self.filehost: FileHost | None = None
 
     @property
     def reg(self) -> Registry:
@@ -105,7 +113,27 @@ class Server:
             self.address = self.listener.getsockname()[:2]
         elif self.tls_address is not None:
             self.address = self.tls_address
+        if cfg.files_port is not None and self.filehost is None:
+            self._bind_files()
         return self.address
+
+    def _bind_files(self) -> None:
+        """Open the files store and the file host's listener; advertise it in ISUPPORT."""
+        cfg = self.config
+        assert self.hub.accounts is not None
+        self.files = Files(cfg.data_dir, quota=cfg.files_quota, retention_days=cfg.files_days)
+        host = FileHost(cfg, self.files, self.hub.accounts, self.hub.login_throttle,
+                        self.hub.address_throttle, lambda: self.tls_context)
+        host.bind()
+        self.filehost = host
+
+        def upload_url(c: Client) -> str | None:
+            try:
+                return host.upload_url(c.sock.getsockname()[0])
+            except OSError:  # the connection is already gone
+                return None
+
+        self.hub.filehost_url = upload_url
 
     def _listen(self, port: int) -> socket.socket:
         infos = socket.getaddrinfo(self.config.host, port, type=socket.SOCK_STREAM,
@@ -131,7 +159,13 @@ class Server:
         if self.hub.history is not None:
             self.hub.history.start()
         self.writer.start()
+        if self.files is not None and self.files.retention:
+            files = self.files
+            self._housekeeper.every(min(3600.0, max(0.2, files.retention / 10)),
+                                    lambda: files.purge() == PURGE_CHUNK)
         self._housekeeper.start()
+        if self.filehost is not None:
+            self.filehost.start()
         sel = selectors.DefaultSelector()
         for listener, what in ((self.listener, "plaintext"), (self.tls_listener, "TLS")):
             if listener is not None:
@@ -257,6 +291,8 @@ class Server:
         for listener in (self.listener, self.tls_listener):
             if listener is not None:
                 listener.close()
+        if self.filehost is not None:
+            self.filehost.stop()  # before the stores it uses close
         with self.hub.delivering():
             clients = list(self.reg.clients)
             for c in clients:
@@ -275,6 +311,8 @@ class Server:
             self.hub.history.close()  # everything anyone received is committed by now
         if self.hub.accounts is not None:
             self.hub.accounts.close()
+        if self.files is not None:
+            self.files.close()
         self.hub.stopping.set()
         self._wake_r.close()
         self._wake_w.close()
@@ -329,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except AccountError as exc:
         log.error("cannot open the accounts: %s", exc)
+        return 1
+    except FilesError as exc:
+        log.error("cannot keep files: %s", exc)
         return 1
 
     def on_signal(signum: int, frame: object) -> None:

@@ -124,8 +124,9 @@ class LineClient:
 class RunningServer:
     def __init__(self, **overrides: object) -> None:
         # Cheap password hashes: the real cost (scrypt_cost 14) is measured in bench/.
+        # No file host unless a test asks for one (files_port=0: a free port).
         cfg = Config(host="127.0.0.1", port=0, name="chat.test", network="TestNet",
-                     scrypt_cost=4)
+                     scrypt_cost=4, files_port=None)
         # Every test server keeps its data (history, certificates) in its own temporary
         # directory, unless the test hands it one (to restart on the same data).
         self._own_dir: str | None = None

@@ -19,9 +19,9 @@ PACKAGE = ROOT / "chatroom"
 # Bottom to top; a module may import what is before it on its own side, and the shared part.
 SHARED = ["protocol", "transport"]
 SERVER = ["config", "certs", "registry", "writer", "hub", "playback", "login", "modes",
-          "handlers", "connection", "housekeeper", "admin", "server"]
-CLIENT = ["events", "serverinfo", "wording", "pins", "secrets_store", "settings", "session", "slash",
-          "lines", "convs", "logview", "dialogs", "views", "app"]
+          "handlers", "connection", "housekeeper", "filehost", "admin", "server"]
+CLIENT = ["events", "serverinfo", "wording", "pins", "secrets_store", "settings", "transfer",
+          "session", "slash", "lines", "convs", "logview", "dialogs", "views", "app"]
 TK = {"logview", "dialogs", "views"}  # the window's modules: the only ones that import tkinter
 STORES = ["history", "accounts", "files"]  # server side, below registry's users
 FACES = {"server", "client", "protocol"}  # the checkout's top-level scripts
