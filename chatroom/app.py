@@ -52,15 +52,18 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import queue
 import signal
+import ssl
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from chatroom import lines, slash, views
+from chatroom import lines, slash, transfer, views
 from chatroom import protocol as P
 from chatroom.convs import Conversation, Conversations
 from chatroom.events import (
@@ -134,6 +137,19 @@ def paste_seconds(count: int, burst: int, rate: float) -> int:
 
 
 @dataclass
+class _Job:
+    """A file going up (``upload``) or down, on a thread of its own.  The thread reports
+    on the app's queue; only the Tk thread touches the row that shows it."""
+
+    key: str
+    upload: bool
+    name: str
+    target: str  # upload: the conversation to post the link in
+    cancel: threading.Event = field(default_factory=threading.Event)
+    shown: int = -1  # the last per-mille reported (so the queue gets ~1000 reports at most)
+
+
+@dataclass
 class _Attempt:
     """The account a connection attempt logs in to, and the password to remember once the
     server accepts it (None: not to be remembered).  Tk thread."""
@@ -180,6 +196,14 @@ class ChatApp:
         self._list_stale = False  # the conversation list needs redrawing this tick
         self._alerted = 0.0  # monotonic time of the last bell
         self.join_dialog: views.JoinDialog | None = None
+        self._jobs: dict[str, _Job] = {}  # files going up or down, by key
+        self._job_events: queue.Queue[tuple[str, str, object]] = queue.Queue()
+        self._job_count = 0
+        # The file choosers (tests answer them themselves).
+        self.choose_file: Callable[[], str] = (
+            lambda: views.ask_open_file(master, "Send a file"))
+        self.choose_destination: Callable[[str], str] = (
+            lambda name: views.ask_save_file(master, "Save the file as", name))
         self.emoji_picker: views.EmojiPicker | None = None
         # Opens a web address (a clicked link); tests replace it.
         self.open_url: Callable[[str], None] = views.open_in_browser
@@ -222,7 +246,9 @@ class ChatApp:
                                    on_part=self.part_clicked,
                                    on_link=lambda url: self.open_url(url),
                                    on_emoji=self.open_emoji,
-                                   member_menu=self.member_menu)
+                                   member_menu=self.member_menu,
+                                   on_send_file=self.send_file_clicked,
+                                   on_save=self.save_file)
         self.menu = views.MenuBar(master, {
             "join": self.open_join_dialog, "part": self.part_clicked,
             "find": self.chat.open_find, "leave": self.leave_chat,
@@ -751,7 +777,8 @@ class ChatApp:
             self.error("You are in no room: join one first (Join Room…, or /join #name).")
             return False
         pieces = s.pieces(conv.name, body) if s is not None else []
-        if s is not None and len(pieces) > PASTE_ASK and not self._paste_ok(s, len(pieces)):
+        count = max(len(pieces), s.line_count(body)) if s is not None else 0
+        if s is not None and count > PASTE_ASK and not self._paste_ok(s, count, len(pieces)):
             return False  # the text stays in the field
         if conv.private:
             sent = s is not None and s.send_private(conv.name, body)
@@ -769,8 +796,14 @@ class ChatApp:
                 self.own_line(piece, conv=conv)
         return True
 
-    def _paste_ok(self, s: ChatSession, count: int) -> bool:
-        """Ask before many messages go at once: they take a while, and can't be undone."""
+    def _paste_ok(self, s: ChatSession, count: int, messages: int) -> bool:
+        """Ask before many lines go at once: they can't be undone (and, one by one, take a
+        while)."""
+        if s.multiline is not None and messages < count:
+            many = "one message" if messages == 1 else f"{messages} messages"
+            return self.confirm("Send these lines?",
+                                f"This sends {count} lines to {self.target} as {many}, "
+                                f"as you see them here.")
         seconds = paste_seconds(count, s.send_burst, s.send_rate)
         pace = (f" They go out {s.send_rate:g} a second after the first {s.send_burst}, so "
                 f"the server takes them all: about {seconds} s." if seconds else "")
@@ -833,6 +866,202 @@ class ChatApp:
     def show_commands(self) -> None:
         """Help ▸ Commands."""
         views.show_help(self.master, "Commands", slash.HELP)
+
+    # --- files (soju.im/FILEHOST) -----------------------------------------------------
+
+    def _filehost(self) -> str | None:
+        s = self.session
+        return s.server_info.filehost if s is not None else None
+
+    def _file_tls(self) -> tuple[ssl.SSLContext | None, str | None]:
+        """How to trust the file host: as the chat connection is trusted (the pinned
+        certificate, or the system's authorities and --cafile)."""
+        s = self.session
+        if s is None or not s.tls:
+            return None, None
+        try:
+            pin = self.pins.get(s.host, s.port)
+        except OSError:
+            pin = None
+        if pin:
+            return None, pin
+        context = ssl.create_default_context(cafile=self.cafile)
+        return context, None
+
+    def send_file_clicked(self) -> None:
+        """Send File…: pick a file; it goes up in the background, then its link is posted
+        in the conversation in view, as a message every IRC client can open."""
+        s, conv = self.session, self.convs.current
+        if s is None or conv is None or not self._in_room():
+            self._not_in_room()
+            return
+        url = self._filehost()
+        if url is None:
+            self.error("This server does not offer file sharing.")
+            return
+        login = s.file_login()
+        if login is None:
+            self.error("Only an account can send files (the server keeps them under its "
+                       "name): press Leave Chat, choose “Log in” or “Create account” and "
+                       "join again. You can still save files others send.")
+            return
+        try:
+            transfer.check_upload_url(url, s.tls)
+        except transfer.TransferError as exc:
+            self.error(f"Files can't be sent here: {exc}.")
+            return
+        path = self.choose_file()
+        if not path:
+            return
+        name = path.replace("\\", "/").rsplit("/", 1)[-1]
+        job = self._new_job(True, name, conv.name, f"Sending {name} to {conv.name}…")
+        context, pin = self._file_tls()
+        account, password = login
+
+        def run() -> None:
+            try:
+                link = transfer.upload(url, path, account, password, cancel=job.cancel,
+                                       progress=lambda done, total: self._progress(job, done,
+                                                                                   total),
+                                       tls_context=context, chat_tls=s.tls, pin=pin)
+                size = os.path.getsize(path)
+                self._job_events.put((job.key, "done", (link, size)))
+            except transfer.Cancelled:
+                self._job_events.put((job.key, "cancelled", None))
+            except (transfer.TransferError, OSError) as exc:
+                self._job_events.put((job.key, "failed", str(exc)))
+
+        threading.Thread(target=run, name=f"upload-{job.key}", daemon=True).start()
+
+    def save_file(self, url: str) -> None:
+        """Save… on a file's line: where to, then it comes down in the background."""
+        name = transfer.name_in(url)
+        dest = self.choose_destination(name)
+        if not dest:
+            return
+        shown = dest.replace("\\", "/").rsplit("/", 1)[-1]
+        job = self._new_job(False, shown, "", f"Saving {shown}…")
+        context, pin = self._file_tls()
+
+        def run() -> None:
+            try:
+                path = transfer.download(url, dest, cancel=job.cancel, tls_context=context,
+                                         pin=pin, progress=lambda done, total:
+                                         self._progress(job, done, total))
+                self._job_events.put((job.key, "done", (str(path), path.stat().st_size)))
+            except transfer.Cancelled:
+                self._job_events.put((job.key, "cancelled", None))
+            except (transfer.TransferError, OSError) as exc:
+                self._job_events.put((job.key, "failed", str(exc)))
+
+        threading.Thread(target=run, name=f"download-{job.key}", daemon=True).start()
+
+    def _new_job(self, upload: bool, name: str, target: str, text: str) -> _Job:
+        self._job_count += 1
+        job = _Job(f"t{self._job_count}", upload, name, target)
+        self._jobs[job.key] = job
+        self.chat.add_transfer(job.key, text, job.cancel.set)
+        return job
+
+    def _progress(self, job: _Job, done: int, total: int | None) -> None:
+        """On the transfer's thread: report when another per mille is done."""
+        step = 1000 * done // total if total else -1
+        if step != job.shown or done == total:
+            job.shown = step
+            self._job_events.put((job.key, "progress", (done, total)))
+
+    def _drain_jobs(self) -> None:
+        """On the Tk thread, each tick: show what the transfer threads reported."""
+        while True:
+            try:
+                key, what, data = self._job_events.get_nowait()
+            except queue.Empty:
+                return
+            if what == "preview":
+                assert isinstance(data, bytes)
+                self._show_preview(key, data)
+                continue
+            job = self._jobs.get(key)
+            row = self.chat.transfer_rows.get(key)
+            if job is None or row is None:
+                continue
+            verb = "Sending" if job.upload else "Saving"
+            if what == "progress":
+                assert isinstance(data, tuple)
+                done, total = data
+                amount = (f"{lines.size_words(done)} of {lines.size_words(total)}" if total
+                          else lines.size_words(done))
+                row.show(done, total, f"{verb} {job.name}: {amount}")
+                continue
+            self._jobs.pop(key, None)
+            self.chat.remove_transfer(key)
+            if what == "done":
+                assert isinstance(data, tuple)
+                where, size = data
+                if job.upload:
+                    self._post_file(job, str(where), int(size))
+                else:
+                    self.info(f"Saved {job.name} ({lines.size_words(int(size))}) as {where}.")
+            elif what == "cancelled":
+                self.info(f"{'Sending' if job.upload else 'Saving'} {job.name} was "
+                          f"cancelled.")
+            else:
+                self.error(f"{'Sending' if job.upload else 'Saving'} {job.name} failed: "
+                           f"{data}.")
+
+    PREVIEW_MAX = 4 * 1024 * 1024  # bytes of an image fetched to preview it, at most
+    PREVIEW_BOX = (320, 200)  # pixels a preview fits in
+    PREVIEW_TYPES = (".png", ".gif")  # what Tk shows by itself
+
+    def _preview_links(self, conv: Conversation, text: str) -> None:
+        """Images on the file host in a line just shown: fetch them in the background, then
+        show each small under its line."""
+        fh = self._filehost()
+        if fh is None:
+            return
+        for start, end in lines.find_links(text):
+            url = text[start:end]
+            if not (transfer.is_file_link(url, fh)
+                    and transfer.name_in(url).lower().endswith(self.PREVIEW_TYPES)):
+                continue
+            self._job_count += 1
+            mark = f"preview{self._job_count}"
+            self.chat.pane(conv.pane).mark_last_line(mark)
+            context, pin = self._file_tls()
+            key = f"{conv.pane}:{mark}"
+
+            def run(url: str = url, key: str = key) -> None:
+                try:
+                    data = transfer.fetch(url, self.PREVIEW_MAX, tls_context=context, pin=pin)
+                except transfer.TransferError:
+                    return  # no preview: the line and its Save… remain
+                self._job_events.put((key, "preview", data))
+
+            threading.Thread(target=run, name="preview", daemon=True).start()
+
+    def _show_preview(self, key: str, data: bytes) -> None:
+        pane_key, mark = key.split(":", 1)
+        if pane_key not in self.chat.panes:
+            return
+        image = views.small_image(self.master, data, self.PREVIEW_BOX)
+        if image is not None:
+            self.chat.pane(pane_key).show_image(mark, image)
+
+    def _post_file(self, job: _Job, link: str, size: int) -> None:
+        """The file is up: tell the conversation, as a normal message with its link."""
+        s = self.session
+        text = lines.file_message(job.name, size, link)
+        conv = self.convs.get(job.target)
+        sent = False
+        if s is not None and conv is not None:
+            sent = (s.send_private(conv.name, text) if conv.private
+                    else s.send_message(text, room=conv.name))
+        if s is None or not sent:
+            self.error(f"{job.name} was uploaded, but the link could not be posted (not "
+                       f"connected): {link}")
+            return
+        if not s.echoes:
+            self.own_line(text, conv=conv)
 
     # --- the member list's menu -------------------------------------------------------
 
@@ -1155,6 +1384,8 @@ class ChatApp:
         if self.phase == "closed":
             return
         self.phase = "closed"
+        for job in self._jobs.values():  # transfers stop within one chunk
+            job.cancel.set()
         self._save_geometry()
         if self._after_id is not None:
             self.window.cancel(self._after_id)
@@ -1176,8 +1407,8 @@ class ChatApp:
         """Our line, shown at once (a server without echo-message never sends it back)."""
         nick = self.session.nick if self.session is not None else "you"
         now = time.time()
-        self._add_row(now, lines.message(now, nick, text, own=True, action=action, to=to),
-                      conv)
+        self._add_row(now, lines.message(now, nick, text, own=True, action=action, to=to,
+                                         filehost=self._filehost()), conv)
         self.chat.flush()
 
     def event_line(self, text: str, ts: float | None = None,
@@ -1243,7 +1474,7 @@ class ChatApp:
     def _show_history(self, ev: History, conv: Conversation) -> None:
         me = self.session.nick if self.session is not None else ""
         rows = [(e.time, row) for e in ev.entries
-                if (row := lines.render(e, me=me)) is not None]
+                if (row := lines.render(e, me=me, filehost=self._filehost())) is not None]
         if ev.kind is HistoryKind.MISSED:
             self._show_missed(rows, ev.more, conv)
             return
@@ -1322,6 +1553,7 @@ class ChatApp:
         if self._members is not None:
             members, self._members = self._members, None
             self.chat.set_members(members)
+        self._drain_jobs()
         if self._list_stale and self.phase == "chat":
             self._refresh_list()
         self.chat.flush()
@@ -1544,34 +1776,38 @@ class ChatApp:
     def _message(self, ev: Message) -> None:
         """A message (or our own, echoed) into its room, or its private conversation."""
         me = self.session.nick if self.session is not None else ""
+        fh = self._filehost()
         if not ev.private:
             conv = self._room_conv(ev.room)
             if conv is None:
                 return
-            row = lines.render(ev, me=me)
+            row = lines.render(ev, me=me, filehost=fh)
             if ev.own:
                 self._add_row(ev.time, row, conv)
             else:
                 self._arrived(conv, ev.time, row, mention=lines.mentions(ev.text, me))
+            self._preview_links(conv, ev.text)
             return
         other = ev.target if ev.own else ev.sender
         talk = self.convs.get(other)
         if ev.notice and (talk is None or not talk.private):
             # A notice from a person (a service, a bot's answer): where we are, as before.
-            self._add_row(ev.time, lines.render(ev, me=me))
+            self._add_row(ev.time, lines.render(ev, me=me, filehost=fh))
             return
         if talk is None:
             talk = self.open_private(other)
         elif not talk.private:
             return  # a person named like one of our rooms: cannot be
-        row = lines.render(ev, me=me, conversation=True)
+        row = lines.render(ev, me=me, conversation=True, filehost=fh)
         if ev.own:
             self._add_row(ev.time, row, talk)
+            self._preview_links(talk, ev.text)
             here = self.convs.current
             if here is not None and here is not talk:  # /msg from a room: say it there too
-                self._add_row(ev.time, lines.render(ev, me=me), here)
+                self._add_row(ev.time, lines.render(ev, me=me, filehost=fh), here)
         else:
             self._arrived(talk, ev.time, row, mention=True)
+            self._preview_links(talk, ev.text)
 
     def _renamed(self, ev: UserRenamed) -> None:
         conv = self._room_conv(ev.room)

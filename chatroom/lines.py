@@ -25,6 +25,7 @@ from chatroom.events import (
     UserQuit,
     UserRenamed,
 )
+from chatroom.transfer import is_file_link
 
 Parts = list[tuple[str, tuple[str, ...]]]
 Row = tuple[Parts, tuple[str, ...]]  # one line: its pieces and the tags of the whole line
@@ -52,14 +53,16 @@ def stamp(ts: float) -> str:
 
 def message(ts: float, sender: str, text: str, *, own: bool, action: bool = False,
             private: bool = False, notice: bool = False, to: str | None = None,
-            mention: bool = False) -> tuple[Parts, tuple[str, ...]]:
+            mention: bool = False, filehost: str | None = None
+            ) -> tuple[Parts, tuple[str, ...]]:
     """A message line and the tags of the whole line (background: own, private, mention).
 
     ``own`` for what we said (the server's echo, or our line shown at once by a server
     that does not echo); ``to`` for our own private message to that nick; ``private`` for
     one to us (both shown in a room's log; a private conversation's own log shows them as
     plain messages); ``mention`` for a line that names us.  Web addresses in the text
-    get the ``link`` tag.
+    get the ``link`` tag; a file on the server's file host (``filehost``, its upload URL)
+    also gets a "Save…" after it (the ``save`` tag).
     """
     nick_tag = ("own_nick",) if own else ("nick",)
     line_tags: tuple[str, ...] = ("own",) if own else ()
@@ -70,17 +73,17 @@ def message(ts: float, sender: str, text: str, *, own: bool, action: bool = Fals
     parts: Parts = [(stamp(ts), ("time",))]
     if action:
         parts += [("* ", ("action",)), (sender, nick_tag + ("action",)), (" ", ("action",))]
-        parts += links(text, ("action",))
+        parts += links(text, ("action",), filehost)
     elif to:
         parts += [(sender, nick_tag), (f" → {to} ", ()), ("(private)", ("private_label",)),
-                  (": ", ())] + links(text)
+                  (": ", ())] + links(text, (), filehost)
     elif private:
         parts += [(sender, nick_tag), (" ", ()), ("(private)", ("private_label",)),
-                  (": ", ())] + links(text)
+                  (": ", ())] + links(text, (), filehost)
     elif notice:
-        parts += [(f"-{sender}- ", nick_tag)] + links(text, ("notice",))
+        parts += [(f"-{sender}- ", nick_tag)] + links(text, ("notice",), filehost)
     else:
-        parts += [(sender, nick_tag), (": ", ())] + links(text)
+        parts += [(sender, nick_tag), (": ", ())] + links(text, (), filehost)
     if private and action:
         parts.insert(1, ("(private) ", ("private_label",)))
     return parts, line_tags
@@ -116,14 +119,24 @@ def find_links(text: str) -> list[tuple[int, int]]:
     return found
 
 
-def links(text: str, tags: tuple[str, ...] = ()) -> Parts:
-    """``text`` as pieces with ``tags``, its web addresses also tagged ``link``."""
+SAVE = "Save…"  # the action after a link to a file on the server's file host
+
+
+def links(text: str, tags: tuple[str, ...] = (), filehost: str | None = None) -> Parts:
+    """``text`` as pieces with ``tags``, its web addresses also tagged ``link``; a file on
+    the file host whose upload URL is ``filehost`` gets the ``file`` tag and a Save…."""
     parts: Parts = []
     at = 0
     for start, end in find_links(text):
         if start > at:
             parts.append((text[at:start], tags))
-        parts.append((text[start:end], tags + ("link",)))
+        url = text[start:end]
+        if is_file_link(url, filehost):
+            parts.append((url, tags + ("link", "file")))
+            parts.append((" ", tags))
+            parts.append((SAVE, ("save",)))
+        else:
+            parts.append((url, tags + ("link",)))
         at = end
     if at < len(text) or not parts:
         parts.append((text[at:], tags))
@@ -135,7 +148,8 @@ def event(text: str, ts: float | None = None) -> Parts:
     return [(stamp(ts or time.time()), ("time",)), ("— " + text, ("event",))]
 
 
-def render(ev: RoomLine, *, me: str = "", conversation: bool = False) -> Row | None:
+def render(ev: RoomLine, *, me: str = "", conversation: bool = False,
+           filehost: str | None = None) -> Row | None:
     """How a room's event looks in the log, live or from history (None: not shown).
 
     ``me``: our nick, to mark the lines that name us.  ``conversation``: the line goes to
@@ -144,12 +158,12 @@ def render(ev: RoomLine, *, me: str = "", conversation: bool = False) -> Row | N
     match ev:
         case Message(own=True, private=True) if not conversation:
             return message(ev.time, ev.sender, ev.text, own=True, action=ev.action,
-                           notice=ev.notice, to=ev.target)
+                           notice=ev.notice, to=ev.target, filehost=filehost)
         case Message():
             named = bool(me) and not ev.own and not conversation and mentions(ev.text, me)
             return message(ev.time, ev.sender, ev.text, own=ev.own, action=ev.action,
                            private=ev.private and not conversation, notice=ev.notice,
-                           mention=named)
+                           mention=named, filehost=filehost)
         case UserJoined() | UserLeft() | UserQuit() | UserRenamed():
             return event(membership(ev), ev.time), ()
         case Topic(by=str(by)):
@@ -201,6 +215,23 @@ def mentions(text: str, nick: str) -> bool:
         return False
     pattern = rf"(?<![{_NICK_CHARS}]){re.escape(nick)}(?![{_NICK_CHARS}])"
     return re.search(pattern, text, re.IGNORECASE) is not None
+
+
+def size_words(size: int) -> str:
+    """A file's size as people write it: 980 bytes, 14 KB, 2.3 MB, 1.1 GB."""
+    if size < 1000:
+        return f"{size} bytes" if size != 1 else "1 byte"
+    for unit, scale in (("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12)):
+        if size < scale * 1000 or unit == "TB":
+            value = size / scale
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{size} bytes"
+
+
+def file_message(name: str, size: int, url: str) -> str:
+    """What the room is told when a file is shared: its name, its size and the link (a
+    link every IRC client can open)."""
+    return f"{name} ({size_words(size)}) {url}"
 
 
 def unread_rule() -> Parts:

@@ -1,4 +1,5 @@
-"""One conversation's scrollback: a Tk Text with its tags, links, find and "new messages".
+"""The chat view's two Text widgets: a conversation's scrollback (:class:`LogView`, with
+its tags, links, find and "new messages"), and the message field (:class:`MessageField`).
 
 The chat view keeps one :class:`LogView` per conversation and shows one at a time, so each
 keeps its own lines, scroll position and whether it follows new lines.  Tk thread only.
@@ -72,6 +73,8 @@ def _configure_tags(t: tk.Text, fonts: dict[str, tkfont.Font]) -> None:
     # link is blue and underlined wherever it is.
     t.tag_configure("history", foreground="#80858d")
     t.tag_configure("link", foreground="#0b57d0", underline=True)
+    t.tag_configure("save", foreground="#ffffff", background="#1c4fa0", font=fonts["bold"],
+                    underline=False)
     t.tag_configure("found", background="#fff59d")
     t.tag_configure("found_current", background="#ffb74d")
     t.tag_raise("sel")
@@ -82,14 +85,17 @@ class LogView:
 
     def __init__(self, master: tk.Misc, fonts: dict[str, tkfont.Font], scrollback: int,
                  on_top: Callable[[], None] = lambda: None,
-                 on_link: Callable[[str], None] = lambda url: None) -> None:
+                 on_link: Callable[[str], None] = lambda url: None,
+                 on_save: Callable[[str], None] = lambda url: None) -> None:
         self.scrollback = scrollback
         self.on_top = on_top
         self.on_link = on_link
+        self.on_save = on_save
         self._pending: list[str | tuple[str, ...]] = []
         self.follow = True  # keep the newest line in view
         self.trimmed = False  # lines went off the top (the scrollback is full)
         self.unseen = 0  # lines added while scrolled up (the jump button counts them)
+        self.images: list[tk.PhotoImage] = []
         self.frame = ttk.Frame(master)
         self.text = ScrolledText(self.frame, wrap="word", width=60, height=20,
                                  state="disabled", font=fonts["text"], background="#ffffff",
@@ -103,6 +109,9 @@ class LogView:
         t.tag_bind("link", "<Enter>", lambda e: t.configure(cursor="hand2"))
         t.tag_bind("link", "<Leave>", lambda e: t.configure(cursor="arrow"))
         t.tag_bind("link", "<ButtonRelease-1>", self._clicked_link)
+        t.tag_bind("save", "<Enter>", lambda e: t.configure(cursor="hand2"))
+        t.tag_bind("save", "<Leave>", lambda e: t.configure(cursor="arrow"))
+        t.tag_bind("save", "<ButtonRelease-1>", self._clicked_save)
         # The user's own scrolling decides whether the view follows new lines.
         vbar = getattr(t, "vbar", None)
         if vbar is not None:
@@ -285,6 +294,41 @@ class LogView:
         if span:
             self.on_link(t.get(span[0], span[1]))
 
+    def mark_last_line(self, name: str) -> None:
+        """Mark the end of the newest line (where a preview may go later)."""
+        self.flush()
+        self.text.mark_set(name, "end-2c")
+        self.text.mark_gravity(name, "left")
+
+    def show_image(self, mark: str, image: tk.PhotoImage) -> bool:
+        """Put ``image`` on a line of its own after the line marked ``mark``; False if
+        that line is gone (trimmed off the top)."""
+        t = self.text
+        if mark not in t.mark_names():
+            return False
+        keep_bottom = self.follow
+        t.configure(state="normal")
+        t.insert(mark, "\n")
+        t.image_create(f"{mark}+1c", image=image, padx=24, pady=4)
+        t.configure(state="disabled")
+        t.mark_unset(mark)
+        self.images.append(image)  # Tk shows it only while Python holds it
+        if len(self.images) > self.IMAGES:
+            self.images.pop(0)
+        if keep_bottom:
+            t.see("end")
+        return True
+
+    IMAGES = 50  # previews a log keeps (older ones stay as their lines)
+
+    def _clicked_save(self, event: tk.Event) -> None:
+        """Save… after a file's link: the link before it, on that line."""
+        t = self.text
+        at = t.index(f"@{event.x},{event.y}")
+        span = t.tag_prevrange("file", at, f"{at} linestart")
+        if span:
+            self.on_save(t.get(span[0], span[1]))
+
     def find(self, pattern: str, forward: bool = True) -> tuple[int, int]:
         """Highlight every match of ``pattern`` (any case) and step to the next one (or
         the previous), scrolling it into view.  Returns (which, how many), 1-based; (0, 0)
@@ -337,3 +381,98 @@ class LogView:
     def add_rows(self, rows: Iterable[Row]) -> None:
         for parts, line_tags in rows:
             self.add(parts, line_tags)
+
+
+class MessageField(tk.Text):
+    """The message field: a Text that behaves like an Entry (``get``, ``insert`` and
+    ``delete`` at character offsets, ``icursor``, ``selection_*``) and holds several
+    lines, growing from one line to ``max_lines`` as they come, then scrolling."""
+
+    def __init__(self, master: tk.Misc, font: tkfont.Font, max_lines: int) -> None:
+        # exportselection=False: the "type over it" selection of refused text must not be
+        # the shared X selection, which any other window selecting text would take away.
+        super().__init__(master, height=1, width=40, wrap="word", font=font, undo=True,
+                         exportselection=False, background="#ffffff", foreground="#1f2328",
+                         insertbackground="#1f2328", relief="flat", borderwidth=0,
+                         highlightthickness=1, highlightbackground="#9aa3ad",
+                         highlightcolor="#1c4fa0", padx=6, pady=4)
+        self.max_lines = max_lines
+        self.bind("<<Modified>>", lambda e: self._changed(), add="+")
+        self.bind("<Configure>", lambda e: self._fit(), add="+")
+
+    def _index(self, where: int | str) -> str:
+        if isinstance(where, int):
+            return f"1.0+{where}c"
+        return "end-1c" if where == "end" else where
+
+    def get(self, first: str | None = None, last: str | None = None) -> str:  # type: ignore[override]
+        """The whole text (as Entry.get): the message as typed; or a range, as Text's."""
+        if first is not None:
+            return str(super().get(first, last))
+        return str(super().get("1.0", "end-1c"))
+
+    def set(self, text: str) -> None:
+        super().delete("1.0", "end")
+        if text:
+            super().insert("1.0", text)
+        self.mark_set("insert", "end-1c")
+        self._fit()
+
+    def insert(self, index: int | str, chars: str, *args: str) -> None:  # type: ignore[override]
+        super().insert(self._index(index), chars, *args)
+        self._fit()
+
+    def delete(self, first: int | str, last: int | str | None = None) -> None:  # type: ignore[override]
+        super().delete(self._index(first), None if last is None else self._index(last))
+        self._fit()
+
+    def index(self, where: str) -> int:  # type: ignore[override]
+        """A character offset (as Entry.index), for the cursor or a selection end."""
+        counted = self.count("1.0", where, "chars")
+        return int(counted[0]) if counted else 0
+
+    def icursor(self, where: int | str) -> None:
+        self.mark_set("insert", self._index(where))
+        self.see("insert")
+
+    def selection_range(self, first: int | str, last: int | str) -> None:
+        self.tag_remove("sel", "1.0", "end")
+        self.tag_add("sel", self._index(first), self._index(last))
+
+    def selection_present(self) -> bool:
+        return bool(self.tag_ranges("sel"))
+
+    def selection_clear(self) -> None:  # type: ignore[override]
+        self.tag_remove("sel", "1.0", "end")
+
+    def new_line(self) -> str:
+        """Shift+Enter: a new line in the message (Enter alone sends)."""
+        if self.selection_present():
+            super().delete("sel.first", "sel.last")
+        super().insert("insert", "\n")
+        self.see("insert")
+        self._fit()
+        return "break"
+
+    def on_edge(self, step: int) -> bool:
+        """Is the cursor on the first display line (step -1) or the last (+1)?  Up and
+        Down then recall sent lines; elsewhere they move between the message's lines."""
+        line = self.count("1.0", "insert", "displaylines")
+        here = int(line[0]) if line else 0
+        total = self.count("1.0", "end-1c", "displaylines")
+        last = int(total[0]) if total else 0
+        return here == 0 if step < 0 else here >= last
+
+    def _changed(self) -> None:
+        self.edit_modified(False)
+        self._fit()
+
+    def _fit(self) -> None:
+        """As many lines high as the message has, up to ``max_lines``."""
+        try:
+            counted = self.count("1.0", "end", "displaylines")
+        except tk.TclError:
+            return
+        lines = max(1, min(self.max_lines, int(counted[0]) if counted else 1))
+        if int(self.cget("height")) != lines:
+            self.configure(height=lines)

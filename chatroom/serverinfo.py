@@ -20,6 +20,11 @@ from chatroom import protocol as P
 _PREFIX_RE = re.compile(r"\(([^)]*)\)(.*)\Z")
 
 
+def _unescape(value: str) -> str:
+    """An ISUPPORT value with its ``\\xHH`` escapes (space, ``=``, backslash) undone."""
+    return re.sub(r"\\x([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+
+
 @dataclass(frozen=True)
 class ServerInfo:
     """What the server announced in RPL_ISUPPORT (005); the spec's defaults otherwise.
@@ -27,7 +32,8 @@ class ServerInfo:
     ``prefix_modes``/``prefix_symbols`` pair up (``o`` with ``@``) from highest rank to
     lowest; ``chanmodes`` are CHANMODES' four groups (A list, B always a parameter, C a
     parameter when set, D never).  ``nicklen``/``topiclen``/``awaylen``/``channellen`` are
-    None when not announced; ``chantypes`` are the characters a room's name starts with.
+    None when not announced; ``chantypes`` are the characters a room's name starts with;
+    ``filehost`` is where to upload files (soju.im/FILEHOST), if the server has a file host.
     ``chathistory`` is the most lines one CHATHISTORY request returns (0: no limit, None:
     not announced); ``msgreftypes`` the kinds of message reference it takes, most
     preferred first (None: not announced, so msgid and timestamp both may work).
@@ -42,6 +48,7 @@ class ServerInfo:
     awaylen: int | None = None
     channellen: int | None = None
     chantypes: str = "#&"
+    filehost: str | None = None  # soju.im/FILEHOST: the URL to upload files to
     chathistory: int | None = None
     msgreftypes: tuple[str, ...] | None = None
 
@@ -77,6 +84,8 @@ class ServerInfo:
             elif key == "CASEMAPPING":
                 changes["casemapping"] = (value.lower() if value and not negate
                                           else default.casemapping)
+            elif key == "SOJU.IM/FILEHOST":
+                changes["filehost"] = None if negate or not value else _unescape(value)
             elif key == "CHANTYPES":
                 changes["chantypes"] = (default.chantypes if negate
                                         else "".join(c for c in value if c in "#&+!"))

@@ -152,7 +152,10 @@ _TLS_OFFER = re.compile(r"\bnot encrypted\b.*\bTLS\b.*\bport (\d{1,5})\b", re.IG
 
 # The IRCv3 capabilities we ask for, when the server offers them.
 WANTED_CAPS = ("message-tags", "server-time", "echo-message", "batch", "labeled-response",
-               "draft/chathistory", "draft/event-playback", "standard-replies", "cap-notify")
+               "draft/chathistory", "draft/event-playback", "standard-replies", "cap-notify",
+               "draft/multiline")
+MULTILINE_CAP = "draft/multiline"
+CONCAT_TAG = "draft/multiline-concat"
 # Fetching history needs all three: the command, batches to tell history from live lines,
 # and msgids to page by and to recognise lines already shown.
 HISTORY_CAPS = frozenset({"draft/chathistory", "batch", "message-tags"})
@@ -160,6 +163,8 @@ SEND_BURST = 5  # lines sent at once; then SEND_RATE per second (see _send_loop)
 SEND_RATE = 2.0
 HISTORY_PAGE = 100  # lines per CHATHISTORY request (fewer if the server's limit is lower)
 CATCH_UP_PAGES = 5  # after a reconnect, AFTER pages fetched at most before going live
+MAX_OPEN_BATCHES = 50  # batches open at once that we keep track of (a server is trusted,
+# but a broken one must not grow our memory without end)
 LIST_MAX = 5000  # rooms of a LIST reply kept (a big network has more; the rest are dropped)
 SEEN_PER_ROOM = 5000  # msgids remembered per room (more than a window's scrollback)
 
@@ -345,13 +350,16 @@ class _Request:
 
 @dataclass
 class _Batch:
-    """An open batch (network thread): a ``chathistory`` one keeps its lines until it ends."""
+    """An open batch (network thread): a ``chathistory`` or ``draft/multiline`` one keeps
+    its lines until it ends."""
 
     kind: str
     label: str | None
     target: str = ""
     request: _Request | None = None
     lines: list[P.Message] = field(default_factory=list)
+    opener: P.Message | None = None  # the BATCH +ref line (a multiline one's tags are on it)
+    parent: str | None = None  # the reference of the batch this one is inside
 
 
 class _Outcome(enum.Enum):
@@ -453,6 +461,98 @@ def message_pieces(text: str, budget: int) -> list[str]:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return [piece for ln in lines if ln.strip()
             for piece in split_text(ln.replace("\x00", ""), budget)]
+
+
+@dataclass(frozen=True)
+class MultilineLimits:
+    """What a server's ``draft/multiline`` value allows in one batch."""
+
+    max_bytes: int
+    max_lines: int | None
+
+    @staticmethod
+    def parse(value: str) -> MultilineLimits | None:
+        """``max-bytes=4096,max-lines=100`` (max-bytes is required); None if unusable."""
+        keys = dict(token.partition("=")[::2] for token in value.split(",") if token)
+        try:
+            max_bytes = int(keys.get("max-bytes", ""))
+            lines = keys.get("max-lines")
+            max_lines = int(lines) if lines else None
+        except ValueError:
+            return None
+        if max_bytes < 1 or (max_lines is not None and max_lines < 1):
+            return None
+        return MultilineLimits(max_bytes, max_lines)
+
+
+Batch = list[tuple[str, bool]]  # one multiline message: (piece, joined to the one before)
+
+
+def multiline_batches(text: str, budget: int, limits: MultilineLimits) -> list[Batch]:
+    """``text`` as multiline messages within ``limits``: its lines, blank lines kept
+    inside, a long line cut into pieces of ``budget`` bytes joined by the concat tag.  A
+    text too big for one batch goes as several, cut between lines where possible."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "").split("\n")
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    batches: list[Batch] = []
+    current: Batch = []
+    size = 0
+    for line in lines:
+        pieces = split_text(line, budget) if line else [""]
+        for i, piece in enumerate(pieces):
+            concat = i > 0
+            cost = len(piece.encode("utf-8")) + (0 if concat or not current else 1)
+            full = (size + cost > limits.max_bytes
+                    or (limits.max_lines is not None and len(current) >= limits.max_lines))
+            if current and full:
+                batches.append(current)
+                current, size, concat = [], 0, False
+                cost = len(piece.encode("utf-8"))
+            current.append((piece, concat))
+            size += cost
+    if current:
+        batches.append(current)
+    # A batch of blank lines alone is not allowed; nor a blank line at either end.
+    out = []
+    for batch in batches:
+        while batch and not batch[0][0].strip():
+            batch.pop(0)
+        while batch and not batch[-1][0].strip():
+            batch.pop()
+        if batch:
+            batch[0] = (batch[0][0], False)
+            out.append(batch)
+    return out
+
+
+def joined(batch: Batch) -> str:
+    """What a multiline message says: its pieces joined (a new line between lines)."""
+    return "".join(("" if concat or i == 0 else "\n") + piece
+                   for i, (piece, concat) in enumerate(batch))
+
+
+def _combine(batch: _Batch) -> P.Message | None:
+    """A ``draft/multiline`` batch as the one PRIVMSG (or NOTICE) it stands for: its lines
+    joined by new lines (directly, for one with the concat tag), with the batch's tags
+    (msgid, time, account) and source.  None for a malformed batch."""
+    lines = [m for m in batch.lines if m.command in ("PRIVMSG", "NOTICE") and len(m.params) >= 2]
+    if not lines or batch.opener is None:
+        return None
+    command = lines[0].command
+    text = ""
+    for i, m in enumerate(lines):
+        if m.command != command:
+            return None
+        text += ("" if i == 0 or CONCAT_TAG in m.tags else "\n") + m.params[1]
+    tags = {k: v for k, v in batch.opener.tags.items() if k != "batch"}
+    for k, v in lines[0].tags.items():  # a server may put them on the first line instead
+        if k not in ("batch", CONCAT_TAG):
+            tags.setdefault(k, v)
+    target = batch.target or lines[0].params[0]
+    return P.Message(command, (target, text), batch.opener.source or lines[0].source, tags)
 
 
 def parse_incoming(raw: bytes) -> P.Message | None:
@@ -635,6 +735,9 @@ class ChatSession:
                 self._rooms[self._info.fold(extra)] = RoomState(extra, Members(self._info))
         self._userhost: str | None = None  # our "user@host" as the server relays it
         self._caps: frozenset[str] = frozenset()  # what this connection's server granted
+        self._multiline: MultilineLimits | None = None  # draft/multiline granted: its limits
+        self._logged_in_as: str | None = None  # the account this connection is logged in to
+        self._batches = 0  # batch references given out (m1, m2, ...)
         self._requests: list[_Request] = []  # CHATHISTORY requests on their way, in order
         self._labels = 0  # labels given out (h1, h2, ...)
         self._private_seen = Seen()  # msgids of private messages shown (echo to self: 2)
@@ -1022,21 +1125,75 @@ class ChatSession:
     def _say(self, target: str, text: str, action: bool) -> bool:
         if not (self._in_room_now(target) if P.is_channel(target) else self._connected()):
             return False
+        text = clean_text(text)
         budget = self._relay_budget(target, action)
+        batches = self._batches_for(text, budget, action)
         out: list[bytes] = []
         try:
-            for piece in message_pieces(clean_text(text), budget):
-                body = f"\x01ACTION {piece}\x01" if action else piece
-                out.append(P.format_line(None, "PRIVMSG", target, body))
+            if batches is not None:
+                out = [self._batch_bytes(target, batch) for batch in batches]
+            else:
+                for piece in message_pieces(text, budget):
+                    body = f"\x01ACTION {piece}\x01" if action else piece
+                    out.append(P.format_line(None, "PRIVMSG", target, body))
         except (ProtocolError, UnicodeError):
             return False
         return bool(out) and self._queue_lines(tuple(out), target)
 
+    def _batches_for(self, text: str, budget: int, action: bool) -> list[Batch] | None:
+        """``text`` as multiline batches, when the server takes them and the text has
+        more than one line (or a line too long for one message); else None."""
+        limits = self.multiline
+        if limits is None or action:
+            return None
+        batches = multiline_batches(text, budget, limits)
+        if not batches or (len(batches) == 1 and len(batches[0]) == 1):
+            return None  # one plain message says it
+        return batches
+
+    def _batch_bytes(self, target: str, batch: Batch) -> bytes:
+        """One multiline batch as the lines that carry it (sent together: one unit)."""
+        with self._lock:
+            self._batches += 1
+            ref = f"m{self._batches}"
+        out = [P.format_line(None, "BATCH", f"+{ref}", MULTILINE_CAP, target)]
+        for piece, concat in batch:
+            tags = {"batch": ref, CONCAT_TAG: ""} if concat else {"batch": ref}
+            out.append(P.format_line(None, "PRIVMSG", target, piece, tags=tags,
+                                     trailing=True))
+        out.append(P.format_line(None, "BATCH", f"-{ref}"))
+        return b"".join(out)
+
+    def file_login(self) -> tuple[str, str] | None:
+        """(account, password) to upload files with (HTTP Basic, as the file host pairs it
+        with SASL PLAIN), while this session is logged in; None for a guest."""
+        with self._lock:
+            account, name = self._account, self._logged_in_as
+        if account is None or name is None:
+            return None
+        return name, account.password
+
+    @property
+    def multiline(self) -> MultilineLimits | None:
+        """The server's draft/multiline limits, if this connection may send batches."""
+        with self._lock:
+            return self._multiline
+
     def pieces(self, target: str, text: str, action: bool = False) -> list[str]:
-        """The messages ``text`` goes out as to ``target``: one per line, long lines cut
-        where the server's relay would cut them.  What others will see, so a client
-        without the server's echo can show exactly that."""
-        return message_pieces(clean_text(text), self._relay_budget(target, action))
+        """The messages ``text`` goes out as to ``target``: with draft/multiline, one per
+        batch (its lines joined by new lines); without, one per line, long lines cut where
+        the server's relay would cut them.  What others will see, so a client without the
+        server's echo can show exactly that."""
+        text = clean_text(text)
+        budget = self._relay_budget(target, action)
+        batches = self._batches_for(text, budget, action)
+        if batches is not None:
+            return [joined(batch) for batch in batches]
+        return message_pieces(text, budget)
+
+    def line_count(self, text: str) -> int:
+        """How many lines ``text`` has that say something (what a paste is counted in)."""
+        return sum(1 for ln in clean_text(text).splitlines() if ln.strip())
 
     def _queue_line(self, command: str, *params: str) -> bool:
         try:
@@ -1227,6 +1384,8 @@ class ChatSession:
             self._set_info(ServerInfo(), keep_members=False)  # this server's 005 will say
             self._userhost = None
             self._caps = frozenset()  # this server's CAP ACK will say
+            self._multiline = None
+            self._logged_in_as = None
             self._requests.clear()  # their answers died with the old connection
             for room in self._rooms.values():
                 room.user_join = False
@@ -1629,8 +1788,8 @@ class ChatSession:
             self._on_batch(conn, msg)
             return
         batch = conn.batches.get(msg.tags.get("batch", ""))
-        if batch is not None and batch.kind == "chathistory":
-            batch.lines.append(msg)  # history: handled as a whole when the batch ends
+        if batch is not None and batch.kind in ("chathistory", MULTILINE_CAP):
+            batch.lines.append(msg)  # handled as a whole when the batch ends
             return
         if not conn.registered:
             self._dispatch_registering(conn, msg)
@@ -1734,6 +1893,8 @@ class ChatSession:
         name = conn.account or account.name
         conn.account = name
         conn.auth = "done"
+        with self._lock:
+            self._logged_in_as = name
         if created:  # from now on (reconnects) it is a login to the account just made
             self._account = Credentials(name, account.password)
         log.info("logged in to %s:%d as %s%s", self.host, self.port, name,
@@ -1892,6 +2053,9 @@ class ChatSession:
                     else:
                         caps.add(name)
                 self._caps = frozenset(caps)
+                value = conn.cap_values.get(MULTILINE_CAP, "")
+                self._multiline = (MultilineLimits.parse(value)
+                                   if {MULTILINE_CAP, "batch"} <= caps else None)
             if sub == "ACK" and not more:
                 self._caps_done(conn)
         elif sub == "NAK":  # all or nothing: go on without them
@@ -1975,14 +2139,25 @@ class ChatSession:
             # A labeled reply of several lines may come as a labeled-response batch around
             # the chathistory one: the label is then on the outer batch.
             label = msg.tags.get("label") or (parent.label if parent is not None else None)
-            batch = _Batch(p[1] if len(p) > 1 else "", label, p[2] if len(p) > 2 else "")
+            batch = _Batch(p[1] if len(p) > 1 else "", label, p[2] if len(p) > 2 else "",
+                           opener=msg, parent=msg.tags.get("batch"))
             if batch.kind == "chathistory" and batch.target:
                 batch.request = self._claim(label, batch.target)
-            conn.batches[ref] = batch
+            if len(conn.batches) < MAX_OPEN_BATCHES:
+                conn.batches[ref] = batch
         elif p[0][0] == "-":
             ended = conn.batches.pop(ref, None)
             if ended is not None and ended.kind == "chathistory":
                 self._history_batch(conn, ended)
+            elif ended is not None and ended.kind == MULTILINE_CAP:
+                whole = _combine(ended)
+                parent = conn.batches.get(ended.parent or "")
+                if whole is None:
+                    return
+                if parent is not None and parent.kind == "chathistory":
+                    parent.lines.append(whole)  # one stored message of that history
+                else:
+                    self._dispatch(conn, whole)
 
     def _claim(self, label: str | None, target: str | None) -> _Request | None:
         """Take the request a reply answers: the one with its label; without a label, the

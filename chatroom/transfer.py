@@ -118,6 +118,11 @@ def check_upload_url(url: str, chat_tls: bool) -> None:
                             "and file in clear")
 
 
+def name_in(url: str) -> str:
+    """The file's name as its URL gives it (the last part of the path, decoded)."""
+    return _filename_of(url)
+
+
 def _filename_of(url: str) -> str:
     last = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
     return last or "file"
@@ -369,6 +374,29 @@ def file_info(url: str, *, tls_context: ssl.SSLContext | None = None,
                         size=int(length) if length.isdigit() else None,
                         type=response.getheader("Content-Type") or "application/octet-stream",
                         inline=(disposition or "").strip().lower().startswith("inline"))
+    except (OSError, http.client.HTTPException) as exc:
+        raise TransferError(_network_words(exc)) from None
+    finally:
+        conn.close()
+
+
+def fetch(url: str, limit: int, *, tls_context: ssl.SSLContext | None = None,
+          pin: str | None = None, timeout: float = TIMEOUT) -> bytes:
+    """The file at ``url`` in memory (a small image to preview): at most ``limit`` bytes,
+    refused (TransferError) if the server says or sends more."""
+    conn, target = _connect(url, tls_context, pin, timeout)
+    try:
+        conn.request("GET", target)
+        response = conn.getresponse()
+        if response.status != 200:
+            raise _fail(response, uploading=False)
+        length = response.getheader("Content-Length", "")
+        if length.isdigit() and int(length) > limit:
+            raise TransferError("the file is too large to preview")
+        body = response.read(limit + 1)
+        if len(body) > limit:
+            raise TransferError("the file is too large to preview")
+        return body
     except (OSError, http.client.HTTPException) as exc:
         raise TransferError(_network_words(exc)) from None
     finally:

@@ -26,7 +26,7 @@ try:
     from chatroom.dialogs import EmojiPicker as EmojiPicker
     from chatroom.dialogs import JoinDialog as JoinDialog
     from chatroom.dialogs import set_urgency
-    from chatroom.logview import LogView, log_fonts
+    from chatroom.logview import LogView, MessageField, log_fonts
 except ImportError:  # the session works without Tk; only the window needs it
     tk = None  # type: ignore[assignment]
 
@@ -632,6 +632,54 @@ class LoginView:
 MemberMenu: TypeAlias = "Callable[[str], list[tuple[str, Callable[[], None]] | None]]"
 
 
+class TransferRow:
+    """One file going up or down: what, how far (a bar and words), and Cancel."""
+
+    def __init__(self, master: tk.Misc, text: str, on_cancel: Callable[[], None]) -> None:
+        self.frame = ttk.Frame(master)
+        self.label_var = tk.StringVar(value=text)
+        self.cancel_button = ttk.Button(self.frame, text="Cancel", command=on_cancel, width=8)
+        self.cancel_button.pack(side="right")
+        self.bar = ttk.Progressbar(self.frame, mode="determinate", maximum=1000, length=180)
+        self.bar.pack(side="right", padx=(6, 6))
+        ttk.Label(self.frame, textvariable=self.label_var, anchor="w").pack(
+            side="left", fill="x", expand=True)
+
+    def show(self, done: int, total: int | None, text: str) -> None:
+        if total:
+            self.bar.configure(mode="determinate")
+            self.bar["value"] = min(1000, 1000 * done // max(total, 1))
+        self.label_var.set(text)
+
+
+def small_image(master: tk.Misc, data: bytes, box: tuple[int, int]) -> tk.PhotoImage | None:
+    """A PNG or GIF in ``data`` made to fit ``box`` (width, height); None if Tk can't read
+    it (a damaged file, or a format this Tk lacks)."""
+    import base64
+    import math
+
+    try:
+        image = tk.PhotoImage(master=master, data=base64.b64encode(data).decode("ascii"))
+    except tk.TclError:
+        return None
+    factor = max(1, math.ceil(max(image.width() / box[0], image.height() / box[1])))
+    return image.subsample(factor) if factor > 1 else image
+
+
+def ask_open_file(master: tk.Misc, title: str) -> str:
+    """The system's file chooser; the path picked, or "" for none."""
+    from tkinter import filedialog
+
+    return str(filedialog.askopenfilename(parent=master, title=title) or "")
+
+
+def ask_save_file(master: tk.Misc, title: str, name: str) -> str:
+    from tkinter import filedialog
+
+    return str(filedialog.asksaveasfilename(parent=master, title=title, initialfile=name)
+               or "")
+
+
 class MenuBar:
     """The window's menus: Chat (join, leave, find, log out, exit) and Help (keys, commands).
 
@@ -704,10 +752,13 @@ class ChatView:
                  on_part: Callable[[], None] = lambda: None,
                  on_link: Callable[[str], None] = lambda url: None,
                  on_emoji: Callable[[], None] = lambda: None,
-                 member_menu: MemberMenu = lambda nick: []) -> None:
+                 member_menu: MemberMenu = lambda nick: [],
+                 on_send_file: Callable[[], None] = lambda: None,
+                 on_save: Callable[[str], None] = lambda url: None) -> None:
         self.scrollback = scrollback
         self.on_top = on_top
         self.on_link = on_link
+        self.on_save = on_save
         self.on_select = on_select
         self.frame = ttk.Frame(master, padding=8)
         f = self.frame
@@ -824,9 +875,14 @@ class ChatView:
         self.refresh_button = ttk.Button(countrow, text="Refresh", command=on_refresh, width=8)
         self.refresh_button.pack(side="right")
 
+        # Files going up or down: a row each, with progress and Cancel.
+        self.transfers = ttk.Frame(f)
+        self.transfers.grid(row=4, column=0, columnspan=3, sticky="ew")
+        self.transfer_rows: dict[str, TransferRow] = {}
+
         # Ctrl+F: find in the conversation in view.
         self.findbar = ttk.Frame(f)
-        self.findbar.grid(row=4, column=0, columnspan=3, sticky="ew", pady=(6, 0))
+        self.findbar.grid(row=5, column=0, columnspan=3, sticky="ew", pady=(6, 0))
         ttk.Label(self.findbar, text="Find:").pack(side="left")
         self.find_var = tk.StringVar()
         self.find_entry = ttk.Entry(self.findbar, textvariable=self.find_var, width=28)
@@ -852,23 +908,21 @@ class ChatView:
         self._on_emoji = on_emoji
 
         inrow = ttk.Frame(f)
-        inrow.grid(row=5, column=0, columnspan=3, sticky="ew", pady=(8, 0))
+        inrow.grid(row=6, column=0, columnspan=3, sticky="ew", pady=(8, 0))
         inrow.columnconfigure(0, weight=1)
-        self.entry_var = tk.StringVar()
-        # exportselection=False: the "type over it" selection of refused text must not be the
-        # shared X selection, which any other window (or app) selecting text would take away.
-        self.entry = ttk.Entry(inrow, textvariable=self.entry_var, font=self.fonts["text"],
-                               exportselection=False)
-        self.entry.grid(row=0, column=0, sticky="ew", ipady=2)
+        # The message field: one line that grows (to MESSAGE_LINES) as lines are added
+        # with Shift+Enter or pasted, so what is sent is what is seen.
+        self.entry = MessageField(inrow, self.fonts["text"], self.MESSAGE_LINES)
+        self.entry.grid(row=0, column=0, sticky="ew")
 
         def send(_: object = None) -> str:
             # Accepted text leaves the field; refused text stays, selected, so the user can
             # correct it or just type over it.
-            text = self.entry_var.get()
+            text = self.entry.get()
             if on_send(text):
                 self._remember_sent(text)
                 try:
-                    self.entry_var.set("")
+                    self.entry.set("")
                 except tk.TclError:  # /quit closed the window
                     pass
             else:
@@ -877,6 +931,8 @@ class ChatView:
 
         self.entry.bind("<Return>", send)
         self.entry.bind("<KP_Enter>", send)
+        self.entry.bind("<Shift-Return>", lambda e: self.entry.new_line())
+        self.entry.bind("<Shift-KP_Enter>", lambda e: self.entry.new_line())
         # Page Up / Page Down in the message field scroll the log (at the top: older lines).
         self.entry.bind("<Prior>", lambda e: self.pane().page(-1))
         self.entry.bind("<Next>", lambda e: self.pane().page(1))
@@ -889,21 +945,22 @@ class ChatView:
         self._completion: tuple[int, list[str], int] | None = None
         # Up / Down step through the lines sent before, as in a shell; stepping down past
         # the newest gives back what was being typed (the draft).
-        self.entry.bind("<Up>", lambda e: self._recall(-1))
-        self.entry.bind("<Down>", lambda e: self._recall(1))
-        self.entry.bind("<KP_Up>", lambda e: self._recall(-1))
-        self.entry.bind("<KP_Down>", lambda e: self._recall(1))
+        # In a message of several lines they move between its lines first.
+        for key, step in (("<Up>", -1), ("<Down>", 1), ("<KP_Up>", -1), ("<KP_Down>", 1)):
+            self.entry.bind(key, self._arrow(step))
         self.sent: deque[str] = deque(maxlen=self.HISTORY)
         self._recalling: int | None = None  # index into sent while stepping, else None
         self._draft = ""
         # A small emoji picker: typing them is hard on most keyboards.
         self.emoji_button = ttk.Button(inrow, text="☺", width=3, command=on_emoji)
-        self.emoji_button.grid(row=0, column=1, padx=(6, 0))
+        self.emoji_button.grid(row=0, column=1, padx=(6, 0), sticky="n")
+        self.file_button = ttk.Button(inrow, text="Send File…", command=on_send_file)
+        self.file_button.grid(row=0, column=2, padx=(6, 0), sticky="n")
         self.send_button = ttk.Button(inrow, text="Send", command=send)
-        self.send_button.grid(row=0, column=2, padx=(6, 0))
+        self.send_button.grid(row=0, column=3, padx=(6, 0), sticky="n")
 
         buttons = ttk.Frame(f)
-        buttons.grid(row=6, column=0, columnspan=3, sticky="ew", pady=(8, 0))
+        buttons.grid(row=7, column=0, columnspan=3, sticky="ew", pady=(8, 0))
         # The buttons are packed first: when the window is narrow the labels are cut, never
         # the buttons.
         self.exit_button = ttk.Button(buttons, text="Exit Program", command=on_exit)
@@ -918,7 +975,15 @@ class ChatView:
                                         style="Insecure.TLabel")
         self.security_label.pack(side="left", padx=(16, 0))
 
+    def _arrow(self, step: int) -> Callable[[tk.Event[tk.Misc]], str | None]:
+        def arrow(event: tk.Event[tk.Misc]) -> str | None:
+            if self.entry.on_edge(step):
+                return self._recall(step)
+            return None  # Text's own binding moves the cursor a line
+        return arrow
+
     HINT = "Type /help for commands"
+    MESSAGE_LINES = 5  # the most lines the message field grows to (then it scrolls)
     HISTORY = 100  # sent lines Up can bring back
     TOPIC_LINES = 2  # the most lines the topic banner takes while folded
 
@@ -978,8 +1043,8 @@ class ChatView:
 
     def restore_entry(self, text: str) -> None:
         """Put refused ``text`` back in the message field (if the user has not typed since)."""
-        if not self.entry_var.get():
-            self.entry_var.set(text)
+        if not self.entry.get():
+            self.entry.set(text)
             self.select_entry()
 
     # --- conversations and their logs ---------------------------------------------------
@@ -989,7 +1054,7 @@ class ChatView:
         pane = self.panes.get(key)
         if pane is None:
             pane = LogView(self.logs, self.fonts, self.scrollback, self._pane_top,
-                           self.on_link)
+                           self.on_link, self.on_save)
             self.panes[key] = pane
         return pane
 
@@ -1090,6 +1155,22 @@ class ChatView:
         self.room_var.set(heading)
         self.refresh_button.configure(state="normal" if refresh else "disabled")
 
+    # --- transfers --------------------------------------------------------------------
+
+    def add_transfer(self, key: str, text: str, on_cancel: Callable[[], None]
+                     ) -> TransferRow:
+        row = TransferRow(self.transfers, text, on_cancel)
+        row.frame.pack(fill="x", pady=(6, 0))
+        self.transfer_rows[key] = row
+        return row
+
+    def remove_transfer(self, key: str) -> None:
+        row = self.transfer_rows.pop(key, None)
+        if row is not None:
+            row.frame.destroy()
+        if not self.transfer_rows:  # give the space back
+            self.transfers.configure(height=1)
+
     # --- the log in view (delegates) ----------------------------------------------------
 
     @property
@@ -1123,7 +1204,7 @@ class ChatView:
         self.set_connection(None)
         self.set_claim(None)
         self.close_find()
-        self.entry_var.set("")
+        self.entry.set("")
 
     def add(self, parts: Parts, line_tags: tuple[str, ...] = (), key: str | None = None
             ) -> None:
@@ -1208,16 +1289,16 @@ class ChatView:
         if self._recalling is None:
             if step > 0:
                 return "break"  # not stepping: nothing newer than the draft
-            self._draft = self.entry_var.get()
+            self._draft = self.entry.get()
             i = len(self.sent) - 1
         else:
             i = self._recalling + step
         if i >= len(self.sent):
             self._recalling = None
-            self.entry_var.set(self._draft)
+            self.entry.set(self._draft)
         else:
             self._recalling = max(0, i)
-            self.entry_var.set(self.sent[self._recalling])
+            self.entry.set(self.sent[self._recalling])
         self.entry.selection_clear()
         self.entry.icursor("end")
         return "break"
@@ -1229,7 +1310,7 @@ class ChatView:
     def _complete(self) -> str:
         """Tab: complete the word before the cursor with a member's name; Tab again cycles
         through the other matches.  A name at the start of the line gets ": "."""
-        text = self.entry_var.get()
+        text = self.entry.get()
         cursor = self.entry.index("insert")
         if self._completion is None:
             start = text.rfind(" ", 0, cursor) + 1
@@ -1247,7 +1328,7 @@ class ChatView:
         suffix = ": " if start == 0 else " "
         rest = text[cursor:]
         new = text[:start] + matches[i] + suffix
-        self.entry_var.set(new + rest)
+        self.entry.set(new + rest)
         self.entry.icursor(len(new))
         return "break"
 
