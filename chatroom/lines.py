@@ -236,13 +236,12 @@ def file_message(name: str, size: int, url: str) -> str:
 
 def unread_rule() -> Parts:
     """Where the lines not yet seen in a conversation start."""
-    return [("─────────  new messages  ─────────", ("unread_rule",))]
+    return [("───────  new messages  ───────", ("unread_rule",))]
 
 
 def new_messages() -> Parts:
     """The rule between a room's history and what is said now that we are in."""
-    return [("─────────  Earlier messages above · new messages below  ─────────",
-             ("separator",))]
+    return [("───  Earlier messages above · new messages below  ───", ("separator",))]
 
 
 def start_of(room: str) -> Parts:
