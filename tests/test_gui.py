@@ -183,6 +183,10 @@ def test_refused_connection_then_wrong_password_then_right(
     app.login.join_button.invoke()
     pump(root, lambda: "refused" in app.login.message_var.get(), what="refused message")
     assert "Is the server running?" in app.login.message_var.get()
+    # The port is at fault, not the name: it is selected, the name is left alone.
+    pump(root, lambda: root.focus_get() is app.login.port_entry, what="focus on the port")
+    assert app.login.port_entry.selection_present()
+    assert app.login.name_var.get() == "alice"
     app.login.port_var.set(str(srv.address[1]))
     app.login.join_button.invoke()
     pump(root, lambda: "password" in app.login.message_var.get(), what="password message")
@@ -1352,3 +1356,15 @@ def test_log_in_from_the_banner(root: tk.Tk, make_app: Factory,
     pump(root, lambda: app.phase == "chat", what="the chat")
     assert not app.chat.claim_showing() and app.session is not None
     assert app.session.nick == "bob" and app.chat.hint_var.get() == "Logged in as bob"
+
+
+def test_an_unknown_host_selects_the_host_field(root: tk.Tk, make_app: Factory) -> None:
+    app = make_app()
+    app.login.name_var.set("alice")
+    app.login.host_var.set("no-such-host.invalid")  # RFC 2606: never resolves
+    app.login.join_button.invoke()
+    pump(root, lambda: app.phase == "login" and app.login.message_var.get() != ""
+         and "Connecting" not in app.login.message_var.get(), timeout=15, what="the error")
+    pump(root, lambda: root.focus_get() is app.login.host_entry, what="focus on the host")
+    assert app.login.host_entry.selection_present()
+    assert app.login.name_var.get() == "alice"
