@@ -26,6 +26,8 @@ server side
     ``hub``          the facade handlers talk to: lock-queue-wake, replies, goodbyes,
                      welcome, ISUPPORT, LUSERS, MOTD and NAMES lines, room fan-out,
                      labeled responses, rooms saved and restored.
+    ``multiline``    IRCv3 draft/multiline: batches received, checked, delivered as one
+                     event, stored and replayed.
     ``playback``     stored events back on the wire: CHATHISTORY, the replay on join.
     ``login``        accounts on the wire: SASL PLAIN, REGISTER/VERIFY, nick protection.
     ``modes``        MODE on rooms and users.

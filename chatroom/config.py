@@ -40,6 +40,12 @@ class Config:
     flood_rate: float = 2.0
     flood_kill: int = 60  # lines waiting beyond the burst before "Excess Flood"
     recvq: int = 8192  # unread bytes a throttled client may have waiting before "Excess Flood"
+    # IRCv3 draft/multiline: offered or not, what one batch may hold (advertised in CAP
+    # LS), and how long it may stay open.
+    multiline: bool = True
+    multiline_max_bytes: int = 4096  # the combined message: texts and the line feeds
+    multiline_max_lines: int = 100
+    multiline_timeout: float = 30.0
     data_dir: str = "chat-data"
     history: bool = True  # --no-history turns it off: nothing is stored
     history_days: float = 0.0  # events older than this are pruned; 0 keeps everything
@@ -151,6 +157,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
     hist.add_argument("--replay-lines", type=int, default=d.replay_lines, metavar="N",
                       help="lines replayed on join to clients that show server times but "
                            "can't fetch history (0: none)")
+    ml = p.add_argument_group("multiline messages (IRCv3 draft/multiline)")
+    ml.add_argument("--no-multiline", action="store_true",
+                    help="don't offer draft/multiline: every line is a message of its own")
+    ml.add_argument("--multiline-max-bytes", type=int, default=d.multiline_max_bytes,
+                    metavar="BYTES",
+                    help="most bytes of text one multiline message may have (line breaks "
+                         "count one each)")
+    ml.add_argument("--multiline-max-lines", type=int, default=d.multiline_max_lines,
+                    metavar="N", help="most lines one multiline message may have")
+    ml.add_argument("--multiline-timeout", type=float, default=d.multiline_timeout,
+                    metavar="SECONDS",
+                    help="how long a multiline batch may stay open before it is dropped")
     acc = p.add_argument_group("accounts (kept in the data directory)")
     acc.add_argument("--registration", choices=["open", "closed"], default=d.registration,
                      help="who may create accounts: anyone (REGISTER), or only the admin "
@@ -248,6 +266,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
         p.error("--history-days must be 0 (keep everything) or more")
     if not 0 <= a.replay_lines <= 500:
         p.error("--replay-lines must be 0-500")
+    if a.multiline_max_bytes < 1 or a.multiline_max_lines < 1 or a.multiline_timeout <= 0:
+        p.error("--multiline-max-bytes, --multiline-max-lines and --multiline-timeout must "
+                "be positive")
     if a.nick_grace < 0:
         p.error("--nick-grace must be 0 or more")
     if a.login_free < 0 or a.login_max < 1 or a.login_window <= 0 or a.register_limit < 1:
@@ -280,6 +301,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
         tls_key=a.tls_key, tls_self_signed=a.tls_self_signed,
         tls_handshake_timeout=a.tls_handshake_timeout, sts_duration=a.sts_duration,
         history=not a.no_history, history_days=a.history_days, replay_lines=a.replay_lines,
+        multiline=not a.no_multiline, multiline_max_bytes=a.multiline_max_bytes,
+        multiline_max_lines=a.multiline_max_lines,
+        multiline_timeout=a.multiline_timeout,
         registration=a.registration, require_account=a.require_account,
         nick_grace=a.nick_grace, login_free=a.login_free, login_max=a.login_max,
         login_window=a.login_window, register_limit=a.register_limit,

@@ -8,6 +8,11 @@ reply here, in :meth:`Connection.handle_line`, and never reaches a handler.
 Flood control is a token bucket per connection: a burst, then a steady rate.  A client over
 its allowance is slowed by this reader not reading (only the flooder's TCP window closes);
 one far over it, or with too much unread input while slowed, is cut with ``Excess Flood``.
+A multiline batch costs one line, its opening (``multiline.Collector.free``): a pasted
+message is bounded by the advertised max-bytes and max-lines instead.
+
+``BATCH`` is not in the command table: the collector takes it, and every line of a batch,
+before dispatch (it needs the reader's state across lines).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import socket
 import termios
 import time
 
+from chatroom import multiline
 from chatroom import protocol as P
 from chatroom.handlers import COMMANDS
 from chatroom.hub import Hub
@@ -39,7 +45,7 @@ class Connection:
     """The reader of one client.  :meth:`run` is the thread's whole life; nothing else here
     is called from another thread."""
 
-    __slots__ = ("hub", "client", "splitter", "bucket")
+    __slots__ = ("hub", "client", "splitter", "bucket", "batches")
 
     def __init__(self, hub: Hub, client: Client) -> None:
         cfg = hub.config
@@ -48,6 +54,7 @@ class Connection:
         self.splitter = P.LineSplitter()
         self.bucket = (P.TokenBucket(cfg.flood_burst, cfg.flood_rate, time.monotonic())
                        if cfg.flood_control else None)
+        self.batches = multiline.Collector(hub, client)
 
     def run(self) -> None:
         c = self.client
@@ -116,7 +123,7 @@ class Connection:
             if lines:
                 c.last_active = now
                 c.ping_sent = None
-                if bucket is not None and (bucket.debt_after(len(lines), now)
+                if bucket is not None and (bucket.debt_after(self._cost(lines), now)
                                            > self.hub.config.flood_kill):
                     self.hub.kill(c, "Excess Flood")
                     break
@@ -132,11 +139,19 @@ class Connection:
         self.hub.remove(self.client)
         self.hub.writer.release(self.client)
 
+    def _cost(self, lines: list[bytes | object]) -> int:
+        """How many of ``lines`` flood control counts, at most: a multiline client's batch
+        lines are paid for by their opening (each is checked again as it is run)."""
+        if not multiline.capable(self.client):
+            return len(lines)
+        return sum(1 for line in lines if not multiline.batch_form(line))
+
     def _run_lines(self, lines: list[bytes | object]) -> None:
         c, bucket, hub = self.client, self.bucket, self.hub
         writer = hub.writer
+        batches = self.batches
         for line in lines:
-            if bucket is not None:
+            if bucket is not None and not batches.free(line):
                 delay = bucket.take(time.monotonic())
                 if delay:
                     if _unread_bytes(c.sock) > hub.config.recvq:
@@ -156,6 +171,7 @@ class Connection:
         """Parse one line and run its handler; bad input gets one error reply here."""
         c, hub = self.client, self.hub
         if line is P.TOO_LONG:
+            self.batches.broken()
             hub.reply_error(c, P.ERR_INPUTTOOLONG)
             return
         assert isinstance(line, bytes)
@@ -166,11 +182,18 @@ class Connection:
         try:
             msg = P.parse(line)
         except ProtocolError as exc:
+            self.batches.broken()
             self._bad_line(line, exc)
             return
         label = msg.tags.get("label") if msg.tags else None
-        if label and "labeled-response" in c.caps and "batch" in c.caps \
-                and len(label.encode()) <= MAX_LABEL:
+        if label is not None and not (label and "labeled-response" in c.caps
+                                      and "batch" in c.caps
+                                      and len(label.encode()) <= MAX_LABEL):
+            label = None
+        if (msg.command == "BATCH" or self.batches.current is not None
+                or (msg.tags and "batch" in msg.tags)) and self.batches.take(msg, label):
+            return  # a multiline batch's line: the collector answered (or will, at its end)
+        if label:
             # The reply is held back while the command runs, then goes out labeled
             # (one line), as a labeled batch (several) or as ACK (none).
             with hub.delivering():

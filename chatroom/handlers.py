@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chatroom import login, playback
+from chatroom import login, multiline, playback
 from chatroom import protocol as P
-from chatroom.config import VERSION
+from chatroom.config import VERSION, Config
 from chatroom.hub import Event, Hub
 from chatroom.modes import channel_mode, user_mode
 from chatroom.protocol import Message
@@ -26,7 +26,8 @@ from chatroom.registry import Channel, Client
 log = logging.getLogger(__name__)
 
 # What CAP LS offers (sts, with a value, is added per connection when configured; the
-# history caps only when history is on).
+# history caps only when history is on; draft/multiline, with its limits, last, unless
+# --no-multiline).
 CAPABILITIES = ("account-notify", "account-tag", "batch", "cap-notify", "echo-message",
                 "extended-join", "labeled-response", "message-tags", "multi-prefix", "sasl",
                 "server-time", "standard-replies", "userhost-in-names")
@@ -41,18 +42,22 @@ FOUNDED_MAX = 20
 PASSING_TAGS = frozenset({"+typing", "+draft/typing"})
 
 
-def offered_caps(history: bool, registration: bool = True,
-                 values: bool = False) -> tuple[str, ...]:
-    """What CAP LS lists (without sts), in its order; ``values`` as CAP 302 gives them."""
+def offered_caps(history: bool, registration: bool = True, values: bool = False,
+                 config: Config | None = None) -> tuple[str, ...]:
+    """What CAP LS lists (without sts), in its order; ``values`` as CAP 302 gives them
+    (draft/multiline, and its limits, as ``config`` says; by default the defaults)."""
+    config = config or Config()
     caps = CAPABILITIES + ((REGISTRATION_CAP,) if registration else ()) + (
-        HISTORY_CAPS if history else ())
+        HISTORY_CAPS if history else ()) + ((multiline.CAP,) if config.multiline else ())
     if values:
-        return tuple(f"{cap}={CAP_VALUES[cap]}" if cap in CAP_VALUES else cap for cap in caps)
+        given = {**CAP_VALUES, multiline.CAP: multiline.cap_value(config)}
+        return tuple(f"{cap}={given[cap]}" if cap in given else cap for cap in caps)
     return caps
 
 
 def offered(hub: Hub, values: bool = False) -> tuple[str, ...]:
-    return offered_caps(hub.history is not None, hub.config.registration == "open", values)
+    return offered_caps(hub.history is not None, hub.config.registration == "open", values,
+                        hub.config)
 
 Handler = Callable[[Hub, Client, Message], None]
 

@@ -3,7 +3,9 @@
 Every reply is built from stored events (``history.Stored``, or a connection's private
 conversation) in the shape the asking client negotiated: in a ``chathistory`` batch with
 ``batch``; ``time`` with ``server-time``; ``msgid`` and the sender's ``+tags`` with
-``message-tags``; only PRIVMSG and NOTICE without ``draft/event-playback``.
+``message-tags``; only PRIVMSG and NOTICE without ``draft/event-playback``.  A multiline
+message is one stored event: a nested ``draft/multiline`` batch for clients that take one,
+its lines one by one for the others (``multiline.replay``).
 
 Runs on the asking client's reader thread.  Membership is checked under the registry lock;
 the query runs outside it, after the store has committed every event queued before the
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from chatroom import multiline
 from chatroom import protocol as P
 from chatroom.history import Stored
 from chatroom.hub import HISTORY_MAX, Hub
@@ -58,13 +61,17 @@ def history_line(hub: Hub, c: Client, ev: Stored, batch: str | None) -> bytes:
 def in_batch(hub: Hub, c: Client, kind: str, target: str,
              events: Iterable[Stored]) -> list[bytes]:
     """``events`` for ``c``: in a ``kind`` batch about ``target`` if it took ``batch``."""
-    if "batch" not in c.caps:
-        return [history_line(hub, c, ev, None) for ev in events]
-    ref = hub.batch_id()
+    ref = hub.batch_id() if "batch" in c.caps else None
     name = hub.config.name
-    lines = [P.format_line(name, "BATCH", "+" + ref, kind, *([target] if target else []))]
-    lines += [history_line(hub, c, ev, ref) for ev in events]
-    lines.append(P.format_line(name, "BATCH", "-" + ref))
+    lines = ([P.format_line(name, "BATCH", "+" + ref, kind, *([target] if target else []))]
+             if ref is not None else [])
+    for ev in events:
+        if multiline.is_stored(ev):
+            lines += multiline.replay(hub, c, ev, ref)
+        else:
+            lines.append(history_line(hub, c, ev, ref))
+    if ref is not None:
+        lines.append(P.format_line(name, "BATCH", "-" + ref))
     return lines
 
 

@@ -24,10 +24,12 @@ H = "127.0.0.1"
 ALL_CAPS = ("account-notify account-tag batch cap-notify echo-message extended-join "
             "labeled-response message-tags multi-prefix sasl server-time standard-replies "
             "userhost-in-names draft/account-registration draft/chathistory "
-            "draft/event-playback")
-# CAP 302 gives values (sasl-3.2's mechanisms, account-registration's keys).
+            "draft/event-playback draft/multiline")
+# CAP 302 gives values (sasl-3.2's mechanisms, account-registration's keys, multiline's
+# limits).
 ALL_CAPS_302 = (ALL_CAPS.replace(" sasl ", " sasl=PLAIN ")
-                .replace("draft/account-registration", "draft/account-registration=before-connect"))
+                .replace("draft/account-registration", "draft/account-registration=before-connect")
+                .replace("draft/multiline", "draft/multiline=max-bytes=4096,max-lines=100"))
 FULL_CAPS = "message-tags server-time"
 MSGID = r"[A-Za-z0-9_-]+"
 TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"

@@ -18,7 +18,8 @@ PACKAGE = ROOT / "chatroom"
 
 # Bottom to top; a module may import what is before it on its own side, and the shared part.
 SHARED = ["protocol", "transport"]
-SERVER = ["config", "certs", "registry", "writer", "hub", "playback", "login", "modes",
+SERVER = ["config", "certs", "registry", "writer", "hub", "multiline", "playback", "login",
+          "modes",
           "handlers", "connection", "housekeeper", "filehost", "admin", "server"]
 CLIENT = ["events", "serverinfo", "wording", "pins", "secrets_store", "settings", "transfer",
           "session", "slash", "lines", "convs", "logview", "dialogs", "views", "app"]

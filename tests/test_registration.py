@@ -52,7 +52,8 @@ def test_cap_negotiation_holds_registration_until_end(srv: RunningServer) -> Non
                              "message-tags multi-prefix sasl=PLAIN server-time "
                              "standard-replies userhost-in-names "
                              "draft/account-registration=before-connect draft/chathistory "
-                             "draft/event-playback")
+                             "draft/event-playback "
+                             "draft/multiline=max-bytes=4096,max-lines=100")
     c.send("NICK capper")
     c.send("USER c 0 * :C")
     c.send("CAP REQ :multi-prefix userhost-in-names")
