@@ -128,7 +128,8 @@ FIELD_AT_FAULT = {
     LoginKind.ACCOUNT_REQUIRED: "login", LoginKind.TLS_FAILED: "tls",
 }
 PASTE_ASK = 5  # more messages than this at once: the user confirms first
-MIN_SIZE = (560, 480)  # the login view's longest form (create account) fits
+MIN_SIZE = (720, 480)  # the chat's three columns keep a readable log; the login fits
+DEFAULT_SIZE = "960x600"
 
 
 def paste_seconds(count: int, burst: int, rate: float) -> int:
@@ -521,6 +522,7 @@ class ChatApp:
             who = f", logged in as {account}"
         self.info(f"You joined {room} as {nick}{who}. Type /help for commands.")
         self._save_settings()
+        self._remember_rooms()
         if self._save_error:
             self.error(self._save_error)
             self._save_error = None
@@ -658,7 +660,9 @@ class ChatApp:
             self._select(convs[index])
             self._refresh_list()
             self._update_title()
-            self.chat.focus_entry()
+            # The list's own click binding takes the focus after telling us: give it
+            # back to the message field once that is done, so typing goes there.
+            self.window.after(0, self.chat.focus_entry)
 
     def step_conversation(self, step: int) -> None:
         """Alt+Up / Alt+Down: the conversation above or below in the list."""
@@ -1407,6 +1411,9 @@ class ChatApp:
         """Our line, shown at once (a server without echo-message never sends it back)."""
         nick = self.session.nick if self.session is not None else "you"
         now = time.time()
+        target = conv or self.convs.current
+        if target is not None and target.pane in self.chat.panes:
+            self.chat.pane(target.pane).jump_to_bottom()  # what you said: in view
         self._add_row(now, lines.message(now, nick, text, own=True, action=action, to=to,
                                          filehost=self._filehost()), conv)
         self.chat.flush()
@@ -1473,7 +1480,12 @@ class ChatApp:
 
     def _show_history(self, ev: History, conv: Conversation) -> None:
         me = self.session.nick if self.session is not None else ""
-        rows = [(e.time, row) for e in ev.entries
+        entries = ev.entries
+        if ev.kind is HistoryKind.MISSED:  # our own going and coming back says nothing new
+            entries = tuple(e for e in entries if not (
+                isinstance(e, (UserJoined, UserLeft, UserQuit))
+                and self._fold(e.nick) == self._fold(me)))
+        rows = [(e.time, row) for e in entries
                 if (row := lines.render(e, me=me, filehost=self._filehost())) is not None]
         if ev.kind is HistoryKind.MISSED:
             self._show_missed(rows, ev.more, conv)
@@ -1783,6 +1795,7 @@ class ChatApp:
                 return
             row = lines.render(ev, me=me, filehost=fh)
             if ev.own:
+                self.chat.pane(conv.pane).jump_to_bottom()  # what you said: in view
                 self._add_row(ev.time, row, conv)
             else:
                 self._arrived(conv, ev.time, row, mention=lines.mentions(ev.text, me))
@@ -1882,8 +1895,9 @@ class ChatApp:
         self._list_stale = True
         self.chat.add(lines.plain(lines.removed(conv.name, ev.kicked_by, ev.reason), "error"),
                       key=conv.pane)
-        self.chat.add(lines.plain(f"Type /join to join {conv.name} again.", "info"),
-                      key=conv.pane)
+        self.chat.add(lines.plain(f"Type /join to join {conv.name} again, or Leave to close "
+                                  f"it.", "info"), key=conv.pane)
+        self._remember_rooms()  # not joined again at the next start, unless asked
         if conv is self.convs.current:
             self._show_names = self._show_topic = False
             self._show_side(conv)
@@ -2008,7 +2022,7 @@ def main(argv: list[str] | None = None) -> int:
     saved = settings.load()
     host, port, name, tls = form_values(args, saved)
     try:
-        root = views.open_root(saved.geometry or "860x560")
+        root = views.open_root(saved.geometry or DEFAULT_SIZE)
     except views.NoWindow as exc:
         print(f"client.py: {exc}", file=sys.stderr)
         return 1

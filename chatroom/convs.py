@@ -96,11 +96,6 @@ class Conversations:
         conv.name = new
         return conv
 
-    def refold(self, fold: Callable[[str], str]) -> None:
-        """The server's casemapping is known: file every name by it."""
-        self.fold = fold
-        self._by_key = {fold(c.name): c for c in self._by_key.values()}
-
     def index(self, conv: Conversation) -> int:
         return list(self._by_key.values()).index(conv)
 

@@ -73,7 +73,7 @@ class JoinDialog:
         self.tree.heading("users", text="People", anchor="e")
         self.tree.heading("topic", text="Topic", anchor="w")
         self.tree.column("#0", width=130, stretch=False)
-        self.tree.column("users", width=60, stretch=False, anchor="e")
+        self.tree.column("users", width=72, stretch=False, anchor="e")
         self.tree.column("topic", width=260, stretch=True)
         self.tree.grid(row=2, column=0, columnspan=3, sticky="nsew")
         bar = ttk.Scrollbar(frame, orient="vertical", command=self.tree.yview)

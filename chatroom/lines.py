@@ -312,8 +312,7 @@ def topic_changed(by: str, text: str) -> str:
 def removed(room: str, by: str | None, reason: str) -> str:
     """We were kicked (or parted by the server): say so and what to do."""
     who = f" by {by}" if by else ""
-    return (f"You were removed from {room}{who}" + _reason(reason)
-            + ". Type /join to join again, or go Back to Login.")
+    return f"You were removed from {room}{who}" + _reason(reason) + "."
 
 
 def connection_lost(reason: str, will_retry: bool) -> str:

@@ -280,7 +280,8 @@ class LogView:
         if ranges:
             t = self.text
             t.configure(state="normal")
-            t.delete(f"{ranges[0]} linestart", f"{ranges[-1]} lineend +1c")
+            # The rule's own newline carries the tag too: its range is the whole line.
+            t.delete(f"{ranges[0]} linestart", ranges[-1])
             t.configure(state="disabled")
 
     # --- links and find ---------------------------------------------------------------

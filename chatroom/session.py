@@ -325,6 +325,7 @@ class RoomState:
     user_join: bool = False  # the user asked to join it (new, or again after a kick)
     ever_joined: bool = False  # joined once in this session: a later join is a return
     leaving: bool = False  # we sent PART: forget the room when it comes back
+    removed: bool = False  # kicked: kept to join again, but only when the user asks
     seen: Seen = field(default_factory=Seen)
     newest: Mark | None = None
     oldest: Mark | None = None
@@ -788,7 +789,8 @@ class ChatSession:
         """The rooms we are in or are joining (and join again after a reconnect), in the
         order they were joined; not the ones being left."""
         with self._lock:
-            return tuple(r.name for r in self._rooms.values() if not r.leaving)
+            return tuple(r.name for r in self._rooms.values()
+                         if not r.leaving and not r.removed)
 
     def _state_of(self, room: str) -> RoomState | None:
         """Any thread; caller holds ``_lock``."""
@@ -969,6 +971,7 @@ class ChatSession:
                 rooms[key] = state
                 self._rooms = rooms
             state.user_join = True
+            state.removed = False
         return self._queue_line("JOIN", state.name)
 
     def part(self, room: str, reason: str = LEAVE_REASON) -> bool:
@@ -2367,7 +2370,7 @@ class ChatSession:
         conn.join_sent = True
         self._motd_shown = True
         with self._lock:
-            names = [r.name for r in self._rooms.values() if not r.leaving]
+            names = [r.name for r in self._rooms.values() if not r.leaving and not r.removed]
             if not names:  # in no room (all left): connected is all there is to be
                 self._state = "joined"
         if not names:
@@ -2474,6 +2477,8 @@ class ChatSession:
                 parted = room.leaving and by is None
                 if parted:
                     self._forget_room(room)
+                elif by is not None:
+                    room.removed = True  # a reconnect does not push back in
             self._emit_room(room, Left(shown, reason, by, parted=parted), msg)
             return
         with self._lock:

@@ -52,10 +52,13 @@ COMMANDS: tuple[Command, ...] = (
 BY_NAME = {c.name: c for c in COMMANDS}
 # The window's keys, for /help and the Help menu (the views bind them).
 KEYS: tuple[tuple[str, str], ...] = (
+    ("Enter", "send the message"),
+    ("Shift+Enter", "a new line in the same message"),
     ("Ctrl+K", "join a room, or go to one you are in (type to filter the list)"),
     ("Alt+Up / Alt+Down", "the conversation above or below (also Ctrl+PgUp / Ctrl+PgDn)"),
     ("Ctrl+W", "leave the room in view, or close the private conversation"),
-    ("Ctrl+F", "find in the conversation (Enter: older match, Shift+Enter: newer)"),
+    ("Ctrl+F", "find in the conversation (Enter: older match, Shift+Enter: newer, Esc: "
+               "close)"),
     ("Up / Down", "bring back lines you sent"),
     ("Tab", "complete a name in the room"),
     ("Page Up / Page Down", "scroll the conversation (at the top: older lines)"),

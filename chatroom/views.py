@@ -11,6 +11,7 @@ two index positions, so no index is computed from a Python string offset).
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 from collections.abc import Callable, Iterable
 from typing import TypeAlias
 
@@ -670,14 +671,17 @@ def ask_open_file(master: tk.Misc, title: str) -> str:
     """The system's file chooser; the path picked, or "" for none."""
     from tkinter import filedialog
 
-    return str(filedialog.askopenfilename(parent=master, title=title) or "")
+    return str(filedialog.askopenfilename(parent=master, title=title,
+                                          initialdir=str(Path.home())) or "")
 
 
 def ask_save_file(master: tk.Misc, title: str, name: str) -> str:
     from tkinter import filedialog
 
-    return str(filedialog.asksaveasfilename(parent=master, title=title, initialfile=name)
-               or "")
+    downloads = Path.home() / "Downloads"
+    where = downloads if downloads.is_dir() else Path.home()
+    return str(filedialog.asksaveasfilename(parent=master, title=title, initialfile=name,
+                                            initialdir=str(where)) or "")
 
 
 class MenuBar:
@@ -871,7 +875,7 @@ class ChatView:
         countrow.grid(row=2, column=0, columnspan=2, sticky="ew", pady=(6, 0))
         self.count_var = tk.StringVar(value="0 online")
         self.count_label = ttk.Label(countrow, textvariable=self.count_var, style="Count.TLabel")
-        self.count_label.pack(side="left")
+        self.count_label.pack(side="left", padx=(0, 8))
         self.refresh_button = ttk.Button(countrow, text="Refresh", command=on_refresh, width=8)
         self.refresh_button.pack(side="right")
 

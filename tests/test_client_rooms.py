@@ -167,3 +167,21 @@ def test_private_action_and_bad_targets(srv: RunningServer, connect: Connect) ->
     assert bob.expect("PRIVMSG bob :\x01ACTION waves at you\x01")
     assert not a.send_action("x", "not a name!")
     assert not a.send_private("#chat", "a room is not a person")
+
+
+def test_a_room_we_were_kicked_from_is_not_joined_again_by_a_reconnect(
+        srv: RunningServer, connect: Connect) -> None:
+    boss = srv.client("boss", "#dev")
+    a, aw = connect(srv, "alice", rooms=["#dev"])
+    aw.wait(EV.Joined, lambda e: e.room == "#dev")
+    boss.send("KICK #dev alice :out")
+    left = aw.wait(EV.Left)
+    assert left.kicked_by == "boss" and not left.parted and not left.refused
+    assert a.rooms == ("#chat",)  # not remembered for a reconnect or the next start
+    _kill(srv, "alice", "drop")
+    aw.wait(EV.Disconnected)
+    assert aw.wait(EV.Joined).room == "#chat"
+    aw.none_of(EV.Joined, wait=0.3)
+    assert a.join("#dev")  # asked for: back in, and kept again
+    assert aw.wait(EV.Joined).room == "#dev"
+    assert a.rooms == ("#chat", "#dev")

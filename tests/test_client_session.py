@@ -115,23 +115,39 @@ def test_send_and_receive(srv: RunningServer,
     m = aw.wait(EV.Message)
     assert (m.sender, m.target, m.text, m.private) == ("bob", "alice", "psst", True)
     # Two lines in one call become two messages; blank input is refused.
+    # Two lines in one call: one message of two lines (draft/multiline, which both have).
     assert a.send_message("one\ntwo")
-    assert [bw.wait(EV.Message).text for _ in range(2)] == ["one", "two"]
+    assert bw.wait(EV.Message).text == "one\ntwo"
     assert not a.send_message("   ")
 
 
-def test_long_message_is_split_without_loss(srv: RunningServer,
-                                            connect: Callable[..., tuple[S.ChatSession, Watcher]]
-                                            ) -> None:
-    a, _ = connect(srv, "alice")
-    _b, bw = connect(srv, "bob")
+def test_long_message_is_split_without_loss(
+        make_server: Callable[..., RunningServer],
+        connect: Callable[..., tuple[S.ChatSession, Watcher]]) -> None:
     text = ("word🙂 " * 200).strip()  # about 1,800 bytes
+    # A server without draft/multiline: several messages, cut at spaces, nothing lost.
+    plain = make_server(multiline=False)
+    a, _ = connect(plain, "alice")
+    _b, bw = connect(plain, "bob")
+    assert a.multiline is None
     assert a.send_message(text)
     got = []
     while "".join(got) != text:
         got.append(bw.wait(EV.Message).text)
         assert len(got) < 10
     assert len(got) > 1
+    # With it: one message, its pieces joined by the concat tag, exactly the text sent;
+    # a client without the cap gets the pieces as lines.
+    srv = make_server()
+    a, _ = connect(srv, "alice")
+    _b, bw = connect(srv, "bob")
+    raw = srv.client("raw", "#chat")
+    assert a.multiline == S.MultilineLimits(4096, 100)
+    assert a.send_message(text)
+    assert bw.wait(EV.Message).text == text
+    seen = raw.expect(lambda ln: ln.endswith(text[-20:]))
+    pieces = [ln.split(" :", 1)[1] for ln in seen if " PRIVMSG #chat :" in ln]
+    assert len(pieces) > 1 and "".join(pieces) == text
 
 
 def test_counts_follow_join_part_quit_nick_kick(

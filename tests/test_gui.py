@@ -778,7 +778,7 @@ def test_kicked_then_join_again(root: tk.Tk, make_app: Factory, srv: RunningServ
          what="the kick")
     # Said in the room's log (not in the banner, which is about the connection: other rooms
     # are fine), with what to do; greyed in the list.
-    pump(root, lambda: "Type /join to join #chat again." in app.chat.contents(),
+    pump(root, lambda: "Type /join to join #chat again" in app.chat.contents(),
          what="how to rejoin")
     assert not app.chat.banner.winfo_ismapped()
     assert app.chat.convlist.itemcget(0, "foreground") == "#8a8f98"

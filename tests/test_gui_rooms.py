@@ -344,3 +344,58 @@ def test_help_lists_commands_and_keys(root: tk.Tk, make_app: Factory,
             and w.title() == "Keyboard shortcuts"]
     assert tops
     tops[0].destroy()
+
+
+def test_the_new_messages_rule_goes_and_every_line_stays(
+        root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    alice = make_app(srv)
+    join(root, alice, "alice")
+    bob = srv.client("bob", "#chat")
+    enter_room(root, alice, "#dev")
+    focus(root, alice)
+    for text in ("FIRST unread", "SECOND unread", "THIRD unread"):
+        bob.send(f"PRIVMSG #chat :{text}")
+    pump(root, lambda: labels(alice)[0] == "#chat  (3)", what="three unread")
+    alice.conversation_clicked(0)
+    log = alice.chat.contents()
+    assert log.index("new messages") < log.index("FIRST unread")
+    alice.conversation_clicked(1)  # away: the rule goes, the lines stay
+    alice.conversation_clicked(0)
+    log = alice.chat.contents()
+    assert "new messages" not in log
+    assert all(t in log for t in ("FIRST unread", "SECOND unread", "THIRD unread"))
+
+
+def test_a_click_in_the_list_leaves_the_keyboard_in_the_message_field(
+        root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    alice = make_app(srv)
+    join(root, alice, "alice")
+    enter_room(root, alice, "#dev")
+    lb = alice.chat.convlist
+    box = lb.bbox(0)
+    assert box is not None
+    lb.focus_force()
+    lb.event_generate("<Button-1>", x=box[0] + 2, y=box[1] + 2)
+    lb.event_generate("<ButtonRelease-1>", x=box[0] + 2, y=box[1] + 2)
+    pump(root, lambda: alice.current is not None and alice.current.name == "#chat",
+         what="#chat chosen")
+    pump(root, lambda: root.focus_get() is alice.chat.entry, what="the field has the keys")
+
+
+def test_what_you_send_brings_the_view_down(root: tk.Tk, make_app: Factory,
+                                            srv: RunningServer) -> None:
+    alice = make_app(srv)
+    join(root, alice, "alice")
+    bob = srv.client("bob", "#chat")
+    for i in range(60):
+        bob.send(f"PRIVMSG #chat :line {i}")
+    pump(root, lambda: "line 59" in alice.chat.contents(), what="60 lines")
+    pane = alice.chat.pane()
+    pane.text.yview_moveto(0.0)
+    pane.text.event_generate("<Button-4>")
+    root.update()
+    pump(root, lambda: not pane.follow, what="scrolled up")
+    say(root, alice, "my own words")
+    pump(root, lambda: "alice: my own words" in alice.chat.contents(), what="the echo")
+    root.update()
+    assert pane.follow and pane.at_bottom() and not pane.jump_button.winfo_ismapped()
