@@ -399,3 +399,54 @@ def test_what_you_send_brings_the_view_down(root: tk.Tk, make_app: Factory,
     pump(root, lambda: "alice: my own words" in alice.chat.contents(), what="the echo")
     root.update()
     assert pane.follow and pane.at_bottom() and not pane.jump_button.winfo_ismapped()
+
+
+def test_three_rooms_and_a_private_talk_as_a_user_lives_them(
+        root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    """The issue's own scenario: three rooms and one private conversation, switching,
+    unread counts, a mention, a 100-line paste that everyone gets whole, and leaving and
+    joining a room again with its history back."""
+    zoe, ann = make_app(srv), make_app(srv)
+    join_all(root, (zoe, "zoe"), (ann, "ann"))
+    for room in ("#dev", "#random"):
+        enter_room(root, zoe, room)
+        enter_room(root, ann, room)
+    raw = srv.client("raw", "#dev")  # an IRC client without multiline: lines
+    assert labels(zoe) == ["#chat", "#dev", "#random"]
+    focus(root, zoe)  # zoe looks at #random
+    say(root, ann, "/join #chat")
+    pump(root, lambda: ann.current is not None and ann.current.name == "#chat",
+         what="ann in #chat")
+    say(root, ann, "anyone here?")
+    say(root, ann, "zoe, lunch at noon?")
+    pump(root, lambda: labels(zoe)[0] == "#chat  (2!)", what="unread with a mention")
+    assert str(zoe.master.title()).startswith("(2, 1 for you) #random")
+    say(root, ann, "/msg zoe just us")
+    pump(root, lambda: labels(zoe)[-1] == "ann  (1!)", what="the private talk")
+    assert labels(zoe) == ["#chat  (2!)", "#dev", "#random", "ann  (1!)"]
+    zoe.conversation_clicked(0)
+    t = zoe.chat.text
+    assert "mention" in t.tag_names(t.search("zoe, lunch at noon?", "1.0"))
+    zoe.conversation_clicked(3)
+    assert "ann: just us" in zoe.chat.contents()
+    assert labels(zoe) == ["#chat", "#dev", "#random", "ann"]
+    # A 100-line paste in #dev: confirmed, one message for ann, 100 lines for raw.
+    zoe.conversation_clicked(1)
+    zoe.confirm = lambda title, text: True
+    paste = "\n".join(f"paste {i:03d}" for i in range(100))
+    say(root, zoe, paste)
+    got = raw.expect(lambda ln: ln.endswith("paste 099"), timeout=10)
+    assert [ln.split(" :", 1)[1] for ln in got if "PRIVMSG #dev :paste" in ln] == [
+        f"paste {i:03d}" for i in range(100)]
+    pump(root, lambda: ann.convs.get("#dev") is not None and f"zoe: {paste}" in
+         ann.chat.contents(ann.convs.get("#dev").pane), what="ann's copy")  # type: ignore[union-attr]
+    assert zoe.phase == "chat" and "zoe" in srv.server.reg.nicks  # nobody was cut off
+    # Leave #random and join it again: what was said there comes back from history.
+    zoe.conversation_clicked(2)
+    say(root, zoe, "bye for now")
+    pump(root, lambda: "zoe: bye for now" in zoe.chat.contents(), what="said")
+    zoe.part_clicked()
+    pump(root, lambda: labels(zoe) == ["#chat", "#dev", "ann"], what="left #random")
+    enter_room(root, zoe, "#random")
+    pump(root, lambda: "zoe: bye for now" in zoe.chat.contents(), what="history back")
+    assert labels(zoe) == ["#chat", "#dev", "ann", "#random"]
