@@ -88,7 +88,14 @@ class Collector:
         self.hub = hub
         self.client = client
         self.current: Batch | None = None
-        self.dropped: deque[str] = deque(maxlen=DROPPED_KEPT)
+        # Refs of failed batches (their later lines are ignored quietly); made on the first
+        # failure, since a deque is most of what an idle connection would carry here.
+        self.dropped: deque[str] | tuple[()] = ()
+
+    def _drop(self, ref: str) -> None:
+        if not isinstance(self.dropped, deque):
+            self.dropped = deque(maxlen=DROPPED_KEPT)
+        self.dropped.append(ref)
 
     # --- flood control --------------------------------------------------------------
 
@@ -160,7 +167,7 @@ class Collector:
             if not cur.failed:
                 self._fail(cur, "MULTILINE_INVALID",
                            text="A new batch began before this one was closed")
-            self.dropped.append(cur.ref)
+            self._drop(cur.ref)
             self.current = None
         if not capable(c):
             self._refuse(label, "MULTILINE_INVALID",
@@ -195,7 +202,7 @@ class Collector:
             self._refuse(None, "MULTILINE_INVALID", text="Nested batches are not allowed")
         word = msg.params[0] if msg.params else ""
         if word[:1] == "+" and word[1:]:
-            self.dropped.append(word[1:])
+            self._drop(word[1:])
 
     def _line(self, msg: Message, ref: str) -> None:
         """One ``@batch=ref`` line of a capable client."""
@@ -263,7 +270,7 @@ class Collector:
             else:
                 answer(hub, c, cur.label or label, lambda: deliver(hub, c, cur))
             return
-        if ref in self.dropped:
+        if isinstance(self.dropped, deque) and ref in self.dropped:
             self.dropped.remove(ref)
             answer(hub, c, label, None)
             return
@@ -288,7 +295,7 @@ class Collector:
                 dropped: str | None = None) -> None:
         hub, c = self.hub, self.client
         if dropped is not None:
-            self.dropped.append(dropped)
+            self._drop(dropped)
         line = P.format_line(hub.config.name, "FAIL", "BATCH", code, *context, text,
                              truncate=True)
         answer(hub, c, label, lambda: hub.send(c, line))
