@@ -86,7 +86,28 @@ def message(ts: float, sender: str, text: str, *, own: bool, action: bool = Fals
         parts += [(sender, nick_tag), (": ", ())] + links(text, (), filehost)
     if private and action:
         parts.insert(1, ("(private) ", ("private_label",)))
-    return parts, line_tags
+    # A message of several lines: the lines after the first (and every wrapped display
+    # line) start under the text, not under the time.
+    return _continued(parts), line_tags + ("msg",)
+
+
+def _continued(parts: Parts) -> Parts:
+    """``parts`` with the text after the message's first new line tagged ``cont``."""
+    out: Parts = []
+    after = False
+    for text, tags in parts:
+        if after:
+            out.append((text, tags + ("cont",)))
+            continue
+        head, nl, rest = text.partition("\n")
+        if not nl:
+            out.append((text, tags))
+            continue
+        after = True
+        out.append((head + nl, tags))
+        if rest:
+            out.append((rest, tags + ("cont",)))
+    return out
 
 
 # A web address in a line: http(s) up to white space or a character no URL has bare; the

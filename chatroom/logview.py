@@ -52,7 +52,11 @@ def _configure_tags(t: tk.Text, fonts: dict[str, tkfont.Font]) -> None:
     t.tag_configure("action", foreground="#6a3d9a", font=fonts["italic"])
     t.tag_configure("private", background="#fff4d6", foreground="#6b4200")
     t.tag_configure("private_label", foreground="#a35200", font=fonts["bold"])
-    t.tag_configure("mention", background="#ffe3e0", lmargin1=4, lmargin2=4)
+    t.tag_configure("mention", background="#ffe3e0")
+    # Wrapped lines of a message, and the lines after its first, start under its text.
+    indent = fonts["text"].measure("[00:00] ")
+    t.tag_configure("msg", lmargin2=indent)
+    t.tag_configure("cont", lmargin1=indent, lmargin2=indent)
     t.tag_configure("notice", foreground="#8a5a00")
     t.tag_configure("error", foreground="#b00020")
     t.tag_configure("info", foreground="#3b5b7a")
