@@ -21,6 +21,7 @@ server side
     ``accounts``     the accounts store: names, scrypt hashes (PHC strings), the throttle.
     ``files``        the files store: uploads on disk under random ids, their records in
                      SQLite, quota and retention.
+    ``moderation``   the moderation store: server operators and server bans, in SQLite.
     ``registry``     Client, Channel, Ban, Registry (the one lock) and its lookups.
     ``writer``       the writer thread: every send, shutdown and close.
     ``hub``          the facade handlers talk to: lock-queue-wake, replies, goodbyes,
@@ -30,12 +31,16 @@ server side
                      event, stored and replayed.
     ``playback``     stored events back on the wire: CHATHISTORY, the replay on join.
     ``login``        accounts on the wire: SASL PLAIN, REGISTER/VERIFY, nick protection.
+    ``operators``    server operators: OPER, KILL, WALLOPS, server bans, INFO/HELP/ADMIN.
+    ``presence``     who is around and how they look: MONITOR, AWAY (away-notify),
+                     SETNAME, bot mode, WHO flags and WHOX.
     ``modes``        MODE on rooms and users.
     ``handlers``     the command table and every ``cmd_*``.
     ``connection``   the reader thread: setup, read loop, flood control, finish.
     ``housekeeper``  the timer thread: registration deadline, PING, timeouts, chores.
     ``filehost``     the HTTP(S) file host (soju.im/FILEHOST): upload, download, limits.
-    ``admin``        the admin command line: add, reset, delete and list accounts.
+    ``admin``        the admin command line: add, reset, delete and list accounts, and
+                     make them server operators.
     ``server``       lifecycle (bind, accept, shutdown) and ``main``.
 
 client side
@@ -59,6 +64,6 @@ client side
 
 Rules beside the order: server-side and client-side modules never import each other; only
 the window's modules (``logview``, ``dialogs``, ``views``) import :mod:`tkinter`; the
-stores (``history``, ``accounts`` and ``files``) sit below ``registry`` and import neither
-``registry`` nor ``handlers``; nothing imports the faces.
+stores (``history``, ``accounts``, ``files`` and ``moderation``) sit below ``registry``
+and import neither ``registry`` nor ``handlers``; nothing imports the faces.
 """

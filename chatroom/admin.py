@@ -1,10 +1,12 @@
-"""The admin command line: ``account add|passwd|delete|list`` on a data directory.
+"""The admin command line: ``account add|passwd|delete|list|oper|deoper`` on a data directory.
 
 Reached as ``python server.py account ...`` or ``python -m chatroom.admin account ...``.
 It opens the accounts store (:mod:`chatroom.accounts`) of ``--data-dir`` (default
 ``chat-data``, the server's default) through its own connection, so it works next to a
 running server: WAL and a busy timeout share the file, and the server reads accounts at
-each login, so a change counts from the next one.
+each login, so a change counts from the next one.  ``oper`` and ``deoper`` make an account a
+server operator or not (:mod:`chatroom.moderation`); the server reads that at each ``OPER``,
+and ``deoper`` does not take ``+o`` from someone who already has it.
 
 A password is never taken from the command line (other users can read it there): on a
 terminal it is asked twice with :func:`getpass.getpass`; otherwise it is the first line of
@@ -19,10 +21,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from chatroom import accounts as A
+from chatroom import moderation as M
 from chatroom import protocol as P
 
 DEFAULT_DATA_DIR = "chat-data"
@@ -43,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     account = top.add_parser("account", help="add, change, delete or list accounts",
                              description="Manage accounts.")
     sub = account.add_subparsers(dest="action", required=True,
-                                 metavar="{add,passwd,delete,list}")
+                                 metavar="{add,passwd,delete,list,oper,deoper}")
     add = sub.add_parser("add", parents=[common], help="register an account",
                          description="Register NAME.  The password is asked twice on a "
                                      "terminal, else read as one line from stdin.")
@@ -58,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not ask (required when stdin is not a terminal)")
     sub.add_parser("list", parents=[common], help="list the accounts",
                    description="Print every account's name, one per line.")
+    oper = sub.add_parser("oper", parents=[common], help="make an account a server operator",
+                          description="Let NAME become a server operator with OPER.")
+    oper.add_argument("name", metavar="NAME")
+    deoper = sub.add_parser("deoper", parents=[common], help="stop an account being one",
+                            description="NAME may no longer become a server operator.")
+    deoper.add_argument("name", metavar="NAME")
     return parser
 
 
@@ -132,8 +142,34 @@ def cmd_list(store: A.Accounts, args: argparse.Namespace) -> str:
     return "\n".join([*names, count]) if names else "no accounts"
 
 
+def cmd_oper(store: A.Accounts, args: argparse.Namespace) -> str:
+    account = existing(store, args.name)
+    with moderation_store(args.data_dir) as mod:
+        mod.add_oper(account.name, account.created)
+    return f"{account.name} may now become a server operator (OPER)"
+
+
+def cmd_deoper(store: A.Accounts, args: argparse.Namespace) -> str:
+    check_name(args.name)
+    with moderation_store(args.data_dir) as mod:
+        if not mod.remove_oper(args.name):
+            raise Failed(f"{args.name} is not a server operator")
+    return f"{args.name} may no longer become a server operator"
+
+
+@contextmanager
+def moderation_store(data_dir: str) -> Iterator[M.Moderation]:
+    """The moderation store, open for one command."""
+    store = M.Moderation(data_dir)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 COMMANDS: dict[str, Callable[[A.Accounts, argparse.Namespace], str]] = {
     "add": cmd_add, "passwd": cmd_passwd, "delete": cmd_delete, "list": cmd_list,
+    "oper": cmd_oper, "deoper": cmd_deoper,
 }
 
 
@@ -152,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         print(COMMANDS[args.action](store, args))
-    except (Failed, A.AccountError) as exc:
+    except (Failed, A.AccountError, M.ModerationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -58,6 +58,9 @@ class Config:
     login_max: int = 10  # failed logins within login_window before they are refused
     login_window: float = 600.0
     register_limit: int = 10  # REGISTER attempts per address per hour
+    # Accounts that may become server operators with OPER (besides those the admin
+    # command line made operators in the data directory).
+    opers: tuple[str, ...] = ()
     scrypt_cost: int = 14  # log2 of scrypt's N for new password hashes (tests lower it)
     # TLS is on when a certificate and key are given (or made: tls_self_signed).
     tls_port: int = 6697  # 0 picks a free port, as tests do
@@ -107,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
     d = Config()
     p = argparse.ArgumentParser(
         description="Threaded chat server speaking a subset of the IRC client protocol.",
-        epilog="Accounts: 'python server.py account add|passwd|delete|list NAME "
+        epilog="Accounts: 'python server.py account add|passwd|delete|list|oper|deoper NAME "
                "[--data-dir DIR]' (see 'python server.py account --help'); the password is "
                "read from a prompt or stdin, never from the command line.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -187,6 +190,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
                           "until the oldest expires")
     acc.add_argument("--login-window", type=float, default=d.login_window, metavar="SECONDS",
                      help="how long a failed login counts")
+    acc.add_argument("--oper", action="append", metavar="ACCOUNT",
+                     help="an account that may become a server operator with OPER "
+                          "(repeatable; 'account oper NAME' stores one in the data directory)")
     acc.add_argument("--register-limit", type=int, default=d.register_limit, metavar="N",
                      help="REGISTER attempts one address may make per hour")
     tls = p.add_argument_group("TLS (encrypted connections)")
@@ -288,6 +294,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
         p.error("--files-timeout and --files-connections must be positive")
     if a.public_url is not None and public_url_problem(a.public_url):
         p.error(f"--public-url {a.public_url}: {public_url_problem(a.public_url)}")
+    for name in a.oper or ():
+        if P.nick_problem(name) is not None:
+            p.error(f"--oper {name}: not an account name ({P.nick_problem(name)})")
     if " " in a.name or not a.name:
         p.error("--name must be one word")
     return Config(
@@ -307,6 +316,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, str]:
         registration=a.registration, require_account=a.require_account,
         nick_grace=a.nick_grace, login_free=a.login_free, login_max=a.login_max,
         login_window=a.login_window, register_limit=a.register_limit,
+        opers=tuple(a.oper or ()),
         files_port=a.files_port or None, max_upload=a.max_upload, files_days=a.files_days,
         files_quota=a.files_quota, public_url=a.public_url, files_timeout=a.files_timeout,
         files_connections=a.files_connections,

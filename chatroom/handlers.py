@@ -15,22 +15,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chatroom import login, multiline, playback
+from chatroom import login, multiline, operators, playback, presence
 from chatroom import protocol as P
 from chatroom.config import VERSION, Config
 from chatroom.hub import Event, Hub
 from chatroom.modes import channel_mode, user_mode
 from chatroom.protocol import Message
-from chatroom.registry import Channel, Client
+from chatroom.registry import NAMELEN, Channel, Client
 
 log = logging.getLogger(__name__)
 
 # What CAP LS offers (sts, with a value, is added per connection when configured; the
 # history caps only when history is on; draft/multiline, with its limits, last, unless
 # --no-multiline).
-CAPABILITIES = ("account-notify", "account-tag", "batch", "cap-notify", "echo-message",
-                "extended-join", "labeled-response", "message-tags", "multi-prefix", "sasl",
-                "server-time", "standard-replies", "userhost-in-names")
+CAPABILITIES = ("account-notify", "account-tag", "away-notify", "batch", "cap-notify",
+                "echo-message", "extended-join", "extended-monitor", "labeled-response",
+                "message-tags", "multi-prefix", "sasl", "server-time", "setname",
+                "standard-replies", "userhost-in-names")
 HISTORY_CAPS = ("draft/chathistory", "draft/event-playback")
 REGISTRATION_CAP = "draft/account-registration"
 # What CAP LS 302 says after a cap's name.
@@ -176,11 +177,15 @@ def cmd_pass(hub: Hub, c: Client, msg: Message) -> None:
 @command("AUTHENTICATE", 1, before_registration=True)
 def cmd_authenticate(hub: Hub, c: Client, msg: Message) -> None:
     login.cmd_authenticate(hub, c, msg)
+    if c.registered and c.account is not None:
+        operators.refused(hub, c)  # logged in, now, to an account banned server-wide
 
 
 @command("REGISTER", 3, before_registration=True)
 def cmd_register(hub: Hub, c: Client, msg: Message) -> None:
     login.cmd_register(hub, c, msg)
+    if c.registered and c.account is not None:
+        operators.refused(hub, c)
 
 
 @command("VERIFY", 2, before_registration=True)
@@ -227,6 +232,8 @@ def register(hub: Hub, c: Client) -> None:
     """Complete ``c``'s registration once it has sent all it must (NICK, USER, CAP END)."""
     if not hub.ready(c):
         return
+    if operators.refused(hub, c):  # a server ban: 465 and ERROR instead of the welcome
+        return
     login.before_welcome(hub, c)
     hub.try_register(c)
     if c.registered:
@@ -244,7 +251,7 @@ def cmd_user(hub: Hub, c: Client, msg: Message) -> None:
     # Nothing usable left (all non-ASCII, say): a default, as Modern suggests, not an error.
     user = P.sanitize_user(msg.params[0], P.USERLEN - 1) or "user"
     c.user = "~" + user  # no ident lookup, so mark the user name as unverified
-    c.realname = P.truncate_text(msg.params[3], 100)
+    c.realname = P.truncate_text(msg.params[3], NAMELEN)
     register(hub, c)
 
 
@@ -369,6 +376,7 @@ def join_one(hub: Hub, c: Client, name: str, chankey: str = "") -> None:
             ext = P.format_line(c.prefix, "JOIN", ch.name, c.account or "*", c.realname,
                                 trailing=True)
             joined = hub.to_room(ch, line, c, ext)
+            presence.away_on_join(hub, c, ch)
             if ch.topic:
                 hub.writer.queue(c, hub.numeric(c, P.RPL_TOPIC, ch.name, ch.topic))
                 hub.writer.queue(c, hub.numeric(c, P.RPL_TOPICWHOTIME, ch.name, ch.topic_by,
@@ -445,12 +453,15 @@ def cmd_topic(hub: Hub, c: Client, msg: Message) -> None:
             else:
                 out = [hub.numeric(c, P.RPL_TOPIC, ch.name, ch.topic),
                        hub.numeric(c, P.RPL_TOPICWHOTIME, ch.name, ch.topic_by, str(ch.topic_at))]
-        elif c not in ch.members:
+        elif c not in ch.members and not operators.is_oper(c):
             out = [hub.error(c, P.ERR_NOTONCHANNEL, ch.name)]
-        elif "t" in ch.modes and "@" not in ch.members[c]:
+        elif "t" in ch.modes and not operators.room_power(c, ch):
             out = [hub.error(c, P.ERR_CHANOPRIVSNEEDED, ch.name)]
         else:
             out = []
+            if c not in ch.members or ("t" in ch.modes and operators.room_power(c, ch)
+                                       == operators.OVERRIDE):
+                operators.audit_override(c, ch, "set the topic")
             ch.topic = P.truncate_text(msg.params[1], P.TOPICLEN)
             ch.topic_by = c.prefix
             ch.topic_at = int(time.time())
@@ -544,6 +555,10 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
     stored_tags = P.tag_section(tags)[1:-1] if tags else None
     keep = history is not None and not (tagmsg and (not tags or PASSING_TAGS.issuperset(tags)))
     store = history.add if keep and history is not None else None
+    if presence.BOT_MODE in c.modes:
+        # bot-mode's tag rides with the client tags, so only message-tags clients get it
+        # and nobody else's delivery changes; the store keeps what the bot sent.
+        tags = {**tags, "bot": ""} if tags else {"bot": ""}
     now = time.time()
     # The hot path: the lock and the wake-up are spelled out rather than taken through
     # delivering(), whose generator costs about 2 us a message (10 % of a 50-member fan-out).
@@ -647,36 +662,47 @@ def cmd_time(hub: Hub, c: Client, msg: Message) -> None:
 
 
 def _who_line(hub: Hub, c: Client, m: Client, ch: Channel | None) -> bytes:
-    flags = "G" if m.away is not None else "H"
-    if ch is not None:
-        pfx = ch.members.get(m, "")
-        flags += pfx if "multi-prefix" in c.caps else pfx[:1]
     return hub.numeric(c, P.RPL_WHOREPLY, ch.name if ch else "*", m.user, m.host,
-                       hub.config.name, m.nick, flags, f"0 {m.realname}")
+                       hub.config.name, m.nick, presence.who_flags(c, m, ch),
+                       f"0 {m.realname}")
 
 
 @command("WHO", 0)
 def cmd_who(hub: Hub, c: Client, msg: Message) -> None:
     mask = msg.params[0] if msg.params else "*"
     lines: list[bytes] = []
-    opers_only = len(msg.params) > 1 and "o" in msg.params[1]
+    # "o": server operators only (RFC 2812 3.6.1); flags come before a WHOX "%fields".
+    opers_only = len(msg.params) > 1 and "o" in msg.params[1].split("%")[0]
+    whox = presence.whox_request(msg.params)
+
+    def line(m: Client, ch: Channel | None) -> bytes:
+        if whox is None:
+            return _who_line(hub, c, m, ch)
+        return presence.whox_line(hub, c, m, ch, *whox)
+
     with hub.reg.lock:
-        if opers_only:
-            pass  # "o": server operators only, and this server has none (RFC 2812 3.6.1)
-        elif P.is_channel(mask):
+        if P.is_channel(mask):
             ch = hub.reg.find_channel(mask)
             if ch is not None and ch.visible_to(c):
-                lines = [_who_line(hub, c, m, ch) for m in ch.members]
+                # Seen from outside the room, its invisible (+i) members stay hidden.
+                inside = c in ch.members
+                lines = [line(m, ch) for m in ch.members
+                         if (not opers_only or "o" in m.modes)
+                         and (inside or "i" not in m.modes)]
         else:
             folded = P.casefold(mask)
             exact = hub.reg.find_nick(mask)
             if exact is not None:
-                lines = [_who_line(hub, c, exact, None)]
+                if not opers_only or "o" in exact.modes:
+                    lines = [line(exact, None)]
             elif any(ch in folded for ch in "*?"):
                 match = P.mask_matcher(folded)
                 for key, m in hub.reg.nicks.items():
-                    if m.registered and match(key):
-                        lines.append(_who_line(hub, c, m, None))
+                    # A mask finds an invisible user only for itself or a room-mate.
+                    if (m.registered and match(key) and (not opers_only or "o" in m.modes)
+                            and ("i" not in m.modes or m is c
+                                 or not m.channels.keys().isdisjoint(c.channels))):
+                        lines.append(line(m, None))
                         if len(lines) >= 200:
                             break
     shown = P.echo_param(mask)
@@ -704,6 +730,12 @@ def cmd_whois(hub: Hub, c: Client, msg: Message) -> None:
                      for pfx in (ch.members[m],)]
             if rooms:
                 lines.append(hub.numeric(c, P.RPL_WHOISCHANNELS, m.nick, " ".join(rooms)))
+            if "o" in m.modes:
+                lines.append(hub.numeric(c, P.RPL_WHOISOPERATOR, m.nick,
+                                         "is an IRC operator"))
+            if presence.BOT_MODE in m.modes:
+                lines.append(hub.numeric(c, P.RPL_WHOISBOT, m.nick,
+                                         f"is a bot on {hub.config.network}"))
             if m.away is not None:
                 lines.append(hub.numeric(c, P.RPL_AWAY, m.nick, m.away))
             if m.account is not None:
@@ -765,12 +797,17 @@ def cmd_ison(hub: Hub, c: Client, msg: Message) -> None:
 
 @command("AWAY", 0)
 def cmd_away(hub: Hub, c: Client, msg: Message) -> None:
-    if msg.params and msg.params[0]:
-        c.away = P.truncate_text(msg.params[0], P.AWAYLEN)
-        hub.reply(c, P.RPL_NOWAWAY, "You have been marked as being away")
-    else:
-        c.away = None
-        hub.reply(c, P.RPL_UNAWAY, "You are no longer marked as being away")
+    presence.cmd_away(hub, c, msg)
+
+
+@command("SETNAME", 1)
+def cmd_setname(hub: Hub, c: Client, msg: Message) -> None:
+    presence.cmd_setname(hub, c, msg)
+
+
+@command("MONITOR", 1)
+def cmd_monitor(hub: Hub, c: Client, msg: Message) -> None:
+    presence.cmd_monitor(hub, c, msg)
 
 
 # --- handlers: operators -----------------------------------------------------------------
@@ -811,9 +848,10 @@ def kick_one(hub: Hub, c: Client, room: str, nick: str, reason: str) -> bytes | 
     ch = hub.reg.find_channel(room)
     if ch is None:
         return hub.error(c, P.ERR_NOSUCHCHANNEL, room)
-    if c not in ch.members:
+    power = operators.room_power(c, ch)
+    if c not in ch.members and power != operators.OVERRIDE:
         return hub.error(c, P.ERR_NOTONCHANNEL, ch.name)
-    if "@" not in ch.members[c]:
+    if not power:
         return hub.error(c, P.ERR_CHANOPRIVSNEEDED, ch.name)
     victim = hub.reg.find_nick(nick)
     if victim is None or victim not in ch.members:
@@ -822,6 +860,8 @@ def kick_one(hub: Hub, c: Client, room: str, nick: str, reason: str) -> bytes | 
                          trailing=True)
     hub.to_room(ch, line, c)
     hub.reg.remove_member(ch, victim)
+    if power == operators.OVERRIDE:
+        operators.audit_override(c, ch, f"kicked {victim.nick} ({reason})")
     return None
 
 
@@ -848,3 +888,51 @@ def cmd_invite(hub: Hub, c: Client, msg: Message) -> None:
             hub.writer.queue(target, P.format_line(c.prefix, "INVITE", target.nick, ch.name))
         hub.to_client(c, out)
 
+
+
+# --- handlers: server operators (see the operators module) -------------------------------
+
+
+@command("OPER", 2)
+def cmd_oper(hub: Hub, c: Client, msg: Message) -> None:
+    operators.cmd_oper(hub, c, msg)
+
+
+@command("KILL", 2)
+def cmd_kill(hub: Hub, c: Client, msg: Message) -> None:
+    operators.cmd_kill(hub, c, msg)
+
+
+@command("WALLOPS", 1)
+def cmd_wallops(hub: Hub, c: Client, msg: Message) -> None:
+    operators.cmd_wallops(hub, c, msg)
+
+
+@command("KLINE", 1)
+def cmd_kline(hub: Hub, c: Client, msg: Message) -> None:
+    operators.cmd_kline(hub, c, msg)
+
+
+@command("UNKLINE", 1)
+def cmd_unkline(hub: Hub, c: Client, msg: Message) -> None:
+    operators.cmd_unkline(hub, c, msg)
+
+
+@command("STATS", 1)
+def cmd_stats(hub: Hub, c: Client, msg: Message) -> None:
+    operators.cmd_stats(hub, c, msg)
+
+
+@command("INFO", 0)
+def cmd_info(hub: Hub, c: Client, msg: Message) -> None:
+    operators.cmd_info(hub, c, msg)
+
+
+@command("HELP", 0)
+def cmd_help(hub: Hub, c: Client, msg: Message) -> None:
+    operators.cmd_help(hub, c, msg)
+
+
+@command("ADMIN", 0)
+def cmd_admin(hub: Hub, c: Client, msg: Message) -> None:
+    operators.cmd_admin(hub, c, msg)

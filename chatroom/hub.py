@@ -29,14 +29,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from chatroom import protocol as P
-from chatroom.accounts import Accounts, ScryptParams, Throttle
+from chatroom.accounts import AccountError, Accounts, ScryptParams, Throttle
 from chatroom.config import VERSION, Config
 from chatroom.history import History
+from chatroom.moderation import Moderation, ModerationError
 from chatroom.registry import (
     ACCOUNT_TAG,
     ALL_TAGS,
     EXTENDED_JOIN,
     MAX_BANS,
+    MONITOR_MAX,
+    NAMELEN,
     TIME_ONLY,
     Ban,
     Channel,
@@ -183,6 +186,7 @@ class Hub:
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.history: History | None = None  # open_stores(), unless --no-history
         self.accounts: Accounts | None = None  # open_stores()
+        self.moderation: Moderation | None = None  # open_stores(): operators, server bans
         # Failed logins per connection and per account; REGISTER attempts per address.
         self.login_throttle = Throttle(free=config.login_free, refuse_after=config.login_max,
                                        window=config.login_window)
@@ -210,6 +214,10 @@ class Hub:
         Raises :class:`OSError` or :class:`sqlite3.Error` if they can't be used."""
         self.accounts = Accounts(self.config.data_dir,
                                  params=ScryptParams(ln=self.config.scrypt_cost))
+        try:
+            self.moderation = Moderation(self.config.data_dir)
+        except ModerationError as exc:  # the accounts' own file: report it as theirs
+            raise AccountError(str(exc)) from None
         if not self.config.history:
             return
         self.history = History(self.config.data_dir, self.config.history_days)
@@ -243,6 +251,7 @@ class Hub:
                 for peer in self.reg.peers(c):
                     self.deliver(peer, ev)
                 self.record_everywhere(c, ev)
+                self.tell_watchers(c.nick, None)
             self.reg.forget(c)
         self.login_throttle.forget(conn_key(c))
         log.info("quit %s %s:%d (%s)", c.nick, c.host, c.addr[1], reason)
@@ -329,6 +338,18 @@ class Hub:
             for peer in self.reg.peers(c):
                 self.deliver(peer, ev)
             self.record_everywhere(c, ev)
+            if P.casefold(old) != P.casefold(new):  # a change of case is the same nick
+                self.tell_watchers(old, None)
+                self.tell_watchers(new, c)
+
+    def tell_watchers(self, nick: str, who: Client | None) -> None:
+        """MONITOR: tell whoever watches ``nick`` that ``who`` now has it (730), or, with
+        None, that nobody does (731).  Lock held."""
+        for m in self.reg.watchers.get(P.casefold(nick), ()):
+            if who is None:
+                self.writer.queue(m, self.numeric(m, P.RPL_MONOFFLINE, nick))
+            else:
+                self.writer.queue(m, self.numeric(m, P.RPL_MONONLINE, who.prefix))
 
     def record_everywhere(self, c: Client, ev: Event) -> None:
         """Store ``c``'s QUIT or NICK in the history of each of its rooms.  Lock held."""
@@ -442,12 +463,14 @@ class Hub:
     def _isupport_tokens(self) -> list[str]:
         cfg = self.config
         return [
-            f"AWAYLEN={P.AWAYLEN}", "CASEMAPPING=ascii", f"CHANLIMIT=#:{cfg.max_channels}",
-            "CHANMODES=b,k,l,imnst", f"CHANNELLEN={P.CHANNELLEN}", "CHANTYPES=#",
-            f"KICKLEN={P.KICKLEN}", f"MAXLIST=b:{MAX_BANS}", "MODES=4", f"NETWORK={cfg.network}",
+            f"AWAYLEN={P.AWAYLEN}", "BOT=B", "CASEMAPPING=ascii",
+            f"CHANLIMIT=#:{cfg.max_channels}", "CHANMODES=b,k,l,imnst",
+            f"CHANNELLEN={P.CHANNELLEN}", "CHANTYPES=#",
+            f"KICKLEN={P.KICKLEN}", f"MAXLIST=b:{MAX_BANS}", "MODES=4", f"MONITOR={MONITOR_MAX}",
+            f"NAMELEN={NAMELEN}", f"NETWORK={cfg.network}",
             f"NICKLEN={P.NICKLEN}", "PREFIX=(ov)@+", "STATUSMSG=@+",
             "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:10,WHOIS:1,KICK:4",
-            f"TOPICLEN={P.TOPICLEN}", "UTF8ONLY", f"USERLEN={P.USERLEN}",
+            f"TOPICLEN={P.TOPICLEN}", "UTF8ONLY", f"USERLEN={P.USERLEN}", "WHOX",
         ] + ([f"CHATHISTORY={HISTORY_MAX}", "MSGREFTYPES=msgid,timestamp"]
              if self.history is not None else [])
 
@@ -477,6 +500,7 @@ class Hub:
             # Registered and welcomed in one step, so no other line can reach it before 001.
             c.registered = True
             c.update_prefix()
+            self.tell_watchers(c.nick, c)
             self.reg.user_count += 1
             self.reg.max_users = max(self.reg.max_users, self.reg.user_count)
             lines = [
@@ -485,7 +509,7 @@ class Hub:
                 self.numeric(c, P.RPL_YOURHOST,
                              f"Your host is {cfg.name}, running version {VERSION}"),
                 self.numeric(c, P.RPL_CREATED, f"This server was created {self.created}"),
-                self.numeric(c, P.RPL_MYINFO, cfg.name, VERSION, "i", "biklmnostv", "bklov"),
+                self.numeric(c, P.RPL_MYINFO, cfg.name, VERSION, "Biow", "biklmnostv", "bklov"),
             ]
             lines += isupport
             lines += self.lusers_lines(c)

@@ -212,7 +212,8 @@ def logged_in(hub: Hub, c: Client, account: str) -> None:
         if c.registered:
             line = P.format_line(c.prefix, "ACCOUNT", account)
             tagged = P.tag_section({"account": account}) + line  # account-tag: on all
-            for m in [c, *hub.reg.peers(c)]:
+            # Room-mates, and with extended-monitor those watching the nick too.
+            for m in [c, *hub.reg.audience(c, "account-notify")]:
                 if "account-notify" in m.caps:
                     hub.writer.queue(m, tagged if "account-tag" in m.caps else line)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from chatroom import operators
 from chatroom import protocol as P
 from chatroom.hub import Hub
 from chatroom.registry import MAX_BANS, Ban, Channel, Client, ban_mask
@@ -35,6 +36,18 @@ def user_mode(hub: Hub, c: Client, nick: str, args: tuple[str, ...]) -> None:
                     (c.modes.add if adding else c.modes.discard)("i")
                     hub.reg.invisible_count += 1 if adding else -1
                 changed.append(("+" if adding else "-") + "i")
+        elif ch == "o":
+            # Anyone may drop +o; only OPER gives it (Modern: a "+o" is ignored).
+            if not adding and "o" in c.modes:
+                with hub.reg.lock:
+                    c.modes.discard("o")
+                changed.append("-o")
+                operators.audit_deoper(c)
+        elif ch in "wB":  # +w: WALLOPS; +B: a bot (bot-mode, ISUPPORT BOT=B)
+            if adding != (ch in c.modes):
+                with hub.reg.lock:
+                    (c.modes.add if adding else c.modes.discard)(ch)
+                changed.append(("+" if adding else "-") + ch)
         else:
             unknown = True
     if changed:
@@ -72,7 +85,9 @@ class ModeChange:
 
     def __init__(self, hub: Hub, c: Client, ch: Channel) -> None:
         self.hub, self.c, self.ch = hub, c, ch
-        self.is_op = "@" in ch.members.get(c, "")
+        # A server operator counts as the room's operator; what it changes so is audited.
+        self.power = operators.room_power(c, ch)
+        self.is_op = bool(self.power)
         self.replies: list[bytes] = []
         self.applied: list[tuple[str, str, str | None]] = []  # (sign, mode, argument)
         self.denied = False
@@ -215,5 +230,7 @@ class ModeChange:
             if a is not None:
                 margs.append(a)
         line = P.format_line(self.c.prefix, "MODE", self.ch.name, modes, *margs)
+        if self.power == operators.OVERRIDE:
+            operators.audit_override(self.c, self.ch, f"set MODE {' '.join([modes, *margs])}")
         self.hub.to_room(self.ch, line, self.c)
         self.hub.save_room(self.ch)

@@ -18,6 +18,8 @@ from chatroom import protocol as P
 from chatroom.transport import TLSStream
 
 MAX_BANS = 100
+NAMELEN = 100  # realname bytes (USER cuts to it, SETNAME refuses more; ISUPPORT NAMELEN)
+MONITOR_MAX = 100  # nicks on one MONITOR list (ISUPPORT MONITOR)
 WHOWAS_SIZE = 1000
 NO_TAGS, TIME_ONLY, ALL_TAGS = 0, 1, 2  # Client.tagmode
 TALK_LINES = 500  # a private conversation's events kept per connection
@@ -43,7 +45,8 @@ class Client:
                  "connected_at", "out", "outlen", "doomed", "closing", "wbuf", "blocked",
                  "quit_reason", "released", "closing_since", "invites", "tls",
                  "cap_version", "tagmode", "echo", "diverted", "held", "held_by", "talks",
-                 "variant", "extras", "account", "sasl", "nick_deadline", "lost_nicks")
+                 "variant", "extras", "account", "sasl", "nick_deadline", "lost_nicks",
+                 "monitoring")
 
     def __init__(self, sock: socket.socket, addr: tuple[str, int],
                  tls: TLSStream | None = None) -> None:
@@ -114,6 +117,8 @@ class Client:
         # The (casefolded) registered nicks it was renamed away from: it may not take one
         # again without logging in, or its grace would start over and over.
         self.lost_nicks: set[str] | None = None
+        # Its MONITOR list: casefolded nick -> the nick as it gave it (None until it has one).
+        self.monitoring: dict[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"<Client {self.nick} {self.host}:{self.addr[1]}>"
@@ -227,6 +232,8 @@ class Registry:
         self.invisible_count = 0  # registered clients with user mode +i
         # (folded nick, nick, user, host, realname), newest last, for WHOWAS
         self.whowas: deque[tuple[str, str, str, str, str]] = deque(maxlen=WHOWAS_SIZE)
+        # MONITOR, the other way round: casefolded nick -> the clients watching for it.
+        self.watchers: dict[str, set[Client]] = {}
         # Called (lock held) with a room whose last member left.
         self.on_room_gone: Callable[[Channel], None] | None = None
 
@@ -250,6 +257,26 @@ class Registry:
         peers.discard(c)
         return peers
 
+    def audience(self, c: Client, cap: str) -> set[Client]:
+        """Who hears of a change to ``c`` announced under ``cap`` (away-notify, setname,
+        account-notify): room-mates with the cap, and, with extended-monitor too, those
+        watching its nick.  Never ``c`` itself."""
+        heard = {m for m in self.peers(c) if cap in m.caps}
+        for m in self.watchers.get(P.casefold(c.nick), ()):
+            if m is not c and cap in m.caps and "extended-monitor" in m.caps:
+                heard.add(m)
+        return heard
+
+    def unwatch_all(self, c: Client) -> None:
+        """Empty ``c``'s MONITOR list (MONITOR C, or it leaves)."""
+        for key in c.monitoring or ():
+            watching = self.watchers.get(key)
+            if watching is not None:
+                watching.discard(c)
+                if not watching:
+                    del self.watchers[key]
+        c.monitoring = None
+
     def remove_member(self, ch: Channel, c: Client) -> None:
         """Take ``c`` out of ``ch``; a room whose last member leaves ceases to exist."""
         if ch.members.pop(c, None) is not None and c.variant:
@@ -272,6 +299,8 @@ class Registry:
         if self.nicks.get(key) is c:
             del self.nicks[key]
         self.clients.discard(c)
+        if c.monitoring:
+            self.unwatch_all(c)
         n = self.per_ip.get(c.host, 0) - 1
         if n > 0:
             self.per_ip[c.host] = n

@@ -311,6 +311,8 @@ class Server:
             self.hub.history.close()  # everything anyone received is committed by now
         if self.hub.accounts is not None:
             self.hub.accounts.close()
+        if self.hub.moderation is not None:
+            self.hub.moderation.close()
         if self.files is not None:
             self.files.close()
         self.hub.stopping.set()

@@ -37,8 +37,10 @@ class LineClient:
     """A test peer: sends raw lines, reads CRLF lines with a timeout, never guesses framing."""
 
     def __init__(self, address: tuple[str, int], timeout: float = TIMEOUT,
-                 tls: ssl.SSLContext | None = None) -> None:
-        sock = socket.create_connection(address, timeout=timeout)
+                 tls: ssl.SSLContext | None = None, source: str | None = None) -> None:
+        # ``source``: another loopback address to come from (127.0.0.2: another "host").
+        sock = socket.create_connection(address, timeout=timeout,
+                                        source_address=(source, 0) if source else None)
         # A test client has one thread, so an SSLSocket is fine here.
         self.sock = tls.wrap_socket(sock, server_hostname="localhost") if tls else sock
         self.buf = b""

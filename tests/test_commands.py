@@ -393,8 +393,8 @@ def test_ping_pong_unknown_and_misc(srv: RunningServer) -> None:
     a.send("PING :hello there")
     assert a.recv_line() == ":chat.test PONG chat.test :hello there"
     a.send("PONG :x")
-    a.send("WALLOPS :hi")
-    assert a.recv_line() == ":chat.test 421 misc WALLOPS :Unknown command"
+    a.send("SUMMON :hi")  # (WALLOPS, the old example, is an operator command now)
+    assert a.recv_line() == ":chat.test 421 misc SUMMON :Unknown command"
     a.send("VERSION")
     assert a.recv_line().startswith(":chat.test 351 misc ")
     a.send("TIME")

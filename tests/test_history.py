@@ -33,6 +33,7 @@ NEW_CAPS = {"batch", "labeled-response", "draft/chathistory", "draft/event-playb
 ACCOUNT_CAPS = {"account-notify", "account-tag", "extended-join", "sasl=PLAIN",
                 "draft/account-registration=before-connect"}
 MULTILINE_CAPS = {"draft/multiline=max-bytes=4096,max-lines=100"}
+PRESENCE_CAPS = {"away-notify", "extended-monitor", "setname"}
 REF_RE = re.compile(r"[A-Za-z0-9-]+\Z")  # batch.md: letters, digits, hyphen
 TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
 NOT_RETRIEVED = "Messages could not be retrieved"
@@ -246,7 +247,7 @@ def test_cap_ls_offers_history_caps(srv: RunningServer) -> None:
     assert line.startswith(f":{SRV} CAP * LS :"), line
     offered = parse(line).params[-1].split()
     assert len(offered) == len(set(offered))
-    assert set(offered) == OLD_CAPS | NEW_CAPS | ACCOUNT_CAPS | MULTILINE_CAPS
+    assert set(offered) == OLD_CAPS | NEW_CAPS | ACCOUNT_CAPS | MULTILINE_CAPS | PRESENCE_CAPS
     c.send("CAP REQ :batch labeled-response draft/chathistory draft/event-playback")
     assert c.recv_line() == (f":{SRV} CAP * ACK :batch labeled-response draft/chathistory "
                              "draft/event-playback")

@@ -21,9 +21,9 @@ from chatroom import protocol as P
 from chatroom.protocol import Message
 
 H = "127.0.0.1"
-ALL_CAPS = ("account-notify account-tag batch cap-notify echo-message extended-join "
-            "labeled-response message-tags multi-prefix sasl server-time standard-replies "
-            "userhost-in-names draft/account-registration draft/chathistory "
+ALL_CAPS = ("account-notify account-tag away-notify batch cap-notify echo-message "
+            "extended-join extended-monitor labeled-response message-tags multi-prefix sasl "
+            "server-time setname standard-replies userhost-in-names draft/account-registration draft/chathistory "
             "draft/event-playback draft/multiline")
 # CAP 302 gives values (sasl-3.2's mechanisms, account-registration's keys, multiline's
 # limits).

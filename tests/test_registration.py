@@ -47,10 +47,11 @@ def test_user_before_nick(srv: RunningServer) -> None:
 def test_cap_negotiation_holds_registration_until_end(srv: RunningServer) -> None:
     c = srv.client()
     c.send("CAP LS 302")
-    assert c.recv_line() == (":chat.test CAP * LS :account-notify account-tag batch "
-                             "cap-notify echo-message extended-join labeled-response "
-                             "message-tags multi-prefix sasl=PLAIN server-time "
-                             "standard-replies userhost-in-names "
+    assert c.recv_line() == (":chat.test CAP * LS :account-notify account-tag away-notify "
+                             "batch cap-notify echo-message extended-join "
+                             "extended-monitor labeled-response message-tags multi-prefix "
+                             "sasl=PLAIN server-time setname standard-replies "
+                             "userhost-in-names "
                              "draft/account-registration=before-connect draft/chathistory "
                              "draft/event-playback "
                              "draft/multiline=max-bytes=4096,max-lines=100")
