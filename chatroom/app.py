@@ -69,6 +69,7 @@ from chatroom.convs import Conversation, Conversations
 from chatroom.events import (
     Away,
     AwayChanged,
+    AwayStates,
     Closed,
     Disconnected,
     Echo,
@@ -83,6 +84,8 @@ from chatroom.events import (
     Message,
     Names,
     Notice,
+    OperChanged,
+    Presence,
     Reconnecting,
     Registered,
     RenameWarning,
@@ -99,7 +102,7 @@ from chatroom.events import (
 from chatroom.pins import PinStore, set_profile
 from chatroom.secrets_store import PasswordStore
 from chatroom.serverinfo import ServerInfo
-from chatroom.settings import RoomMemory, Saved, Settings
+from chatroom.settings import NotifyMemory, RoomMemory, Saved, Settings
 from chatroom.session import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -178,7 +181,8 @@ class ChatApp:
                  session_options: dict[str, object] | None = None, tls: bool | None = None,
                  cafile: str | None = None, pins: PinStore | None = None,
                  passwords: PasswordStore | None = None,
-                 rooms: RoomMemory | None = None, settings: Settings | None = None) -> None:
+                 rooms: RoomMemory | None = None, settings: Settings | None = None,
+                 notify: NotifyMemory | None = None) -> None:
         if not views.AVAILABLE:
             raise RuntimeError("the chat window needs tkinter (python3-tk)")
         self.master = master
@@ -192,6 +196,13 @@ class ChatApp:
         self.passwords = passwords if passwords is not None else PasswordStore()
         self.memory = rooms if rooms is not None else RoomMemory()  # rooms for next time
         self.settings = settings  # None: remember nothing of the form (tests)
+        self.notify = notify if notify is not None else NotifyMemory()
+        self._away: set[str] = set()  # folded nicks the server says are away
+        # Asks for a secret (title, question) -> the text, or None; tests answer it.
+        self.ask_secret: Callable[[str, str], str | None] = (
+            lambda title, text: views.ask_string(master, title, text, secret=True))
+        self.ask_text: Callable[[str, str], str | None] = (
+            lambda title, text: views.ask_string(master, title, text))
         self.convs = Conversations()  # the rooms and private talks of this chat
         self._switch_to: str | None = None  # folded room to show once its Joined comes
         self._list_stale = False  # the conversation list needs redrawing this tick
@@ -332,6 +343,13 @@ class ChatApp:
         options.setdefault("rooms", self._remembered_rooms(host, port, name))
         self.session = ChatSession(host, port, name, self.room, password or None, tls=tls,
                                    account=account, **options)  # type: ignore[arg-type]
+        self._away.clear()
+        try:
+            people = self.notify.get(host, port, name)
+        except OSError:
+            people = []
+        for nick in people:
+            self.session.watch(nick)
         self.session.start()
         self.phase = "connecting"
         self.login.set_busy(True)
@@ -605,11 +623,14 @@ class ChatApp:
         chat.set_topic(conv.topic)
         chat.set_part_label("Leave")
         if conv.joined:
-            chat.set_members(conv.members)
+            chat.set_members(conv.members, self._is_away)
         else:
             s = self.session
             connected = s is not None and s.state in ("joining", "joined")
             chat.set_offline("not in the room" if connected else "offline")
+
+    def _is_away(self, member: str) -> bool:
+        return self._fold(member.lstrip("~&@%+")) in self._away
 
     def _close(self, conv: Conversation) -> None:
         """Take ``conv`` off the list, with its log; the neighbour comes into view."""
@@ -1080,7 +1101,20 @@ class ChatApp:
             (f"Talk privately with {nick}", lambda: self._select(self.open_private(nick))),
             (f"Who is {nick}?", lambda: self._whois(nick)),
         ]
-        if self._fold(nick) == self._fold(s.nick) or not self._am_operator(conv):
+        me = self._fold(nick) == self._fold(s.nick)
+        if not me:
+            watched = self._fold(nick) in {self._fold(n) for n in s.watching}
+            items.append((f"Stop telling me when {nick} comes and goes" if watched
+                          else f"Tell me when {nick} comes and goes",
+                          lambda: self._toggle_notify(nick)))
+        if not me and s.is_oper:
+            items.append(None)
+            items.append((f"Disconnect {nick} from the server…",
+                          lambda: self._kill(nick)))
+            if s.host_of(nick) is not None:
+                items.append((f"Ban {nick}'s address from the server…",
+                              lambda: self._server_ban(nick)))
+        if me or not (self._am_operator(conv) or s.is_oper):
             return items
         entry = next((m for m in conv.members
                       if self._fold(m.lstrip("~&@%+")) == self._fold(nick)), nick)
@@ -1094,6 +1128,36 @@ class ChatApp:
         items.append((f"Remove {nick} from {room}", lambda: self._kick(room, nick, False)))
         items.append((f"Ban {nick} from {room}", lambda: self._kick(room, nick, True)))
         return items
+
+    def _toggle_notify(self, nick: str) -> None:
+        self.slash_notify(nick, f"/notify {nick}")
+
+    def _kill(self, nick: str) -> None:
+        s = self.session
+        reason = self.ask_text(f"Disconnect {nick}",
+                               f"Why is {nick} disconnected? (everyone in their rooms sees "
+                               f"it)")
+        if reason is None:
+            return
+        if s is None or not s.kill(nick, reason or "Disconnected by an operator"):
+            self.error(f"Not connected: {nick} was not disconnected.")
+
+    def _server_ban(self, nick: str) -> None:
+        s = self.session
+        if s is None:
+            return
+        host = (s.host_of(nick) or "").split("@", 1)[-1]
+        how_long = self.ask_text(f"Ban {nick}'s address",
+                                 f"Ban everyone from {host} for how long? (30m, 12h, 7d)")
+        if not how_long:
+            return
+        how_long = how_long.strip().lower()
+        reason = self.ask_text(f"Ban {nick}'s address", "Why? (they see it when refused)")
+        if reason is None:
+            return
+        if not s.server_ban(nick, how_long, reason or "Banned by an operator"):
+            self.error(f"Not banned: “{how_long}” is not a duration like 30m, 12h or 7d "
+                       f"(or the connection is down).")
 
     def _whois(self, nick: str) -> None:
         self.slash_whois(nick, f"/whois {nick}")
@@ -1218,6 +1282,60 @@ class ChatApp:
         if self.convs.current is None:
             return False
         self.part_clicked()
+        return True
+
+    def slash_notify(self, rest: str, line: str) -> bool:
+        """/notify: the list; /notify name: add (or, on the list already, remove) them."""
+        s = self.session
+        nick = rest.split(" ", 1)[0]
+        if s is None:
+            self._not_in_room()
+            return False
+        if not nick:
+            people = s.watching
+            self.info("Your notify list: " + ", ".join(people) + "." if people else
+                      "Your notify list is empty: /notify name adds someone.")
+            return True
+        if self._fold(nick) in {self._fold(n) for n in s.watching}:
+            s.unwatch(nick)
+            self.info(f"{nick} is off your notify list.")
+        elif s.watch(nick):
+            self.info(f"{nick} is on your notify list: you'll see when they come and go.")
+        else:
+            self.error(f"“{nick}” is not a valid name.")
+            return False
+        self._remember_notify()
+        return True
+
+    def _remember_notify(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        name = self._attempt.name if self._attempt is not None else s.nick
+        try:
+            self.notify.set(s.host, s.port, name, list(s.watching))
+        except OSError as exc:
+            log.warning("could not remember the notify list: %s", exc)
+
+    def slash_oper(self, rest: str, line: str) -> bool:
+        """/oper [name]: become a server operator; the password is asked in a dialog, so it
+        never sits in the message field or the sent-lines history."""
+        s = self.session
+        if s is None or s.state not in ("joining", "joined"):
+            self._not_in_room()
+            return False
+        name = rest.split(" ", 1)[0] or (self._account or s.nick)
+        if " " in rest.strip():
+            self.error("Type /oper and your operator name only: the password is asked "
+                       "separately, so it is never shown.")
+            return False
+        secret = self.ask_secret("Server operator", f"Password of {name}:")
+        if not secret:
+            return True
+        if not s.oper(name, secret):
+            self.error("Could not ask to be an operator right now.")
+            return False
+        self._expect_reply(line, {"464", "491", "461"})
         return True
 
     def slash_list(self, rest: str, line: str) -> bool:
@@ -1564,7 +1682,7 @@ class ChatApp:
                 return False
         if self._members is not None:
             members, self._members = self._members, None
-            self.chat.set_members(members)
+            self.chat.set_members(members, self._is_away)
         self._drain_jobs()
         if self._list_stale and self.phase == "chat":
             self._refresh_list()
@@ -1741,6 +1859,27 @@ class ChatApp:
                 self.info(lines.whois_header(nick, facts))
                 for fact in facts:
                     self.info(f"    {fact}")
+            case AwayStates(states=states):
+                for nick, away in states:
+                    key = self._fold(nick)
+                    if away:
+                        self._away.add(key)
+                    else:
+                        self._away.discard(key)
+                conv = self.convs.current
+                if conv is not None and not conv.private:
+                    self._members = conv.members  # redrawn, greyed, at the end of the tick
+            case Presence(nick=nick, online=online):
+                text = (f"{nick} is online now." if online else f"{nick} went offline.")
+                talk = self.convs.get(nick)
+                if talk is not None and talk.private:
+                    chat.add(lines.plain(text, "info"), key=talk.pane)
+                if talk is not self.convs.current:
+                    self.info(text)
+            case OperChanged(oper=oper):
+                self.info("You are a server operator now: the member menu has Disconnect "
+                          "and Ban from the server." if oper else
+                          "You are no longer a server operator.")
             case RoomList(rooms=rooms, complete=complete):
                 if self.join_dialog is not None and self.join_dialog.alive():
                     self.join_dialog.set_rooms(rooms, complete)

@@ -242,6 +242,29 @@ class Whois(Event):
 
 
 @dataclass(frozen=True)
+class AwayStates(Event):
+    """Who is away (True) or back (False), as the server tells it (away-notify, and the
+    WHO of a room just joined): (nick, away) pairs."""
+
+    states: tuple[tuple[str, bool], ...]
+
+
+@dataclass(frozen=True)
+class Presence(Event):
+    """Someone on our notify list (MONITOR) came online, or went offline."""
+
+    nick: str
+    online: bool
+
+
+@dataclass(frozen=True)
+class OperChanged(Event):
+    """We are now a server operator (OPER worked), or no longer one."""
+
+    oper: bool
+
+
+@dataclass(frozen=True)
 class RoomInfo:
     """One room as the server's room list (LIST) shows it."""
 

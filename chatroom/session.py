@@ -86,6 +86,7 @@ from chatroom import wording
 from chatroom.events import (
     Away,
     AwayChanged,
+    AwayStates,
     Closed,
     Disconnected,
     Echo,
@@ -100,6 +101,8 @@ from chatroom.events import (
     Message,
     Names,
     Notice,
+    OperChanged,
+    Presence,
     Reconnecting,
     Registered,
     RenameWarning,
@@ -153,7 +156,7 @@ _TLS_OFFER = re.compile(r"\bnot encrypted\b.*\bTLS\b.*\bport (\d{1,5})\b", re.IG
 # The IRCv3 capabilities we ask for, when the server offers them.
 WANTED_CAPS = ("message-tags", "server-time", "echo-message", "batch", "labeled-response",
                "draft/chathistory", "draft/event-playback", "standard-replies", "cap-notify",
-               "draft/multiline")
+               "draft/multiline", "away-notify", "extended-monitor")
 MULTILINE_CAP = "draft/multiline"
 CONCAT_TAG = "draft/multiline-concat"
 # Fetching history needs all three: the command, batches to tell history from live lines,
@@ -165,6 +168,7 @@ HISTORY_PAGE = 100  # lines per CHATHISTORY request (fewer if the server's limit
 CATCH_UP_PAGES = 5  # after a reconnect, AFTER pages fetched at most before going live
 MAX_OPEN_BATCHES = 50  # batches open at once that we keep track of (a server is trusted,
 # but a broken one must not grow our memory without end)
+HOSTS_KEPT = 5000  # people whose user@host we remember (for a server ban)
 LIST_MAX = 5000  # rooms of a LIST reply kept (a big network has more; the rest are dropped)
 SEEN_PER_ROOM = 5000  # msgids remembered per room (more than a window's scrollback)
 
@@ -421,6 +425,7 @@ class _Conn:
         self.name_tries = 0  # fallback names tried while logging in (ours in use)
         self.mechanisms: str | None = None  # 908: the SASL mechanisms the server has
         self.whois: dict[str, list[str]] = {}  # folded nick -> facts of a WHOIS so far
+        self.who: dict[str, list[tuple[str, bool]]] = {}  # folded room -> WHO so far
         self.away_shown: dict[str, str] = {}  # folded nick -> the away text last shown
 
 
@@ -738,6 +743,11 @@ class ChatSession:
         self._caps: frozenset[str] = frozenset()  # what this connection's server granted
         self._multiline: MultilineLimits | None = None  # draft/multiline granted: its limits
         self._logged_in_as: str | None = None  # the account this connection is logged in to
+        self._watch: dict[str, str] = {}  # folded nick -> nick: the notify list (MONITOR)
+        # Folded nick -> "user@host" as the server last showed it (a server ban needs the
+        # host); the newest HOSTS_KEPT only.
+        self._hosts: dict[str, str] = {}
+        self._oper = False  # this connection is a server operator
         self._batches = 0  # batch references given out (m1, m2, ...)
         self._requests: list[_Request] = []  # CHATHISTORY requests on their way, in order
         self._labels = 0  # labels given out (h1, h2, ...)
@@ -1035,6 +1045,66 @@ class ChatSession:
         if not P.valid_nick(nick, 64):
             return False
         return self._in_room_now(room) and self._queue_line("MODE", room, "+b", f"{nick}!*@*")
+
+    def watch(self, nick: str) -> bool:
+        """Put ``nick`` on the notify list: a Presence event says when they come online
+        or go (MONITOR; kept for every reconnect).  False for a name that can't be one."""
+        if not P.valid_nick(nick, max(self.nicklen, P.NICKLEN)):
+            return False
+        with self._lock:
+            self._watch[self._info.fold(nick)] = nick
+        if self._connected():
+            self._queue_line("MONITOR", "+", nick)
+        return True
+
+    def unwatch(self, nick: str) -> bool:
+        with self._lock:
+            gone = self._watch.pop(self._info.fold(nick), None)
+        if gone is not None and self._connected():
+            self._queue_line("MONITOR", "-", gone)
+        return gone is not None
+
+    @property
+    def watching(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(self._watch.values())
+
+    @property
+    def is_oper(self) -> bool:
+        with self._lock:
+            return self._oper
+
+    def oper(self, name: str, password: str) -> bool:
+        """Ask to be a server operator (OPER); an OperChanged event (or a ServerError)
+        follows.  The password goes on the wire only, never in a log."""
+        if not name or " " in name or not password or any(c in password for c in "\r\n\0"):
+            return False
+        try:  # the password last, as trailing text: it may hold spaces
+            line = P.format_line(None, "OPER", name, password, trailing=True)
+        except (ProtocolError, UnicodeError):
+            return False
+        return self._connected() and self._queue_bytes(line)
+
+    def host_of(self, nick: str) -> str | None:
+        """``user@host`` of ``nick`` as the server last showed it, if it did."""
+        with self._lock:
+            return self._hosts.get(self._info.fold(nick))
+
+    def server_ban(self, nick: str, duration: str, reason: str) -> bool:
+        """Ban ``nick``'s address from the server for ``duration`` (KLINE; operators only):
+        everyone connected from it is disconnected.  False when we never saw their host."""
+        seen = self.host_of(nick)
+        if seen is None or not re.fullmatch(r"[0-9]{1,9}[smhdw]?", duration):
+            return False
+        why = P.truncate_text(P.strip_bad(clean_text(reason)), 300) or "Banned"
+        return self._connected() and self._queue_line(
+            "KLINE", duration, f"*@{seen.split('@', 1)[-1]}", why)
+
+    def kill(self, nick: str, reason: str) -> bool:
+        """Disconnect ``nick`` from the server (operators only)."""
+        why = P.truncate_text(P.strip_bad(clean_text(reason)), 300) or "Disconnected"
+        return (P.valid_nick(nick, 64) and self._connected()
+                and self._queue_line("KILL", nick, why))
 
     def list_rooms(self) -> bool:
         """Ask the server for its rooms (LIST); a RoomList event follows."""
@@ -1389,6 +1459,7 @@ class ChatSession:
             self._caps = frozenset()  # this server's CAP ACK will say
             self._multiline = None
             self._logged_in_as = None
+            self._oper = False
             self._requests.clear()  # their answers died with the old connection
             for room in self._rooms.values():
                 room.user_join = False
@@ -1775,6 +1846,8 @@ class ChatSession:
     def _dispatch(self, conn: _Conn, msg: P.Message) -> None:
         cmd = msg.command
         p = msg.params
+        if msg.source and "@" in msg.source and "!" in msg.source:
+            self._saw_host(msg.source)
         if cmd == "PING":
             self._write_now(conn, P.format_line(None, "PONG", p[0] if p else "ping"))
             return
@@ -2370,6 +2443,10 @@ class ChatSession:
         conn.join_sent = True
         self._motd_shown = True
         with self._lock:
+            watched = list(self._watch.values())
+        for chunk in self._join_chunks(watched, len("MONITOR + ") - len("JOIN ")):
+            self._write_now(conn, P.format_line(None, "MONITOR", "+", chunk))
+        with self._lock:
             names = [r.name for r in self._rooms.values() if not r.leaving and not r.removed]
             if not names:  # in no room (all left): connected is all there is to be
                 self._state = "joined"
@@ -2443,6 +2520,8 @@ class ChatSession:
                 room.synced = not history
             if history:
                 conn.sync_due.add(self._fold(room.name))  # at its 366, once NAMES is in
+            if "away-notify" in self.caps:  # who is away now; the cap says who goes later
+                self._write_now(conn, P.format_line(None, "WHO", room.name))
             self._emit(Joined(msg.params[0], nick, rejoined))
             return
         with self._lock:
@@ -2665,6 +2744,8 @@ class ChatSession:
             self._emit(Names(name, other.snapshot()))
 
     def _on_mode(self, conn: _Conn, msg: P.Message) -> None:
+        if self._on_user_mode(conn, msg):
+            return
         p = msg.params
         room = self._room(p[0]) if len(p) >= 2 else None
         if room is None:
@@ -2703,6 +2784,73 @@ class ChatSession:
                                      msg.tags.get("msgid")), msg)
         if changed:
             self._emit_room(room, Names(room.name, snap))
+
+    def _on_away_notify(self, conn: _Conn, msg: P.Message) -> None:
+        """away-notify: someone we share a room with went away (with a text) or is back."""
+        nick = _nick_of(msg.source)
+        if nick and not self._is_me(nick):
+            away = bool(msg.params and msg.params[0])
+            self._emit(AwayStates(((nick, away),)))
+
+    def _saw_host(self, source: str) -> None:
+        nick, _, userhost = source.partition("!")
+        key = self._fold(nick)
+        with self._lock:
+            if self._hosts.get(key) == userhost:
+                return
+            self._hosts.pop(key, None)
+            self._hosts[key] = userhost
+            if len(self._hosts) > HOSTS_KEPT:
+                del self._hosts[next(iter(self._hosts))]
+
+    def _on_who_reply(self, conn: _Conn, msg: P.Message) -> None:
+        p = msg.params  # me #room user host server nick flags :hops realname
+        if len(p) >= 6:
+            self._saw_host(f"{p[5]}!{p[2]}@{p[3]}")
+        if len(p) >= 7 and p[1] != "*":
+            conn.who.setdefault(self._fold(p[1]), []).append((p[5], "G" in p[6]))
+
+    def _on_who_end(self, conn: _Conn, msg: P.Message) -> None:
+        states = conn.who.pop(self._fold(msg.params[1]), None) if len(msg.params) > 1 else None
+        if states:
+            self._emit(AwayStates(tuple(states)))
+
+    def _on_monitor(self, conn: _Conn, msg: P.Message) -> None:
+        """730/731: people on the notify list online or offline (``nick!user@host,...``)."""
+        if len(msg.params) < 2:
+            return
+        online = msg.command == "730"
+        for target in msg.params[-1].split(","):
+            nick = target.split("!", 1)[0]
+            if nick:
+                self._emit(Presence(nick, online))
+
+    def _on_monitor_full(self, conn: _Conn, msg: P.Message) -> None:
+        limit = msg.params[1] if len(msg.params) > 1 else "its"
+        self._emit(ServerError("734", f"The server watches at most {limit} names for you: "
+                                      f"remove one from your notify list first."))
+
+    def _on_oper(self, conn: _Conn, msg: P.Message) -> None:
+        with self._lock:
+            self._oper = True
+        self._emit(OperChanged(True))
+
+    def _on_user_mode(self, conn: _Conn, msg: P.Message) -> bool:
+        """MODE on our own nick: +o/-o makes us a server operator or not.  True if it was
+        a user mode (not a room's)."""
+        p = msg.params
+        if len(p) < 2 or P.is_channel(p[0]) or not self._is_me(p[0]):
+            return False
+        sign = "+"
+        for ch in p[1]:
+            if ch in "+-":
+                sign = ch
+            elif ch == "o":
+                with self._lock:
+                    changed, self._oper = self._oper != (sign == "+"), sign == "+"
+                if changed:
+                    self._emit(OperChanged(sign == "+"))
+        return True
 
     def _on_list_start(self, conn: _Conn, msg: P.Message) -> None:
         conn.listing = []
@@ -2800,6 +2948,8 @@ class ChatSession:
         P.RPL_AWAY: _on_away_reply, P.RPL_UNAWAY: _on_away_state,
         P.RPL_NOWAWAY: _on_away_state, P.RPL_ENDOFWHOIS: _on_whois_end,
         P.RPL_LISTSTART: _on_list_start, P.RPL_LIST: _on_list, P.RPL_LISTEND: _on_list_end,
+        "AWAY": _on_away_notify, P.RPL_WHOREPLY: _on_who_reply, P.RPL_ENDOFWHO: _on_who_end,
+        "730": _on_monitor, "731": _on_monitor, "734": _on_monitor_full, "381": _on_oper,
         **dict.fromkeys(WHOIS_PARTS, _on_whois_part),
     }
 

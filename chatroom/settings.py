@@ -5,7 +5,8 @@
   filled in.  Never a password (:mod:`chatroom.secrets_store` keeps those, and only when
   asked).
 * :class:`RoomMemory` (``rooms.json``): per server and name, the rooms that were open, so
-  the next start joins them again.
+  the next start joins them again; :class:`NotifyMemory` (``notify.json``), the same for
+  the notify list (the people whose coming and going you asked to hear about).
 
 ``--profile NAME`` (:func:`chatroom.pins.set_profile`) keeps a separate set of these (and
 of the pins and passwords) for each name.  Files are replaced atomically and readable by
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
 ROOMS_FILE = "rooms.json"
+NOTIFY_FILE = "notify.json"
 MAX_REMEMBERED = 50  # rooms kept per server and name (a hand-edited file may list more)
 
 
@@ -96,8 +98,11 @@ class RoomMemory:
 
     VERSION = 1
 
+    FILE = ROOMS_FILE
+    KEY = "rooms"
+
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
-        self.path = Path(path) if path is not None else config_dir() / ROOMS_FILE
+        self.path = Path(path) if path is not None else config_dir() / self.FILE
 
     @staticmethod
     def _key(host: str, port: int, name: str) -> str:
@@ -114,7 +119,7 @@ class RoomMemory:
             entries[key] = rooms[:MAX_REMEMBERED]
         elif entries.pop(key, None) is None:
             return
-        body = json.dumps({"version": self.VERSION, "rooms": entries}, indent=2,
+        body = json.dumps({"version": self.VERSION, self.KEY: entries}, indent=2,
                           sort_keys=True, ensure_ascii=False)
         write_private(self.path, body + "\n")
 
@@ -127,10 +132,17 @@ class RoomMemory:
             log.warning("cannot read the remembered rooms in %s: %s", self.path, exc)
             return {}
         try:
-            raw = json.loads(text)["rooms"]
+            raw = json.loads(text)[self.KEY]
             return {str(k): [str(r) for r in v][:MAX_REMEMBERED] for k, v in raw.items()
                     if isinstance(v, list)}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("%s is damaged (%s); it counts as empty", self.path,
                         type(exc).__name__)
             return {}
+
+
+class NotifyMemory(RoomMemory):
+    """The notify list, per server and name (``notify.json``), kept as the rooms are."""
+
+    FILE = NOTIFY_FILE
+    KEY = "people"

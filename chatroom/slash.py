@@ -45,6 +45,10 @@ COMMANDS: tuple[Command, ...] = (
             "it)", "slash_close", needs_room=False),
     Command("list", "/list", "the server's rooms, to pick one to join (Ctrl+K)",
             "slash_list", needs_room=False),
+    Command("notify", "/notify [name]", "be told when someone comes online or goes; "
+            "/notify alone: the list; again: off the list", "slash_notify", needs_room=False),
+    Command("oper", "/oper [name]", "become a server operator (the password is asked "
+            "separately)", "slash_oper", needs_room=False),
     Command("quit", "/quit [reason]", "leave and close the program", "slash_quit",
             needs_room=False),
     Command("help", "/help", "this list", "slash_help", needs_room=False),

@@ -667,6 +667,14 @@ def small_image(master: tk.Misc, data: bytes, box: tuple[int, int]) -> tk.PhotoI
     return image.subsample(factor) if factor > 1 else image
 
 
+def ask_string(master: tk.Misc, title: str, text: str, secret: bool = False) -> str | None:
+    """A small modal question with a text field (dots for a ``secret``); None: cancelled."""
+    from tkinter import simpledialog
+
+    answer = simpledialog.askstring(title, text, parent=master, show="•" if secret else "")
+    return None if answer is None else str(answer)
+
+
 def ask_open_file(master: tk.Misc, title: str) -> str:
     """The system's file chooser; the path picked, or "" for none."""
     from tkinter import filedialog
@@ -1336,11 +1344,16 @@ class ChatView:
         self.entry.icursor(len(new))
         return "break"
 
-    def set_members(self, members: Iterable[str]) -> None:
+    def set_members(self, members: Iterable[str],
+                    away: Callable[[str], bool] = lambda name: False) -> None:
+        """The room's members; those ``away`` says are away are greyed."""
         names = list(members)
         self.listbox.delete(0, "end")
         if names:
             self.listbox.insert("end", *names)
+        for i, name in enumerate(names):
+            if away(name):
+                self.listbox.itemconfigure(i, foreground="#9aa0a6")
         self.count_var.set(f"{len(names)} online")
         self.count_label.configure(style="Count.TLabel")
 

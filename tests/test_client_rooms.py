@@ -185,3 +185,31 @@ def test_a_room_we_were_kicked_from_is_not_joined_again_by_a_reconnect(
     assert a.join("#dev")  # asked for: back in, and kept again
     assert aw.wait(EV.Joined).room == "#dev"
     assert a.rooms == ("#chat", "#dev")
+
+
+def test_the_notify_list_says_who_comes_and_goes(srv: RunningServer, connect: Connect) -> None:
+    a, aw = connect(srv, "alice")
+    assert a.watch("bob") and not a.watch("not a nick!")
+    assert aw.wait(EV.Presence) == EV.Presence("bob", False)  # told at once: not here
+    bob = srv.client("bob")
+    assert aw.wait(EV.Presence) == EV.Presence("bob", True)
+    bob.send("QUIT :bye")
+    assert aw.wait(EV.Presence) == EV.Presence("bob", False)
+    _kill(srv, "alice", "drop")  # the list is the session's: sent again after a reconnect
+    aw.wait(EV.Disconnected)
+    srv.client("bob")
+    assert aw.wait(EV.Presence, lambda e: e.online) == EV.Presence("bob", True)
+    assert a.unwatch("bob") and a.watching == ()
+
+
+def test_who_is_away_in_the_rooms_we_share(srv: RunningServer, connect: Connect) -> None:
+    bob = srv.client("bob", "#chat")
+    bob.send("AWAY :lunch")
+    bob.lines_until("306")
+    a, aw = connect(srv, "alice")
+    assert "away-notify" in a.caps
+    assert ("bob", True) in aw.wait(EV.AwayStates).states  # from the WHO after the join
+    bob.send("AWAY")
+    assert aw.wait(EV.AwayStates).states == (("bob", False),)
+    bob.send("AWAY :meeting")
+    assert aw.wait(EV.AwayStates).states == (("bob", True),)

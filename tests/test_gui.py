@@ -835,9 +835,9 @@ def test_member_churn_updates_the_list_once_per_tick(root: tk.Tk, make_app: Fact
     ticks: list[float] = []
     set_members, tick = app.chat.set_members, app._tick
 
-    def counting(members: object) -> None:
+    def counting(members: object, *rest: object) -> None:
         rebuilds[0] += 1
-        set_members(members)  # type: ignore[arg-type]
+        set_members(members, *rest)  # type: ignore[arg-type]
 
     def timed() -> bool:
         t0 = time.perf_counter()

@@ -5,9 +5,11 @@ the newest line, the emoji picker, keys, and the rooms remembered for the next s
 from __future__ import annotations
 
 import tkinter as tk
+from collections.abc import Callable
 from pathlib import Path
 
-from conftest import RunningServer
+from conftest import LineClient, RunningServer
+from test_client_accounts import make_account
 from test_gui import Factory, join, join_all, make_app, press_return, pump, say  # noqa: F401
 
 from chatroom import app as A
@@ -305,19 +307,20 @@ def test_member_menu_for_a_room_operator(root: tk.Tk, make_app: Factory,
     join_all(root, (alice, "alice"), (bob, "bob"))  # alice made #chat: its operator
     alice.confirm = lambda title, text: True
     labels_of = [item[0] for item in alice.member_menu("bob") if item is not None]
-    assert labels_of == ["Talk privately with bob", "Who is bob?", "Make bob an operator",
+    assert labels_of == ["Talk privately with bob", "Who is bob?",
+                         "Tell me when bob comes and goes", "Make bob an operator",
                          "Give bob a voice", "Remove bob from #chat", "Ban bob from #chat"]
-    # Bob is no operator: he can talk and ask, nothing more.
+    # Bob is no operator: he can talk, ask and watch, nothing more.
     assert [i[0] for i in bob.member_menu("alice") if i is not None] == [
-        "Talk privately with alice", "Who is alice?"]
+        "Talk privately with alice", "Who is alice?", "Tell me when alice comes and goes"]
     assert [i[0] for i in alice.member_menu("alice") if i is not None] == [
         "Talk privately with alice", "Who is alice?"]
     # The real menu, from a right click on bob's row.
     row = [m.lstrip("@+") for m in alice.chat.listbox.get(0, "end")].index("bob")
     menu = alice.chat.popup_member(row, 10, 10)
-    assert menu is not None and menu.entrycget(3, "label") == "Make bob an operator"
+    assert menu is not None and menu.entrycget(4, "label") == "Make bob an operator"
     menu.unpost()
-    menu.invoke(3)
+    menu.invoke(4)
     pump(root, lambda: "@bob" in alice.chat.listbox.get(0, "end"), what="bob made op")
     assert "made bob a room operator" in alice.chat.contents()
     take = dict(i for i in alice.member_menu("bob") if i is not None)
@@ -450,3 +453,72 @@ def test_three_rooms_and_a_private_talk_as_a_user_lives_them(
     enter_room(root, zoe, "#random")
     pump(root, lambda: "zoe: bye for now" in zoe.chat.contents(), what="history back")
     assert labels(zoe) == ["#chat", "#dev", "ann", "#random"]
+
+
+def test_away_members_are_greyed(root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    alice = make_app(srv)
+    join(root, alice, "alice")
+    bob = srv.client("bob", "#chat")
+    pump(root, lambda: "bob" in alice.chat.listbox.get(0, "end"), what="bob listed")
+    row = list(alice.chat.listbox.get(0, "end")).index("bob")
+    assert alice.chat.listbox.itemcget(row, "foreground") in ("", "#1f2328")
+    bob.send("AWAY :lunch")
+    pump(root, lambda: alice.chat.listbox.itemcget(
+        list(alice.chat.listbox.get(0, "end")).index("bob"), "foreground") == "#9aa0a6",
+        what="bob greyed")
+    bob.send("AWAY")
+    pump(root, lambda: alice.chat.listbox.itemcget(
+        list(alice.chat.listbox.get(0, "end")).index("bob"), "foreground") != "#9aa0a6",
+        what="bob back")
+
+
+def test_a_server_operator_disconnects_and_bans_from_the_member_menu(
+        root: tk.Tk, make_app: Factory, make_server: Callable[..., RunningServer]) -> None:
+    srv = make_server(opers=("dora",))
+    make_account(srv, "dora", "dora's pw")
+    dora = make_app(srv)
+    dora.login.name_var.set("dora")
+    dora.login.set_mode("login")
+    dora.login.password_var.set("dora's pw")
+    dora.login.join_button.invoke()
+    pump(root, lambda: dora.phase == "chat" and dora.current is not None
+         and dora.current.joined, what="dora in")
+    bob = srv.client("bob", "#chat")
+    eve = LineClient(srv.address, source="127.0.0.2")  # another address than dora's
+    srv.clients.append(eve)
+    eve.register("eve")
+    eve.join("#chat")
+    pump(root, lambda: "eve" in " ".join(dora.chat.listbox.get(0, "end")), what="eve listed")
+    items = [i[0] for i in dora.member_menu("bob") if i is not None]
+    assert not any("server" in label for label in items)  # not an operator yet
+    asked: list[str] = []
+    dora.ask_secret = lambda title, text: asked.append(text) or "wrong"
+    say(root, dora, "/oper")
+    pump(root, lambda: dora.chat.entry.get() == "/oper", what="the refusal")
+    assert asked == ["Password of dora:"] and not dora.session.is_oper  # type: ignore[union-attr]
+    assert "wrong" not in dora.chat.contents() and "wrong" not in list(dora.chat.sent)
+    assert dora.chat.entry.get() == "/oper"  # refused: the line came back, selected
+    dora.chat.entry.delete(0, "end")
+    dora.ask_secret = lambda title, text: "dora's pw"
+    say(root, dora, "/oper")
+    pump(root, lambda: "You are a server operator now" in dora.chat.contents(),
+         what="oper")
+    menu = dict(i for i in dora.member_menu("bob") if i is not None)
+    assert "Disconnect bob from the server…" in menu
+    dora.ask_text = lambda title, text: "spamming"
+    menu["Disconnect bob from the server…"]()
+    assert bob.closed()
+    pump(root, lambda: "bob" not in " ".join(dora.chat.listbox.get(0, "end")), what="bob gone")
+    assert "spamming" in dora.chat.contents()
+    # A ban of eve's address: everyone from it is out, and can't come back.
+    answers = iter(["30m", "go away"])
+    dora.ask_text = lambda title, text: next(answers)
+    dict(i for i in dora.member_menu("eve") if i is not None)[
+        "Ban eve's address from the server…"]()
+    assert eve.closed()
+    again = LineClient(srv.address, source="127.0.0.2")
+    srv.clients.append(again)
+    again.send("NICK eve2")
+    again.send("USER e 0 * :e")
+    assert again.closed()  # that address is banned now
+    assert dora.phase == "chat" and "dora" in srv.server.reg.nicks
