@@ -22,7 +22,10 @@ server side
     ``files``        the files store: uploads on disk under random ids, their records in
                      SQLite, quota and retention.
     ``moderation``   the moderation store: server operators and server bans, in SQLite.
-    ``registry``     Client, Channel, Ban, Registry (the one lock) and its lookups.
+    ``markers``      the read-markers store: per account, the last read time of each
+                     room and private talk, in SQLite (kept in memory once read).
+    ``registry``     Client, Channel, Ban (a +b/+e/+I entry: masks and extbans), Registry
+                     (the one lock) and its lookups.
     ``writer``       the writer thread: every send, shutdown and close.
     ``hub``          the facade handlers talk to: lock-queue-wake, replies, goodbyes,
                      welcome, ISUPPORT, LUSERS, MOTD and NAMES lines, room fan-out,
@@ -35,6 +38,8 @@ server side
     ``presence``     who is around and how they look: MONITOR, AWAY (away-notify),
                      SETNAME, bot mode, WHO flags and WHOX.
     ``modes``        MODE on rooms and users.
+    ``readmarker``   IRCv3 draft/read-marker: MARKREAD, the marker on join, changes told
+                     to all of an account's connections; guests' markers per connection.
     ``handlers``     the command table and every ``cmd_*``.
     ``connection``   the reader thread: setup, read loop, flood control, finish.
     ``housekeeper``  the timer thread: registration deadline, PING, timeouts, chores.
@@ -64,6 +69,6 @@ client side
 
 Rules beside the order: server-side and client-side modules never import each other; only
 the window's modules (``logview``, ``dialogs``, ``views``) import :mod:`tkinter`; the
-stores (``history``, ``accounts``, ``files`` and ``moderation``) sit below ``registry``
-and import neither ``registry`` nor ``handlers``; nothing imports the faces.
+stores (``history``, ``accounts``, ``files``, ``moderation`` and ``markers``) sit below
+``registry`` and import neither ``registry`` nor ``handlers``; nothing imports the faces.
 """

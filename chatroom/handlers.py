@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from chatroom import login, multiline, operators, playback, presence
+from chatroom import login, multiline, operators, playback, presence, readmarker
 from chatroom import protocol as P
 from chatroom.config import VERSION, Config
 from chatroom.hub import Event, Hub
@@ -26,8 +26,8 @@ from chatroom.registry import NAMELEN, Channel, Client
 log = logging.getLogger(__name__)
 
 # What CAP LS offers (sts, with a value, is added per connection when configured; the
-# history caps only when history is on; draft/multiline, with its limits, last, unless
-# --no-multiline).
+# history caps only when history is on; draft/read-marker after them; draft/multiline, with
+# its limits, last, unless --no-multiline).
 CAPABILITIES = ("account-notify", "account-tag", "away-notify", "batch", "cap-notify",
                 "echo-message", "extended-join", "extended-monitor", "labeled-response",
                 "message-tags", "multi-prefix", "sasl", "server-time", "setname",
@@ -49,7 +49,8 @@ def offered_caps(history: bool, registration: bool = True, values: bool = False,
     (draft/multiline, and its limits, as ``config`` says; by default the defaults)."""
     config = config or Config()
     caps = CAPABILITIES + ((REGISTRATION_CAP,) if registration else ()) + (
-        HISTORY_CAPS if history else ()) + ((multiline.CAP,) if config.multiline else ())
+        HISTORY_CAPS if history else ()) + (readmarker.CAP,) + (
+        (multiline.CAP,) if config.multiline else ())
     if values:
         given = {**CAP_VALUES, multiline.CAP: multiline.cap_value(config)}
         return tuple(f"{cap}={given[cap]}" if cap in given else cap for cap in caps)
@@ -297,9 +298,9 @@ def join_refusal(hub: Hub, c: Client, ch: Channel, key: str) -> tuple[str, ...] 
     by_op = c.invites.get(P.casefold(ch.name))
     if by_op:
         return None  # an operator's invitation gets past +i, +k, +l and bans
-    if ch.banned(c):
+    if ch.banned(c):  # (+e exempts)
         return (P.ERR_BANNEDFROMCHAN, ch.name)
-    if "i" in ch.modes:
+    if "i" in ch.modes and not ch.invex_match(c):  # (+I gets past +i)
         return (P.ERR_INVITEONLYCHAN, ch.name)
     if ch.key is not None and key != ch.key:
         return (P.ERR_BADCHANNELKEY, ch.name)
@@ -330,6 +331,8 @@ def join_one(hub: Hub, c: Client, name: str, chankey: str = "") -> None:
     key = P.casefold(name)
     error: tuple[str, ...] | None = None
     replay = playback.wants_replay(hub, c)
+    if readmarker.CAP in c.caps:
+        readmarker.prepare(hub, c)  # its account's markers in memory: no disk I/O below
     holding = False
     with hub.delivering():
         ch = hub.reg.channels.get(key)
@@ -381,6 +384,7 @@ def join_one(hub: Hub, c: Client, name: str, chankey: str = "") -> None:
                 hub.writer.queue(c, hub.numeric(c, P.RPL_TOPIC, ch.name, ch.topic))
                 hub.writer.queue(c, hub.numeric(c, P.RPL_TOPICWHOTIME, ch.name, ch.topic_by,
                                                 str(ch.topic_at)))
+            readmarker.on_join(hub, c, ch)  # MARKREAD before the 366 (read-marker)
             hub.to_client(c, hub.names_lines(c, ch))
             mark = hub.history.appended if hub.history is not None else 0
     if error:
@@ -487,13 +491,61 @@ def cmd_names(hub: Hub, c: Client, msg: Message) -> None:
                                         "End of /NAMES list"))
 
 
+def list_filter(params: list[str], now: float) -> Callable[[str, Channel], bool]:
+    """LIST's names and ELIST conditions (ISUPPORT ELIST=CMNTU) as one test of a room.
+
+    ``>n``/``<n``: more/fewer than n users; ``C>n``/``C<n``: created more/less than n
+    minutes ago; ``T>n``/``T<n``: topic set more/less than n minutes ago (a room without a
+    topic fails both); ``!mask``: name not matching; a name or wildcard mask: rooms that
+    match any of them.  Every condition must hold.  A condition whose number is not a
+    number is ignored.  Lock-free: the test runs under the caller's lock.
+    """
+    names: set[str] = set()
+    masks: list[Callable[[str], bool]] = []
+    nots: list[Callable[[str], bool]] = []
+    tests: list[Callable[[Channel], bool]] = []
+    for item in (i for param in params[:2] for i in param.split(",") if i):
+        kind = item[0] if item[0] in "CT" and item[1:2] in ("<", ">") else ""
+        rest = item[len(kind):]
+        if rest[:1] in ("<", ">"):
+            if not rest[1:].isdigit():
+                continue
+            tests.append(_elist_test(kind, int(rest[1:]), rest[0] == ">", now))
+        elif item[0] == "!" and len(item) > 1:
+            nots.append(P.mask_matcher(P.casefold(item[1:])))
+        elif "*" in item or "?" in item:
+            masks.append(P.mask_matcher(P.casefold(item)))
+        else:
+            names.add(P.casefold(item))
+
+    def test(key: str, ch: Channel) -> bool:
+        if (names or masks) and key not in names and not any(m(key) for m in masks):
+            return False
+        return not any(m(key) for m in nots) and all(t(ch) for t in tests)
+    return test
+
+
+def _elist_test(kind: str, n: int, more: bool, now: float) -> Callable[[Channel], bool]:
+    """One ELIST condition: users (``kind`` ""), creation (``C``) or topic time (``T``)."""
+    if not kind:
+        return lambda ch: len(ch.members) > n if more else len(ch.members) < n
+    edge = now - 60 * n  # "more than n minutes ago" is before the edge
+
+    def test(ch: Channel) -> bool:
+        if kind == "T" and not ch.topic:
+            return False
+        stamp = ch.created if kind == "C" else ch.topic_at
+        return stamp < edge if more else stamp > edge
+    return test
+
+
 @command("LIST", 0)
 def cmd_list(hub: Hub, c: Client, msg: Message) -> None:
-    wanted = {P.casefold(n) for n in msg.params[0].split(",")} if msg.params else None
+    wanted = list_filter(list(msg.params), time.time()) if msg.params else None
     with hub.delivering():
         lines = [hub.numeric(c, P.RPL_LISTSTART, "Channel", "Users  Name")]
         for key, ch in hub.reg.channels.items():
-            if (wanted is None or key in wanted) and ch.visible_to(c):
+            if (wanted is None or wanted(key, ch)) and ch.visible_to(c):
                 lines.append(hub.numeric(c, P.RPL_LIST, ch.name, str(len(ch.members)),
                                          f"[+{''.join(sorted(ch.modes))}] {ch.topic}"))
         lines.append(hub.numeric(c, P.RPL_LISTEND, "End of /LIST"))
@@ -571,10 +623,14 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
                     errors.append(hub.error(c, P.ERR_NOSUCHNICK, target))
                     continue
                 mode = ch.members.get(c)
-                if (mode is None and "n" in ch.modes) or ("m" in ch.modes and not mode) or (
-                        not mode and ch.bans and ch.banned(c)):
+                if (mode is None and "n" in ch.modes) or ("m" in ch.modes and not mode):
                     errors.append(hub.error(c, P.ERR_CANNOTSENDTOCHAN, ch.name))
                     continue
+                if not mode and ch.bans:  # (a room without +b entries pays nothing)
+                    why = ch.silenced(c)  # a ban or a $m: mute, unless +e exempts
+                    if why is not None:
+                        errors.append(hub.numeric(c, P.ERR_CANNOTSENDTOCHAN, ch.name, why))
+                        continue
                 ms = hub.clock.stamp(now)
                 if store is not None and not status:  # a message to "@#room" is the ops' only
                     store(ch.folded, ms, not tagmsg, line, stored_tags)
@@ -624,6 +680,11 @@ def relay(hub: Hub, c: Client, msg: Message, notice: bool, tagmsg: bool = False)
         wake = hub.writer.needs_wake()
     if wake:
         hub.writer.wake()
+
+
+@command("MARKREAD", 0)
+def cmd_markread(hub: Hub, c: Client, msg: Message) -> None:
+    readmarker.cmd_markread(hub, c, msg)  # FAIL NEED_MORE_PARAMS itself, not 461
 
 
 @command("CHATHISTORY", 1)
@@ -755,24 +816,29 @@ def cmd_whowas(hub: Hub, c: Client, msg: Message) -> None:
     if not msg.params or not msg.params[0]:
         hub.reply_error(c, P.ERR_NONICKNAMEGIVEN)
         return
-    target = msg.params[0].split(",")[0]
     try:
         count = int(msg.params[1]) if len(msg.params) > 1 else 0
     except ValueError:
         count = 0
-    match = P.mask_matcher(P.casefold(target))
     lines: list[bytes] = []
     with hub.reg.lock:
-        for folded, nick, user, host, real in reversed(hub.reg.whowas):
-            if match(folded):
-                lines.append(hub.numeric(c, P.RPL_WHOWASUSER, nick, user, host, "*", real))
-                lines.append(hub.numeric(c, P.RPL_WHOISSERVER, nick, hub.config.name,
-                                         hub.config.network))
-                if 0 < count <= len(lines) // 2:
-                    break
-    if not lines:
-        lines.append(hub.numeric(c, P.ERR_WASNOSUCHNICK, target, "There was no such nickname"))
-    lines.append(hub.numeric(c, P.RPL_ENDOFWHOWAS, target, "End of WHOWAS"))
+        # Each nick (up to 10) answers in turn, 406 for one never seen; 369 ends it all.
+        for target in [t for t in msg.params[0].split(",") if t][:10]:
+            match = P.mask_matcher(P.casefold(target))
+            found = 0
+            for folded, nick, user, host, real in reversed(hub.reg.whowas):
+                if match(folded):
+                    lines.append(hub.numeric(c, P.RPL_WHOWASUSER, nick, user, host, "*", real))
+                    lines.append(hub.numeric(c, P.RPL_WHOISSERVER, nick, hub.config.name,
+                                             hub.config.network))
+                    found += 1
+                    if 0 < count <= found:
+                        break
+            if not found:
+                lines.append(hub.numeric(c, P.ERR_WASNOSUCHNICK, target,
+                                         "There was no such nickname"))
+    lines.append(hub.numeric(c, P.RPL_ENDOFWHOWAS, P.echo_param(msg.params[0], 200),
+                             "End of WHOWAS"))
     hub.send_many(c, lines)
 
 

@@ -32,10 +32,13 @@ from chatroom import protocol as P
 from chatroom.accounts import AccountError, Accounts, ScryptParams, Throttle
 from chatroom.config import VERSION, Config
 from chatroom.history import History
+from chatroom.markers import MarkerError, Markers
 from chatroom.moderation import Moderation, ModerationError
 from chatroom.registry import (
     ACCOUNT_TAG,
     ALL_TAGS,
+    EXTBAN_PREFIX,
+    EXTBAN_TYPES,
     EXTENDED_JOIN,
     MAX_BANS,
     MONITOR_MAX,
@@ -45,6 +48,7 @@ from chatroom.registry import (
     Channel,
     Client,
     Registry,
+    list_entry,
 )
 from chatroom.writer import Writer
 
@@ -172,7 +176,15 @@ def room_state(ch: Channel) -> dict[str, Any]:
     return {"name": ch.name, "topic": ch.topic, "topic_by": ch.topic_by,
             "topic_at": ch.topic_at, "created": ch.created, "modes": sorted(ch.modes),
             "key": ch.key, "limit": ch.limit, "bans": [[b.mask, b.by, b.at] for b in ch.bans],
+            "excepts": [[b.mask, b.by, b.at] for b in ch.excepts],
+            "invex": [[b.mask, b.by, b.at] for b in ch.invex],
             "founder": ch.founder}
+
+
+def _entries(saved: list[list[Any]], bans: bool) -> list[Ban]:
+    """A saved +b, +e or +I list back as entries (one that no longer parses is dropped)."""
+    out = [list_entry(str(mask), str(by), int(at), bans) for mask, by, at in saved[:MAX_BANS]]
+    return [b for b in out if isinstance(b, Ban)]
 
 
 class Hub:
@@ -187,6 +199,10 @@ class Hub:
         self.history: History | None = None  # open_stores(), unless --no-history
         self.accounts: Accounts | None = None  # open_stores()
         self.moderation: Moderation | None = None  # open_stores(): operators, server bans
+        self.markers: Markers | None = None  # open_stores(): accounts' read markers
+        # Guests' read markers, per connection, in memory only (lock held): the client ->
+        # casefolded target -> ms.  Dropped when the connection goes (remove).
+        self.guest_marks: dict[Client, dict[str, int]] = {}
         # Failed logins per connection and per account; REGISTER attempts per address.
         self.login_throttle = Throttle(free=config.login_free, refuse_after=config.login_max,
                                        window=config.login_window)
@@ -217,6 +233,10 @@ class Hub:
         try:
             self.moderation = Moderation(self.config.data_dir)
         except ModerationError as exc:  # the accounts' own file: report it as theirs
+            raise AccountError(str(exc)) from None
+        try:
+            self.markers = Markers(self.config.data_dir)
+        except MarkerError as exc:  # the same file: report it as the accounts'
             raise AccountError(str(exc)) from None
         if not self.config.history:
             return
@@ -253,6 +273,7 @@ class Hub:
                 self.record_everywhere(c, ev)
                 self.tell_watchers(c.nick, None)
             self.reg.forget(c)
+            self.guest_marks.pop(c, None)
         self.login_throttle.forget(conn_key(c))
         log.info("quit %s %s:%d (%s)", c.nick, c.host, c.addr[1], reason)
 
@@ -408,8 +429,9 @@ class Hub:
             key = state["key"]
             ch.key = str(key) if key else None
             ch.limit = max(0, int(state["limit"]))
-            ch.bans = [Ban(str(mask), str(by), int(at), P.mask_matcher(str(mask)))
-                       for mask, by, at in state["bans"][:MAX_BANS]]
+            ch.bans = _entries(state["bans"], True)
+            ch.excepts = _entries(state.get("excepts", []), False)
+            ch.invex = _entries(state.get("invex", []), False)
             founder = state.get("founder")
             ch.founder = str(founder) if founder else None
         except (KeyError, TypeError, ValueError):
@@ -464,9 +486,11 @@ class Hub:
         cfg = self.config
         return [
             f"AWAYLEN={P.AWAYLEN}", "BOT=B", "CASEMAPPING=ascii",
-            f"CHANLIMIT=#:{cfg.max_channels}", "CHANMODES=b,k,l,imnst",
-            f"CHANNELLEN={P.CHANNELLEN}", "CHANTYPES=#",
-            f"KICKLEN={P.KICKLEN}", f"MAXLIST=b:{MAX_BANS}", "MODES=4", f"MONITOR={MONITOR_MAX}",
+            f"CHANLIMIT=#:{cfg.max_channels}", "CHANMODES=beI,k,l,imnst",
+            f"CHANNELLEN={P.CHANNELLEN}", "CHANTYPES=#", "ELIST=CMNTU", "EXCEPTS=e",
+            f"EXTBAN={EXTBAN_PREFIX},{EXTBAN_TYPES}", "INVEX=I",
+            f"KICKLEN={P.KICKLEN}", f"MAXLIST=b:{MAX_BANS},e:{MAX_BANS},I:{MAX_BANS}",
+            "MODES=4", f"MONITOR={MONITOR_MAX}",
             f"NAMELEN={NAMELEN}", f"NETWORK={cfg.network}",
             f"NICKLEN={P.NICKLEN}", "PREFIX=(ov)@+", "STATUSMSG=@+",
             "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:10,WHOIS:1,KICK:4",
@@ -509,7 +533,8 @@ class Hub:
                 self.numeric(c, P.RPL_YOURHOST,
                              f"Your host is {cfg.name}, running version {VERSION}"),
                 self.numeric(c, P.RPL_CREATED, f"This server was created {self.created}"),
-                self.numeric(c, P.RPL_MYINFO, cfg.name, VERSION, "Biow", "biklmnostv", "bklov"),
+                self.numeric(c, P.RPL_MYINFO, cfg.name, VERSION, "Biow", "beiIklmnostv",
+                             "beIklov"),
             ]
             lines += isupport
             lines += self.lusers_lines(c)

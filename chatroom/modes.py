@@ -11,7 +11,7 @@ import time
 from chatroom import operators
 from chatroom import protocol as P
 from chatroom.hub import Hub
-from chatroom.registry import MAX_BANS, Ban, Channel, Client, ban_mask
+from chatroom.registry import MAX_BANS, Ban, Channel, Client, list_entry
 
 
 def user_mode(hub: Hub, c: Client, nick: str, args: tuple[str, ...]) -> None:
@@ -57,8 +57,14 @@ def user_mode(hub: Hub, c: Client, nick: str, args: tuple[str, ...]) -> None:
 
 
 FLAG_MODES = "imnst"
-LIST_MODES = {"e": (P.RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
-              "I": (P.RPL_ENDOFINVEXLIST, "End of channel invite exception list")}
+# The list modes: each one's entry and end numerics, and its end and full texts.
+LIST_MODES = {"b": (P.RPL_BANLIST, P.RPL_ENDOFBANLIST, "End of channel ban list",
+                    "Channel ban list is full"),
+              "e": (P.RPL_EXCEPTLIST, P.RPL_ENDOFEXCEPTLIST, "End of channel exception list",
+                    "Channel exception list is full"),
+              "I": (P.RPL_INVEXLIST, P.RPL_ENDOFINVEXLIST,
+                    "End of channel invite exception list",
+                    "Channel invite exception list is full")}
 
 
 def channel_mode(hub: Hub, c: Client, name: str, args: tuple[str, ...]) -> None:
@@ -97,15 +103,8 @@ class ModeChange:
         for mch in modestr:
             if mch in "+-":
                 adding = mch == "+"
-            elif mch == "b":
-                self._ban(adding, params.pop(0) if params else None)
             elif mch in LIST_MODES:
-                if params:
-                    params.pop(0)
-                    self._unknown(mch)
-                else:
-                    code, text = LIST_MODES[mch]
-                    self.replies.append(self._num(code, self.ch.name, text))
+                self._list(adding, mch, params.pop(0) if params else None)
             elif mch in FLAG_MODES:
                 if self._allowed():
                     self._flag(adding, mch)
@@ -178,27 +177,36 @@ class ModeChange:
         self.ch.limit = int(arg)
         self.applied.append(("+", "l", str(self.ch.limit)))
 
-    def _ban(self, adding: bool, arg: str | None) -> None:
+    def _entries(self, mch: str) -> list[Ban]:
         ch = self.ch
+        return ch.bans if mch == "b" else ch.excepts if mch == "e" else ch.invex
+
+    def _list(self, adding: bool, mch: str, arg: str | None) -> None:
+        """+b, +e or +I: a query without an argument, else add or remove one entry."""
+        ch, entries = self.ch, self._entries(mch)
+        code, end, end_text, full_text = LIST_MODES[mch]
         if arg is None:  # a query of the list, allowed to anyone who can see the room
-            for b in ch.bans:
-                self.replies.append(self._num(P.RPL_BANLIST, ch.name, b.mask, b.by, str(b.at)))
-            self.replies.append(self._num(P.RPL_ENDOFBANLIST, ch.name, "End of channel ban list"))
+            for b in entries:
+                self.replies.append(self._num(code, ch.name, b.mask, b.by, str(b.at)))
+            self.replies.append(self._num(end, ch.name, end_text))
             return
         if not self._allowed():
             return
-        mask = ban_mask(P.echo_param(arg, 100))
-        known = next((b for b in ch.bans if b.mask == mask), None)
+        entry = list_entry(P.echo_param(arg, 100), self.c.prefix, int(time.time()),
+                           mute_ok=mch == "b")
+        if isinstance(entry, str):  # a malformed extban: refused, in words, not stored
+            self._invalid(mch, P.echo_param(arg, 100), entry)
+            return
+        known = next((b for b in entries if b.mask == entry.mask), None)
         if adding and known is None:
-            if len(ch.bans) >= MAX_BANS:
-                self.replies.append(self._num(P.ERR_BANLISTFULL, ch.name, "b",
-                                              "Channel ban list is full"))
+            if len(entries) >= MAX_BANS:
+                self.replies.append(self._num(P.ERR_BANLISTFULL, ch.name, mch, full_text))
                 return
-            ch.bans.append(Ban(mask, self.c.prefix, int(time.time()), P.mask_matcher(mask)))
-            self.applied.append(("+", "b", mask))
+            entries.append(entry)
+            self.applied.append(("+", mch, entry.mask))
         elif not adding and known is not None:
-            ch.bans.remove(known)
-            self.applied.append(("-", "b", mask))
+            entries.remove(known)
+            self.applied.append(("-", mch, entry.mask))
 
     def _member(self, adding: bool, mch: str, nick: str) -> None:
         hub, ch = self.hub, self.ch

@@ -410,7 +410,7 @@ def may_speak(ch: Channel, c: Client) -> bool:
         return False
     if "m" in ch.modes and not mode:
         return False
-    return bool(mode) or not (ch.bans and ch.banned(c))
+    return bool(mode) or not (ch.bans and ch.silenced(c) is not None)
 
 
 def deliver(hub: Hub, c: Client, cur: Batch) -> None:

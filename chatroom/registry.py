@@ -168,7 +168,9 @@ class Channel:
         self.modes: set[str] = {"n", "t"}
         self.key: str | None = None  # +k
         self.limit = 0  # +l, 0 for none
-        self.bans: list[Ban] = []  # +b
+        self.bans: list[Ban] = []  # +b (a "$m:" entry mutes rather than bans)
+        self.excepts: list[Ban] = []  # +e: past +b (and mutes)
+        self.invex: list[Ban] = []  # +I: past +i without an invitation
         self.tagged = 0  # members with Client.variant (0: the plain fast path)
         self.founder: str | None = None  # the account that created it (casefolded)
 
@@ -189,21 +191,98 @@ class Channel:
         return (flags, *args)
 
     def banned(self, c: Client) -> bool:
+        """May ``c`` not join (a +b that is not a mute matches, and no +e does)?"""
         if not self.bans:
             return False
-        who = P.casefold(c.prefix)
-        return any(b.match(who) for b in self.bans)
+        who, acct = P.casefold(c.prefix), _account_key(c)
+        return (any(not b.mute and b.hits(who, acct) for b in self.bans)
+                and not any(e.hits(who, acct) for e in self.excepts))
+
+    def silenced(self, c: Client) -> str | None:
+        """Why ``c`` may not speak here by a +b entry (banned or muted), or None.  Callers
+        test ``self.bans`` first, so a room without entries costs nothing."""
+        who, acct = P.casefold(c.prefix), _account_key(c)
+        hit = next((b for b in self.bans if b.hits(who, acct)), None)
+        if hit is None or any(e.hits(who, acct) for e in self.excepts):
+            return None
+        return ("Cannot send to channel (you are muted)" if hit.mute
+                else P.ERROR_TEXT[P.ERR_CANNOTSENDTOCHAN])
+
+    def invex_match(self, c: Client) -> bool:
+        """Does a +I entry let ``c`` past +i?"""
+        if not self.invex:
+            return False
+        who, acct = P.casefold(c.prefix), _account_key(c)
+        return any(i.hits(who, acct) for i in self.invex)
 
     def visible_to(self, c: Client) -> bool:
         return "s" not in self.modes or c in self.members
 
 
+def _account_key(c: Client) -> str | None:
+    return P.casefold(c.account) if c.account is not None else None
+
+
 @dataclass
 class Ban:
-    mask: str  # normalised nick!user@host, casefolded
+    """One entry of a room's +b, +e or +I list.
+
+    ``mask`` is as listed: a casefolded ``nick!user@host`` mask, or an extban (EXTBAN=$,am):
+    ``$a`` (any logged-in account), ``$a:<account mask>``, or in +b only ``$m:<either>``,
+    a mute.  ``match`` tests the casefolded prefix, or the casefolded account when
+    ``account`` is set (a guest never matches those).
+    """
+
+    mask: str
     by: str
     at: int
     match: Callable[[str], bool]
+    account: bool = False
+    mute: bool = False
+
+    def hits(self, who: str, acct: str | None) -> bool:
+        if self.account:
+            return acct is not None and self.match(acct)
+        return self.match(who)
+
+
+EXTBAN_PREFIX, EXTBAN_TYPES = "$", "am"  # ISUPPORT EXTBAN=$,am
+
+
+def _any(_: str) -> bool:
+    return True
+
+
+def list_entry(text: str, by: str, at: int, mute_ok: bool = True) -> Ban | str:
+    """The +b/+e/+I entry ``text`` stands for, normalised, or why it is malformed (words).
+
+    ``nick`` is completed to ``nick!*@*`` as established servers do; ``$a`` matches any
+    logged-in user, ``$a:mask`` an account (wildcards allowed); ``$m:<mask or $a...>``
+    (+b only) lets the user stay but not speak.
+    """
+    if not text.startswith(EXTBAN_PREFIX):
+        mask = ban_mask(text)
+        return Ban(mask, by, at, P.mask_matcher(mask))
+    mute = text.startswith("$m:")
+    inner = text[3:] if mute else text
+    if mute:
+        if not mute_ok:
+            return "A mute ($m:) belongs in the ban list (+b) only"
+        if not inner:
+            return "$m: needs a mask or an account extban after it"
+        if not inner.startswith(EXTBAN_PREFIX):
+            mask = ban_mask(inner)
+            return Ban("$m:" + mask, by, at, P.mask_matcher(mask), mute=True)
+    if inner == "$a":
+        return Ban(("$m:" if mute else "") + "$a", by, at, _any, account=True, mute=mute)
+    if inner.startswith("$a:"):
+        name = P.casefold(inner[3:])
+        if not name or len(name) > 64 or any(ch in name for ch in "!@$:,") or (
+                not name.isprintable()):
+            return "$a: needs an account name (or mask) after it"
+        return Ban(("$m:" if mute else "") + "$a:" + name, by, at, P.mask_matcher(name),
+                   account=True, mute=mute)
+    return f"Unknown extban type (this server has {EXTBAN_PREFIX}a and {EXTBAN_PREFIX}m)"
 
 
 def ban_mask(text: str) -> str:

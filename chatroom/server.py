@@ -313,6 +313,8 @@ class Server:
             self.hub.accounts.close()
         if self.hub.moderation is not None:
             self.hub.moderation.close()
+        if self.hub.markers is not None:
+            self.hub.markers.close()
         if self.files is not None:
             self.files.close()
         self.hub.stopping.set()

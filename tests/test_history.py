@@ -29,7 +29,8 @@ H = "127.0.0.1"
 HIST = "batch draft/chathistory message-tags server-time"  # a full history client
 OLD_CAPS = {"cap-notify", "echo-message", "message-tags", "multi-prefix", "server-time",
             "standard-replies", "userhost-in-names"}
-NEW_CAPS = {"batch", "labeled-response", "draft/chathistory", "draft/event-playback"}
+NEW_CAPS = {"batch", "labeled-response", "draft/chathistory", "draft/event-playback",
+            "draft/read-marker"}
 ACCOUNT_CAPS = {"account-notify", "account-tag", "extended-join", "sasl=PLAIN",
                 "draft/account-registration=before-connect"}
 MULTILINE_CAPS = {"draft/multiline=max-bytes=4096,max-lines=100"}

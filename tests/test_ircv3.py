@@ -24,7 +24,7 @@ H = "127.0.0.1"
 ALL_CAPS = ("account-notify account-tag away-notify batch cap-notify echo-message "
             "extended-join extended-monitor labeled-response message-tags multi-prefix sasl "
             "server-time setname standard-replies userhost-in-names draft/account-registration draft/chathistory "
-            "draft/event-playback draft/multiline")
+            "draft/event-playback draft/read-marker draft/multiline")
 # CAP 302 gives values (sasl-3.2's mechanisms, account-registration's keys, multiline's
 # limits).
 ALL_CAPS_302 = (ALL_CAPS.replace(" sasl ", " sasl=PLAIN ")

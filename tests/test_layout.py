@@ -19,12 +19,12 @@ PACKAGE = ROOT / "chatroom"
 # Bottom to top; a module may import what is before it on its own side, and the shared part.
 SHARED = ["protocol", "transport"]
 SERVER = ["config", "certs", "registry", "writer", "hub", "multiline", "playback", "login",
-          "operators", "presence", "modes",
+          "operators", "presence", "modes", "readmarker",
           "handlers", "connection", "housekeeper", "filehost", "admin", "server"]
 CLIENT = ["events", "serverinfo", "wording", "pins", "secrets_store", "settings", "transfer",
           "session", "slash", "lines", "convs", "logview", "dialogs", "views", "app"]
 TK = {"logview", "dialogs", "views"}  # the window's modules: the only ones that import tkinter
-STORES = ["history", "accounts", "files", "moderation"]  # server side, below registry's users
+STORES = ["history", "accounts", "files", "moderation", "markers"]  # server side, below registry's users
 FACES = {"server", "client", "protocol"}  # the checkout's top-level scripts
 
 

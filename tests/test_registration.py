@@ -9,20 +9,21 @@ def test_welcome_burst_in_spec_order(srv: RunningServer) -> None:
     c = srv.client()
     lines = c.register("alice", "al", "Alice A")
     codes = [line.split(" ")[1] for line in lines]
-    assert codes == ["001", "002", "003", "004", "005", "005", "251", "255", "265", "266", "422"]
+    assert codes == ["001", "002", "003", "004", "005", "005", "005", "251", "255", "265", "266",
+                     "422"]
     assert lines[0] == ":chat.test 001 alice :Welcome to the TestNet Network, alice!~al@127.0.0.1"
     assert lines[1].startswith(":chat.test 002 alice :Your host is chat.test, running version ")
     assert lines[3].startswith(":chat.test 004 alice chat.test ")
-    isupport = " ".join(lines[4:6])
+    isupport = " ".join(lines[4:7])
     for token in ("CASEMAPPING=ascii", "CHANTYPES=#", "PREFIX=(ov)@+", "CHANMODES=",
                   "NICKLEN=30", "CHANNELLEN=50", "TOPICLEN=390", "NETWORK=TestNet",
                   "UTF8ONLY"):
         assert token in isupport
     assert lines[4].endswith(" :are supported by this server")
-    assert lines[6] == ":chat.test 251 alice :There are 1 users and 0 invisible on 1 servers"
-    assert lines[7] == ":chat.test 255 alice :I have 1 clients and 0 servers"
-    assert lines[8] == ":chat.test 265 alice :Current local users 1, max 1"
-    assert lines[10] == ":chat.test 422 alice :MOTD File is missing"
+    assert lines[7] == ":chat.test 251 alice :There are 1 users and 0 invisible on 1 servers"
+    assert lines[8] == ":chat.test 255 alice :I have 1 clients and 0 servers"
+    assert lines[9] == ":chat.test 265 alice :Current local users 1, max 1"
+    assert lines[11] == ":chat.test 422 alice :MOTD File is missing"
 
 
 def test_motd(make_server) -> None:
@@ -53,7 +54,7 @@ def test_cap_negotiation_holds_registration_until_end(srv: RunningServer) -> Non
                              "sasl=PLAIN server-time setname standard-replies "
                              "userhost-in-names "
                              "draft/account-registration=before-connect draft/chathistory "
-                             "draft/event-playback "
+                             "draft/event-playback draft/read-marker "
                              "draft/multiline=max-bytes=4096,max-lines=100")
     c.send("NICK capper")
     c.send("USER c 0 * :C")
