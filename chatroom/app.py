@@ -70,6 +70,7 @@ from chatroom.events import (
     Away,
     AwayChanged,
     AwayStates,
+    BanList,
     Closed,
     Disconnected,
     Echo,
@@ -86,6 +87,7 @@ from chatroom.events import (
     Notice,
     OperChanged,
     Presence,
+    ReadMarker,
     Reconnecting,
     Registered,
     RenameWarning,
@@ -198,6 +200,7 @@ class ChatApp:
         self.settings = settings  # None: remember nothing of the form (tests)
         self.notify = notify if notify is not None else NotifyMemory()
         self._away: set[str] = set()  # folded nicks the server says are away
+        self._read_at = 0.0  # monotonic time the last read marker was sent
         # Asks for a secret (title, question) -> the text, or None; tests answer it.
         self.ask_secret: Callable[[str, str], str | None] = (
             lambda title, text: views.ask_string(master, title, text, secret=True))
@@ -605,6 +608,7 @@ class ChatApp:
         self._refresh_list()
         self._update_title()
         self._expect = None
+        self._mark_read(conv)
         self._show_names = self._show_topic = False
 
     def _show_side(self, conv: Conversation) -> None:
@@ -628,6 +632,31 @@ class ChatApp:
             s = self.session
             connected = s is not None and s.state in ("joining", "joined")
             chat.set_offline("not in the room" if connected else "offline")
+
+    READ_EVERY = 2.0  # seconds between two read markers sent for the conversation in view
+
+    def _mark_read(self, conv: Conversation) -> None:
+        """Tell the server (and so the user's other devices) that ``conv`` is read up to its
+        newest line: when it is shown, and as lines come while the window has the focus."""
+        s = self.session
+        if s is None or conv.last_time <= conv.read_sent:
+            return
+        if s.mark_read(conv.name, conv.last_time):
+            conv.read_sent = conv.last_time
+            self._read_at = time.monotonic()
+
+    def _read_elsewhere(self, ev: ReadMarker) -> None:
+        """Another device (or this one) read ``ev.target`` up to ``ev.time``: what came
+        before is no longer unread here."""
+        conv = self.convs.get(ev.target)
+        if conv is None or ev.time is None:
+            return
+        conv.read_sent = max(conv.read_sent, ev.time)
+        if (conv.unread or conv.mentioned) and ev.time >= conv.last_time:
+            conv.unread = conv.mentioned = 0
+            if conv is not self.convs.current and conv.pane in self.chat.panes:
+                self.chat.pane(conv.pane).drop_unread_rule()
+            self._list_stale = True
 
     def _is_away(self, member: str) -> bool:
         return self._fold(member.lstrip("~&@%+")) in self._away
@@ -772,7 +801,10 @@ class ChatApp:
         return None
 
     def open_private(self, nick: str) -> Conversation:
+        new = self.convs.get(nick) is None
         conv = self._open(nick, private=True)
+        if new and self.session is not None:
+            self.session.ask_read_marker(nick)  # rooms' come with their join; people's not
         return conv
 
     def open_emoji(self) -> None:
@@ -1125,9 +1157,22 @@ class ChatApp:
         items.append((f"Take voice from {nick}", lambda: self._mode(room, "-v", nick))
                      if voiced else (f"Give {nick} a voice", lambda: self._mode(room, "+v", nick)))
         items.append(None)
+        items.append((f"Bans of {room}…", lambda: self._show_bans(room)))
         items.append((f"Remove {nick} from {room}", lambda: self._kick(room, nick, False)))
         items.append((f"Ban {nick} from {room}", lambda: self._kick(room, nick, True)))
         return items
+
+    def _show_bans(self, room: str) -> None:
+        s = self.session
+        if s is None or not s.request_bans(room):
+            self.error(f"Not connected to {room}: its bans can't be listed now.")
+
+    def _unbanner(self, room: str) -> Callable[[str], bool]:
+        return lambda mask: self._unban(room, mask)
+
+    def _unban(self, room: str, mask: str) -> bool:
+        s = self.session
+        return s is not None and s.unban(room, mask)
 
     def _toggle_notify(self, nick: str) -> None:
         self.slash_notify(nick, f"/notify {nick}")
@@ -1574,6 +1619,7 @@ class ChatApp:
             self._list_stale = True
         if (mention or conv.private) and not self._has_focus:
             self._alert()
+        conv.last_time = max(conv.last_time, ts)
         self._add_row(ts, row, conv)
 
     def _alert(self) -> None:
@@ -1684,6 +1730,10 @@ class ChatApp:
             members, self._members = self._members, None
             self.chat.set_members(members, self._is_away)
         self._drain_jobs()
+        conv = self.convs.current
+        if (self._has_focus and conv is not None and self.phase == "chat"
+                and time.monotonic() - self._read_at >= self.READ_EVERY):
+            self._mark_read(conv)
         if self._list_stale and self.phase == "chat":
             self._refresh_list()
         self.chat.flush()
@@ -1859,6 +1909,10 @@ class ChatApp:
                 self.info(lines.whois_header(nick, facts))
                 for fact in facts:
                     self.info(f"    {fact}")
+            case ReadMarker():
+                self._read_elsewhere(ev)
+            case BanList(room=where, bans=bans):
+                views.show_bans(self.master, where, bans, self._unbanner(where))
             case AwayStates(states=states):
                 for nick, away in states:
                     key = self._fold(nick)

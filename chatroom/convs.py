@@ -34,6 +34,8 @@ class Conversation:
     bottom_day: Day | None = None  # local date of the newest dated line
     missed_shown: bool = False  # "While you were disconnected:" is up for this return
     lost: bool = False  # the connection dropped since we were last in it
+    last_time: float = 0.0  # server time of the newest line in it (read markers)
+    read_sent: float = 0.0  # the read marker we last told the server (or it told us)
 
     @property
     def label(self) -> str:

@@ -265,6 +265,23 @@ class OperChanged(Event):
 
 
 @dataclass(frozen=True)
+class ReadMarker(Event):
+    """Where the user has read ``target`` up to, on any of their devices (draft/read-marker):
+    the server time of the last line read, None when nothing is marked yet."""
+
+    target: str
+    time: float | None
+
+
+@dataclass(frozen=True)
+class BanList(Event):
+    """A room's bans (``MODE #room +b``): (mask, set by) pairs, as the server listed them."""
+
+    room: str
+    bans: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class RoomInfo:
     """One room as the server's room list (LIST) shows it."""
 

@@ -87,6 +87,7 @@ from chatroom.events import (
     Away,
     AwayChanged,
     AwayStates,
+    BanList,
     Closed,
     Disconnected,
     Echo,
@@ -103,6 +104,7 @@ from chatroom.events import (
     Notice,
     OperChanged,
     Presence,
+    ReadMarker,
     Reconnecting,
     Registered,
     RenameWarning,
@@ -156,7 +158,8 @@ _TLS_OFFER = re.compile(r"\bnot encrypted\b.*\bTLS\b.*\bport (\d{1,5})\b", re.IG
 # The IRCv3 capabilities we ask for, when the server offers them.
 WANTED_CAPS = ("message-tags", "server-time", "echo-message", "batch", "labeled-response",
                "draft/chathistory", "draft/event-playback", "standard-replies", "cap-notify",
-               "draft/multiline", "away-notify", "extended-monitor")
+               "draft/multiline", "away-notify", "extended-monitor", "draft/read-marker")
+READ_MARKER_CAP = "draft/read-marker"
 MULTILINE_CAP = "draft/multiline"
 CONCAT_TAG = "draft/multiline-concat"
 # Fetching history needs all three: the command, batches to tell history from live lines,
@@ -426,6 +429,7 @@ class _Conn:
         self.mechanisms: str | None = None  # 908: the SASL mechanisms the server has
         self.whois: dict[str, list[str]] = {}  # folded nick -> facts of a WHOIS so far
         self.who: dict[str, list[tuple[str, bool]]] = {}  # folded room -> WHO so far
+        self.bans: dict[str, list[tuple[str, str]]] = {}  # folded room -> ban list so far
         self.away_shown: dict[str, str] = {}  # folded nick -> the away text last shown
 
 
@@ -1084,6 +1088,26 @@ class ChatSession:
         except (ProtocolError, UnicodeError):
             return False
         return self._connected() and self._queue_bytes(line)
+
+    def mark_read(self, target: str, when: float) -> bool:
+        """Tell the server (so the user's other devices) that ``target`` is read up to the
+        line of server time ``when`` (draft/read-marker).  False without the cap."""
+        if READ_MARKER_CAP not in self.caps or when <= 0:
+            return False
+        return self._queue_line("MARKREAD", target, f"timestamp={_stamp(when)}")
+
+    def ask_read_marker(self, target: str) -> bool:
+        """Ask where ``target`` (a person: rooms come by themselves on join) is read to."""
+        return READ_MARKER_CAP in self.caps and self._queue_line("MARKREAD", target)
+
+    def request_bans(self, room: str) -> bool:
+        """Ask for ``room``'s ban list; a BanList event follows."""
+        return self._in_room_now(room) and self._queue_line("MODE", room, "+b")
+
+    def unban(self, room: str, mask: str) -> bool:
+        if not mask or " " in mask:
+            return False
+        return self._in_room_now(room) and self._queue_line("MODE", room, "-b", mask)
 
     def host_of(self, nick: str) -> str | None:
         """``user@host`` of ``nick`` as the server last showed it, if it did."""
@@ -2852,6 +2876,23 @@ class ChatSession:
                     self._emit(OperChanged(sign == "+"))
         return True
 
+    def _on_markread(self, conn: _Conn, msg: P.Message) -> None:
+        p = msg.params
+        if len(p) < 2:
+            return
+        when = P.parse_time(p[1].removeprefix("timestamp=")) if p[1] != "*" else None
+        self._emit(ReadMarker(p[0], when / 1000.0 if when is not None else None))
+
+    def _on_ban_entry(self, conn: _Conn, msg: P.Message) -> None:
+        p = msg.params  # me #room mask [setter [time]]
+        if len(p) >= 3:
+            conn.bans.setdefault(self._fold(p[1]), []).append((p[2], p[3] if len(p) > 3 else ""))
+
+    def _on_ban_end(self, conn: _Conn, msg: P.Message) -> None:
+        if len(msg.params) >= 2:
+            bans = conn.bans.pop(self._fold(msg.params[1]), [])
+            self._emit(BanList(msg.params[1], tuple(bans)))
+
     def _on_list_start(self, conn: _Conn, msg: P.Message) -> None:
         conn.listing = []
 
@@ -2950,6 +2991,7 @@ class ChatSession:
         P.RPL_LISTSTART: _on_list_start, P.RPL_LIST: _on_list, P.RPL_LISTEND: _on_list_end,
         "AWAY": _on_away_notify, P.RPL_WHOREPLY: _on_who_reply, P.RPL_ENDOFWHO: _on_who_end,
         "730": _on_monitor, "731": _on_monitor, "734": _on_monitor_full, "381": _on_oper,
+        "MARKREAD": _on_markread, P.RPL_BANLIST: _on_ban_entry, P.RPL_ENDOFBANLIST: _on_ban_end,
         **dict.fromkeys(WHOIS_PARTS, _on_whois_part),
     }
 
@@ -3026,6 +3068,12 @@ def close_sessions(sessions: Iterable[ChatSession], timeout: float = 2.0) -> Non
         s._sender.join(max(0.05, deadline - time.monotonic()))
 
 
+
+
+def _stamp(when: float) -> str:
+    """A server-time timestamp (UTC, milliseconds) for ``when`` (seconds)."""
+    ms = int(round(when * 1000))
+    return P.format_time(ms)
 
 
 def _msg_time(msg: P.Message) -> float:

@@ -667,6 +667,36 @@ def small_image(master: tk.Misc, data: bytes, box: tuple[int, int]) -> tk.PhotoI
     return image.subsample(factor) if factor > 1 else image
 
 
+def show_bans(master: tk.Misc, room: str, bans: Iterable[tuple[str, str]],
+              on_remove: Callable[[str], bool]) -> tk.Toplevel:
+    """A room's bans, each with who set it and Remove (for a room operator)."""
+    top = tk.Toplevel(master)
+    top.title(f"Bans of {room}")
+    top.transient(master.winfo_toplevel())
+    frame = ttk.Frame(top, padding=12)
+    frame.pack(fill="both", expand=True)
+    entries = list(bans)
+    if not entries:
+        ttk.Label(frame, text=f"Nobody is banned from {room}.").grid(row=0, column=0)
+    for i, (mask, by) in enumerate(entries):
+        ttk.Label(frame, text=mask, style="Side.TLabel").grid(row=i, column=0, sticky="w",
+                                                              padx=(0, 12), pady=2)
+        ttk.Label(frame, text=f"set by {by.split('!', 1)[0]}" if by else "",
+                  style="Sub.TLabel").grid(row=i, column=1, sticky="w", padx=(0, 12))
+        button = ttk.Button(frame, text="Remove")
+
+        def remove(mask: str = mask, button: ttk.Button = button) -> None:
+            if on_remove(mask):
+                button.configure(text="Removed", state="disabled")
+
+        button.configure(command=remove)
+        button.grid(row=i, column=2, pady=2)
+    ttk.Button(frame, text="Close", command=top.destroy).grid(
+        row=max(1, len(entries)), column=2, sticky="e", pady=(10, 0))
+    top.bind("<Escape>", lambda e: top.destroy())
+    return top
+
+
 def ask_string(master: tk.Misc, title: str, text: str, secret: bool = False) -> str | None:
     """A small modal question with a text field (dots for a ``secret``); None: cancelled."""
     from tkinter import simpledialog

@@ -5,6 +5,7 @@ the newest line, the emoji picker, keys, and the rooms remembered for the next s
 from __future__ import annotations
 
 import tkinter as tk
+from tkinter import ttk
 from collections.abc import Callable
 from pathlib import Path
 
@@ -309,7 +310,8 @@ def test_member_menu_for_a_room_operator(root: tk.Tk, make_app: Factory,
     labels_of = [item[0] for item in alice.member_menu("bob") if item is not None]
     assert labels_of == ["Talk privately with bob", "Who is bob?",
                          "Tell me when bob comes and goes", "Make bob an operator",
-                         "Give bob a voice", "Remove bob from #chat", "Ban bob from #chat"]
+                         "Give bob a voice", "Bans of #chat…", "Remove bob from #chat",
+                         "Ban bob from #chat"]
     # Bob is no operator: he can talk, ask and watch, nothing more.
     assert [i[0] for i in bob.member_menu("alice") if i is not None] == [
         "Talk privately with alice", "Who is alice?", "Tell me when alice comes and goes"]
@@ -522,3 +524,55 @@ def test_a_server_operator_disconnects_and_bans_from_the_member_menu(
     again.send("USER e 0 * :e")
     assert again.closed()  # that address is banned now
     assert dora.phase == "chat" and "dora" in srv.server.reg.nicks
+
+
+def test_a_room_operator_sees_and_lifts_bans(root: tk.Tk, make_app: Factory,
+                                             srv: RunningServer) -> None:
+    alice = make_app(srv)
+    join(root, alice, "alice")  # made #chat: its operator
+    bob = srv.client("bob", "#chat")
+    pump(root, lambda: "bob" in alice.chat.listbox.get(0, "end"), what="bob listed")
+    alice.confirm = lambda title, text: True
+    menu = dict(i for i in alice.member_menu("bob") if i is not None)
+    menu["Ban bob from #chat"]()
+    assert bob.expect("KICK #chat bob")
+    menu["Bans of #chat…"]()
+    pump(root, lambda: any(isinstance(w, tk.Toplevel) and w.title() == "Bans of #chat"
+                           for w in alice.master.winfo_children()), what="the ban list")
+    (top,) = [w for w in alice.master.winfo_children()
+              if isinstance(w, tk.Toplevel) and w.title() == "Bans of #chat"]
+    texts = [w.cget("text") for w in top.winfo_children()[0].winfo_children()
+             if isinstance(w, ttk.Label)]
+    assert "bob!*@*" in texts and "set by alice" in texts
+    (remove,) = [w for w in top.winfo_children()[0].winfo_children()
+                 if isinstance(w, ttk.Button) and w.cget("text") == "Remove"]
+    remove.invoke()
+    assert remove.cget("text") == "Removed"
+    bob.send("JOIN #chat")
+    assert bob.expect(lambda ln: " JOIN " in ln and "bob" in ln)  # back in: lifted
+    top.destroy()
+
+
+def test_reading_on_one_device_clears_the_count_on_another(
+        root: tk.Tk, make_app: Factory, srv: RunningServer) -> None:
+    make_account(srv, "dora", "dora's pw")
+    devices = [make_app(srv), make_app(srv)]
+    for app in devices:
+        app.login.name_var.set("dora")
+        app.login.set_mode("login")
+        app.login.password_var.set("dora's pw")
+        app.login.join_button.invoke()
+        pump(root, lambda app=app: app.phase == "chat" and app.current is not None
+             and app.current.joined, what="a device in")
+    for app in devices:
+        assert app.session is not None and "draft/read-marker" in app.session.caps
+        enter_room(root, app, "#dev")
+    bob = srv.client("bob", "#chat")
+    bob.send("PRIVMSG #chat :news for you")  # no mention: a plain unread line
+    for app in devices:
+        pump(root, lambda app=app: labels(app)[0] == "#chat  (1)", what="unread on both")
+    phone, laptop = devices
+    focus(root, laptop)
+    laptop.conversation_clicked(0)  # read on the laptop...
+    pump(root, lambda: labels(phone)[0] == "#chat", what="...so read on the phone")
+    assert phone.current is not None and phone.current.name == "#dev"
