@@ -59,7 +59,14 @@ from typing import Any, BinaryIO, cast
 from chatroom import protocol as P
 from chatroom.accounts import Accounts, Throttle
 from chatroom.config import Config
-from chatroom.files import FileRecord, Files, FilesError, NoSpace, QuotaExceeded, megabytes
+from chatroom.files import (
+    FileRecord,
+    Files,
+    FilesError,
+    NoSpace,
+    QuotaExceeded,
+    megabytes,
+)
 from chatroom.login import check_password
 from chatroom.transport import shutdown
 
@@ -253,10 +260,10 @@ class Handler(BaseHTTPRequestHandler):
         self._expects_continue = True
         return True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's)
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("files: %s %s", self.address_string(), format % args)
 
-    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_error(self, format: str, *args: Any) -> None:
         log.debug("files: %s %s", self.address_string(), format % args)
 
     def end_headers(self) -> None:
@@ -493,7 +500,7 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(404, "no such file")
             return
         try:
-            f = open(host.files.path(record), "rb")  # noqa: SIM115 (closed below)
+            f = open(host.files.path(record), "rb")
         except OSError:  # purged meanwhile
             self._reply(404, "no such file")
             return

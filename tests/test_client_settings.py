@@ -27,8 +27,9 @@ def test_settings_round_trip_private_and_atomic(tmp_path: Path) -> None:
         store.save(password="never")  # there is no such setting: passwords live elsewhere
 
 
-@pytest.mark.parametrize("text", ["{not json", '{"settings": 5}', '{"settings": {"port": '
-                                  '99999, "host": 7, "mode": "root", "tls": "yes"}}', "\xff"])
+@pytest.mark.parametrize("text", [
+    "{not json", '{"settings": 5}',
+    '{"settings": {"port": 99999, "host": 7, "mode": "root", "tls": "yes"}}', "\xff"])
 def test_damaged_settings_count_as_defaults(tmp_path: Path, text: str) -> None:
     path = tmp_path / "settings.json"
     path.write_bytes(text.encode("utf-8", "surrogateescape") if text != "\xff" else b"\xff")

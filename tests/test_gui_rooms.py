@@ -5,13 +5,13 @@ the newest line, the emoji picker, keys, and the rooms remembered for the next s
 from __future__ import annotations
 
 import tkinter as tk
-from tkinter import ttk
 from collections.abc import Callable
 from pathlib import Path
+from tkinter import ttk
 
 from conftest import LineClient, RunningServer
 from test_client_accounts import make_account
-from test_gui import Factory, join, join_all, make_app, press_return, pump, say  # noqa: F401
+from test_gui import Factory, join, join_all, make_app, press_return, pump, say
 
 from chatroom import app as A
 from chatroom import dialogs
