@@ -24,14 +24,21 @@ def log_in(root: tk.Tk, app: A.ChatApp, name: str, password: str) -> None:
          and app.current.joined, what=f"{name} in")
 
 
-def test_send_a_file_and_save_it(root: tk.Tk, make_app: Factory,
-                                 make_server: Callable[..., RunningServer],
-                                 tmp_path: Path) -> None:
+def dora_and_guest(root: tk.Tk, make_app: Factory,
+                   make_server: Callable[..., RunningServer]) -> tuple[A.ChatApp, A.ChatApp]:
+    """A server with a file host; dora logged in to her account, a guest beside her."""
     srv = make_server(files_port=0)
     make_account(srv, "dora", "dora's pw")
     dora, guest = make_app(srv), make_app(srv)
     log_in(root, dora, "dora", "dora's pw")
     join(root, guest, "guest1")
+    return dora, guest
+
+
+def test_send_a_file_and_save_it(root: tk.Tk, make_app: Factory,
+                                 make_server: Callable[..., RunningServer],
+                                 tmp_path: Path) -> None:
+    dora, guest = dora_and_guest(root, make_app, make_server)
     pump(root, lambda: dora.session is not None and dora.session.server_info.filehost,
          what="the file host advertised")
     body = bytes(range(256)) * 4096  # 1 MiB
@@ -114,11 +121,7 @@ def png(width: int, height: int) -> bytes:
 def test_an_image_gets_a_small_preview(root: tk.Tk, make_app: Factory,
                                        make_server: Callable[..., RunningServer],
                                        tmp_path: Path) -> None:
-    srv = make_server(files_port=0)
-    make_account(srv, "dora", "dora's pw")
-    dora, guest = make_app(srv), make_app(srv)
-    log_in(root, dora, "dora", "dora's pw")
-    join(root, guest, "guest1")
+    dora, guest = dora_and_guest(root, make_app, make_server)
     picture = tmp_path / "cat.png"
     picture.write_bytes(png(800, 400))
     dora.choose_file = lambda: str(picture)

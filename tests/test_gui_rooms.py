@@ -11,10 +11,12 @@ from tkinter import ttk
 
 from conftest import LineClient, RunningServer
 from test_client_accounts import make_account
+from test_gui_files import log_in
 from test_gui import Factory, join, join_all, make_app, press_return, pump, say
 
 from chatroom import app as A
 from chatroom import dialogs
+from chatroom.logview import LogView
 from chatroom.settings import RoomMemory, Settings
 
 
@@ -226,8 +228,9 @@ def test_find_in_the_room(root: tk.Tk, make_app: Factory, srv: RunningServer) ->
     assert not alice.chat.find_showing() and not t.tag_ranges("found")
 
 
-def test_scrolled_up_new_lines_offer_a_jump(root: tk.Tk, make_app: Factory,
-                                            srv: RunningServer) -> None:
+def scrolled_up(root: tk.Tk, make_app: Factory, srv: RunningServer
+                ) -> tuple[A.ChatApp, LineClient, LogView]:
+    """alice in #chat with 60 lines from bob, scrolled up to the top as a user would."""
     alice = make_app(srv)
     join(root, alice, "alice")
     bob = srv.client("bob", "#chat")
@@ -239,6 +242,12 @@ def test_scrolled_up_new_lines_offer_a_jump(root: tk.Tk, make_app: Factory,
     pane.text.event_generate("<Button-4>")  # the user scrolled up
     root.update()
     pump(root, lambda: not pane.follow, what="not following")
+    return alice, bob, pane
+
+
+def test_scrolled_up_new_lines_offer_a_jump(root: tk.Tk, make_app: Factory,
+                                            srv: RunningServer) -> None:
+    alice, bob, pane = scrolled_up(root, make_app, srv)
     bob.send("PRIVMSG #chat :while you read")
     bob.send("PRIVMSG #chat :and another")
     pump(root, lambda: pane.jump_button.winfo_ismapped(), what="the jump button")
@@ -389,17 +398,7 @@ def test_a_click_in_the_list_leaves_the_keyboard_in_the_message_field(
 
 def test_what_you_send_brings_the_view_down(root: tk.Tk, make_app: Factory,
                                             srv: RunningServer) -> None:
-    alice = make_app(srv)
-    join(root, alice, "alice")
-    bob = srv.client("bob", "#chat")
-    for i in range(60):
-        bob.send(f"PRIVMSG #chat :line {i}")
-    pump(root, lambda: "line 59" in alice.chat.contents(), what="60 lines")
-    pane = alice.chat.pane()
-    pane.text.yview_moveto(0.0)
-    pane.text.event_generate("<Button-4>")
-    root.update()
-    pump(root, lambda: not pane.follow, what="scrolled up")
+    alice, _bob, pane = scrolled_up(root, make_app, srv)
     say(root, alice, "my own words")
     pump(root, lambda: "alice: my own words" in alice.chat.contents(), what="the echo")
     root.update()
@@ -479,12 +478,7 @@ def test_a_server_operator_disconnects_and_bans_from_the_member_menu(
     srv = make_server(opers=("dora",))
     make_account(srv, "dora", "dora's pw")
     dora = make_app(srv)
-    dora.login.name_var.set("dora")
-    dora.login.set_mode("login")
-    dora.login.password_var.set("dora's pw")
-    dora.login.join_button.invoke()
-    pump(root, lambda: dora.phase == "chat" and dora.current is not None
-         and dora.current.joined, what="dora in")
+    log_in(root, dora, "dora", "dora's pw")
     bob = srv.client("bob", "#chat")
     eve = LineClient(srv.address, source="127.0.0.2")  # another address than dora's
     srv.clients.append(eve)
@@ -558,12 +552,7 @@ def test_reading_on_one_device_clears_the_count_on_another(
     make_account(srv, "dora", "dora's pw")
     devices = [make_app(srv), make_app(srv)]
     for app in devices:
-        app.login.name_var.set("dora")
-        app.login.set_mode("login")
-        app.login.password_var.set("dora's pw")
-        app.login.join_button.invoke()
-        pump(root, lambda app=app: app.phase == "chat" and app.current is not None
-             and app.current.joined, what="a device in")
+        log_in(root, app, "dora", "dora's pw")
     for app in devices:
         assert app.session is not None and "draft/read-marker" in app.session.caps
         enter_room(root, app, "#dev")

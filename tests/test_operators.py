@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, LineClient, RunningServer
+from test_client_accounts import make_account as register_account
 
-from chatroom import protocol as P
 from chatroom.moderation import Moderation, ServerBan, ban_mask
 
 PW = "s3cret-pa55"
@@ -24,17 +24,8 @@ ServerFactory = Callable[..., RunningServer]
 
 
 def make_account(srv: RunningServer, name: str, password: str = PW) -> None:
-    """An account made over the wire (REGISTER), then the connection closed."""
-    c = srv.client()
-    c.send("CAP LS 302")
-    c.expect(" LS ")
-    c.send(f"NICK {name}")
-    c.send(f"USER {name} 0 * :{name}")
-    c.send(f"REGISTER * * :{password}")
-    assert "REGISTER SUCCESS" in c.expect("REGISTER")[-1]
-    c.send("QUIT")
-    assert c.closed()
-    assert srv.wait_for(lambda: srv.server.reg.nicks.get(P.casefold(name)) is None)
+    """An account made over the wire (REGISTER), with this file's password by default."""
+    register_account(srv, name, password)
 
 
 def opered(srv: RunningServer, nick: str, account: str = "boss",
