@@ -16,6 +16,7 @@ shared
 server side
     ``config``       :class:`Config` and the command line that fills it.
     ``certs``        the TLS certificate: load, describe, make a self-signed one.
+    ``storage``      how every store opens its SQLite database (WAL, busy timeout, schema).
     ``history``      the history store: room events and room state in SQLite, committed
                      (a group commit, on its own thread) before anyone receives them.
     ``accounts``     the accounts store: names, scrypt hashes (PHC strings), the throttle.

@@ -51,12 +51,12 @@ from pathlib import Path
 from typing import Any
 
 from chatroom import protocol as P
+from chatroom.storage import open_db
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "chat.sqlite3"  # the same file as the history store's
 CASEMAPPING = "ascii"  # the server's (ISUPPORT CASEMAPPING): account keys are nick keys
-BUSY_TIMEOUT_MS = 10_000  # another connection writing (history, the admin command line)
 SCHEMA_VERSION = 1
 
 PASSWORD_MAX = 300  # bytes of UTF-8
@@ -240,21 +240,9 @@ class Accounts:
         # What an unknown name is checked against: the same work as a real account, and a
         # random digest that no password produces.
         self._dummy = (self.params, secrets.token_bytes(SALT_BYTES), secrets.token_bytes(DKLEN))
+        db = open_db(self.path, data_dir, SCHEMA, AccountError)
+        self._db: sqlite3.Connection | None = db
         try:
-            os.makedirs(data_dir, mode=0o700, exist_ok=True)
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                check_same_thread=False)
-        except OSError as exc:
-            raise AccountError(f"{data_dir}: {exc.strerror or exc}") from None
-        except sqlite3.Error as exc:
-            raise AccountError(f"{self.path}: {exc}") from None
-        try:
-            db = self._db
-            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
             db.execute("INSERT OR IGNORE INTO accounts_meta VALUES ('schema', ?)",
                        (str(SCHEMA_VERSION),))
         except sqlite3.Error as exc:

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chatroom.storage import open_db
+
 log = logging.getLogger(__name__)
 
 DB_NAME = "chat.sqlite3"  # the same file as the history and accounts stores'
@@ -48,7 +50,6 @@ FILES_DIR = "files"
 PART_PREFIX = ".part-"  # temporary names: a leading dot, which no id has
 ID_BYTES = 16  # 128 random bits
 ID_RE = re.compile(r"[A-Za-z0-9_-]{22}\Z")
-BUSY_TIMEOUT_MS = 10_000
 NAME_MAX = 255  # bytes of UTF-8 kept of an uploaded file's name
 MIN_FREE = 64 << 20  # free disk space an upload must leave behind
 PURGE_CHUNK = 500  # records deleted per pass (the housekeeper's thread has other work)
@@ -221,18 +222,10 @@ class Files:
         self._reserved_total = 0
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                self.db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                check_same_thread=False)
-            db = self._db
-            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
         except OSError as exc:
             raise FilesError(f"{self.directory}: {exc.strerror or exc}") from None
-        except sqlite3.Error as exc:
-            raise FilesError(f"{self.db_path}: {exc}") from None
+        self._db: sqlite3.Connection | None = open_db(self.db_path, data_dir, SCHEMA,
+                                                      FilesError)
         self._sweep()
 
     def __repr__(self) -> str:

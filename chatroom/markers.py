@@ -27,15 +27,15 @@ shutdown), never under the registry lock; :meth:`cached` from any thread, locks 
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 from pathlib import Path
 
+from chatroom.storage import open_db
+
 log = logging.getLogger(__name__)
 
 DB_NAME = "chat.sqlite3"  # the same file as the history and accounts stores'
-BUSY_TIMEOUT_MS = 10_000
 MAX_TARGETS = 1000  # markers one account (or one guest connection) keeps
 
 SCHEMA = """
@@ -60,24 +60,8 @@ class Markers:
         self._db_lock = threading.Lock()  # the connection: held for SQL only
         self._cache_lock = threading.Lock()  # the copy: held for dict operations only
         self._cache: dict[str, dict[str, int]] = {}
-        try:
-            os.makedirs(data_dir, mode=0o700, exist_ok=True)
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                check_same_thread=False)
-        except OSError as exc:
-            raise MarkerError(f"{data_dir}: {exc.strerror or exc}") from None
-        except sqlite3.Error as exc:
-            raise MarkerError(f"{self.path}: {exc}") from None
-        try:
-            db = self._db
-            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            db.close()
-            raise MarkerError(f"{self.path}: {exc}") from None
+        self._db: sqlite3.Connection | None = open_db(self.path, data_dir, SCHEMA,
+                                                      MarkerError)
 
     def __repr__(self) -> str:
         return f"<Markers {str(self.path)!r}>"

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -33,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatroom import protocol as P
+from chatroom.storage import open_db
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "chat.sqlite3"  # the same file as the other stores'
-BUSY_TIMEOUT_MS = 10_000
 ACCOUNT_PREFIX = "$a:"
 
 SCHEMA = """
@@ -124,18 +123,11 @@ class Moderation:
     def __init__(self, data_dir: Path | str) -> None:
         self.path = Path(data_dir) / DB_NAME
         self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = open_db(self.path, data_dir, SCHEMA,
+                                                      ModerationError)
         try:
-            os.makedirs(data_dir, mode=0o700, exist_ok=True)
-            self._db: sqlite3.Connection | None = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                check_same_thread=False)
-            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
             rows = self._db.execute(
                 "SELECT mask, reason, by, set_at, expires FROM server_bans").fetchall()
-        except OSError as exc:
-            raise ModerationError(f"{data_dir}: {exc.strerror or exc}") from None
         except sqlite3.Error as exc:
             raise ModerationError(f"{self.path}: {exc}") from None
         self._bans = {str(r[0]): ServerBan(str(r[0]), str(r[1]), str(r[2]), float(r[3]),

@@ -18,9 +18,9 @@ PACKAGE = ROOT / "chatroom"
 
 # Bottom to top; a module may import what is before it on its own side, and the shared part.
 SHARED = ["protocol", "transport"]
-SERVER = ["config", "certs", "registry", "writer", "hub", "multiline", "playback", "login",
-          "operators", "presence", "modes", "readmarker",
-          "handlers", "connection", "housekeeper", "filehost", "admin", "server"]
+SERVER = ["config", "certs", "storage", "registry", "writer", "hub", "multiline", "playback",
+          "login", "operators", "presence", "modes", "readmarker", "handlers", "connection",
+          "housekeeper", "filehost", "admin", "server"]
 CLIENT = ["events", "serverinfo", "wording", "pins", "secrets_store", "settings", "transfer",
           "session", "slash", "lines", "convs", "logview", "dialogs", "views", "app"]
 TK = {"logview", "dialogs", "views"}  # the window's modules: the only ones that import tkinter
