@@ -542,6 +542,8 @@ def test_a_room_operator_sees_and_lifts_bans(root: tk.Tk, make_app: Factory,
                  if isinstance(w, ttk.Button) and w.cget("text") == "Remove"]
     remove.invoke()
     assert remove.cget("text") == "Removed"
+    # The MODE -b is on its way from alice's connection: join once the server has it.
+    assert srv.wait_for(lambda: not srv.server.reg.channels["#chat"].bans)
     bob.send("JOIN #chat")
     assert bob.expect(lambda ln: " JOIN " in ln and "bob" in ln)  # back in: lifted
     top.destroy()
