@@ -90,6 +90,9 @@ def test_mode_and_refusal_lines_from_a_real_server(srv: RunningServer,
 
 def test_shutdown_reason_in_words(srv: RunningServer, connect: Connect) -> None:  # noqa: F811
     _a, w = connect(srv, "alice", reconnect=False)
+    # Its history fetch goes out after the join's NAMES: let it be answered, or it could
+    # reach the server after the close, whose reset would make us lose the ERROR.
+    w.wait(EV.History)
     srv.stop()
     lost = w.wait(EV.Disconnected)
     assert lost.reason == "the server is shutting down"
