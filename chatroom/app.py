@@ -343,15 +343,11 @@ class ChatApp:
         tls = self.login.use_tls()
         options: dict[str, object] = {"pins": self.pins, "cafile": self.cafile}
         options.update(self.session_options)
-        options.setdefault("rooms", self._remembered_rooms(host, port, name))
+        options.setdefault("rooms", self.memory.get(host, port, name))
         self.session = ChatSession(host, port, name, self.room, password or None, tls=tls,
                                    account=account, **options)  # type: ignore[arg-type]
         self._away.clear()
-        try:
-            people = self.notify.get(host, port, name)
-        except OSError:
-            people = []
-        for nick in people:
+        for nick in self.notify.get(host, port, name):
             self.session.watch(nick)
         self.session.start()
         self.phase = "connecting"
@@ -737,22 +733,22 @@ class ChatApp:
         if not s.part(conv.name):
             self.error(f"Could not leave {conv.name} right now: not connected.")
 
-    def _remembered_rooms(self, host: str, port: int, name: str) -> list[str]:
-        try:
-            return self.memory.get(host, port, name)
-        except OSError:
-            return []
-
     def _remember_rooms(self) -> None:
-        """Keep the rooms we are in, for the next start (a failure only costs that)."""
+        """Keep the rooms we are in, for the next start."""
+        if self.session is not None:
+            self._keep(self.memory, list(self.session.rooms))
+
+    def _keep(self, memory: RoomMemory, names: list[str]) -> None:
+        """Keep ``names`` in ``memory`` under this server and login name (a failure only
+        costs them at the next start)."""
         s = self.session
         if s is None:
             return
         name = self._attempt.name if self._attempt is not None else s.nick
         try:
-            self.memory.set(s.host, s.port, name, list(s.rooms))
+            memory.set(s.host, s.port, name, names)
         except OSError as exc:
-            log.warning("could not remember the rooms: %s", exc)
+            log.warning("could not save %s: %s", memory.path, exc)
 
     def open_join_dialog(self) -> None:
         """Join Room… (Ctrl+K): the server's rooms, with a field for any name."""
@@ -1349,18 +1345,8 @@ class ChatApp:
         else:
             self.error(f"“{nick}” is not a valid name.")
             return False
-        self._remember_notify()
+        self._keep(self.notify, list(s.watching))
         return True
-
-    def _remember_notify(self) -> None:
-        s = self.session
-        if s is None:
-            return
-        name = self._attempt.name if self._attempt is not None else s.nick
-        try:
-            self.notify.set(s.host, s.port, name, list(s.watching))
-        except OSError as exc:
-            log.warning("could not remember the notify list: %s", exc)
 
     def slash_oper(self, rest: str, line: str) -> bool:
         """/oper [name]: become a server operator; the password is asked in a dialog, so it
@@ -1844,7 +1830,7 @@ class ChatApp:
                 if conv is not None:
                     self._add_row(ev.time, lines.render(ev), conv)
                     self._set_members(conv, members)
-            case UserRenamed(is_self=is_self, members=members, forced=forced):
+            case UserRenamed(is_self=is_self, members=members):
                 self._renamed(ev)
                 if is_self:
                     self._expect = None
@@ -2124,10 +2110,6 @@ class ChatApp:
         conv = self.convs.current
         if not focused and conv is not None and conv.pane in self.chat.panes:
             self.chat.pane(conv.pane).drop_unread_rule()
-
-    def unread_totals(self) -> tuple[int, int]:
-        """Lines unread and mentions, over every conversation."""
-        return self.convs.totals()
 
     def _update_title(self) -> None:
         unread, mentioned = self.convs.totals()

@@ -66,9 +66,6 @@ class Conversations:
     def __len__(self) -> int:
         return len(self._by_key)
 
-    def key(self, name: str) -> str:
-        return self.fold(name)
-
     def get(self, name: str) -> Conversation | None:
         return self._by_key.get(self.fold(name))
 
@@ -97,12 +94,6 @@ class Conversations:
         self._by_key = dict(items)
         conv.name = new
         return conv
-
-    def index(self, conv: Conversation) -> int:
-        return list(self._by_key.values()).index(conv)
-
-    def rooms(self) -> list[str]:
-        return [c.name for c in self._by_key.values() if not c.private]
 
     def totals(self) -> tuple[int, int]:
         """Unread lines and mentions over every conversation."""

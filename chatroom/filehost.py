@@ -68,7 +68,7 @@ from chatroom.files import (
     megabytes,
 )
 from chatroom.login import check_password
-from chatroom.transport import shutdown
+from chatroom.transport import listen, shutdown
 
 log = logging.getLogger(__name__)
 
@@ -632,19 +632,7 @@ class FileHost:
     def bind(self) -> tuple[str, int]:
         """Listen on the chat's host and ``files_port`` (0 picks one); :class:`OSError`
         naming the address if it can't be had."""
-        port = self.config.files_port or 0
-        infos = socket.getaddrinfo(self.config.host, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-        family, _, _, _, sockaddr = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(sockaddr)
-            sock.listen(128)
-        except OSError as exc:
-            sock.close()
-            raise OSError(exc.errno, exc.strerror or str(exc),
-                          f"{self.config.host}:{port} (the file host)") from None
+        sock = listen(self.config.host, self.config.files_port or 0, 128, "the file host")
         self.listener = sock
         self.address = sock.getsockname()[:2]
         return self.address

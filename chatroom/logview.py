@@ -20,7 +20,7 @@ carries the ``link`` tag, and a click on it calls ``on_link`` with the address.
 from __future__ import annotations
 
 import tkinter as tk
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from tkinter import font as tkfont
 from tkinter import ttk
 from tkinter.scrolledtext import ScrolledText
@@ -382,10 +382,6 @@ class LogView:
     def end_find(self) -> None:
         self.text.tag_remove("found", "1.0", "end")
         self.text.tag_remove("found_current", "1.0", "end")
-
-    def add_rows(self, rows: Iterable[Row]) -> None:
-        for parts, line_tags in rows:
-            self.add(parts, line_tags)
 
 
 class MessageField(tk.Text):

@@ -43,7 +43,7 @@ from chatroom.history import HistoryError
 from chatroom.housekeeper import Housekeeper
 from chatroom.hub import Hub
 from chatroom.registry import Client, Registry
-from chatroom.transport import TLSStream
+from chatroom.transport import TLSStream, listen
 from chatroom.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -136,20 +136,7 @@ class Server:
         self.hub.filehost_url = upload_url
 
     def _listen(self, port: int) -> socket.socket:
-        infos = socket.getaddrinfo(self.config.host, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-        family, _, _, _, sockaddr = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(sockaddr)
-            sock.listen(1024)
-        except OSError as exc:
-            sock.close()
-            # Name the address: with two listeners, "address in use" alone is ambiguous.
-            raise OSError(exc.errno, exc.strerror or str(exc),
-                          f"{self.config.host}:{port}") from None
-        return sock
+        return listen(self.config.host, port, 1024)
 
     def serve_forever(self) -> None:
         """Accept connections until :meth:`shutdown`; then close everything and return."""

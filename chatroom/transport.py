@@ -51,6 +51,24 @@ def shutdown(sock: socket.socket) -> None:
         pass
 
 
+def listen(host: str, port: int, backlog: int, what: str = "") -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (0 picks a port).  An :class:`OSError`
+    names the address (and ``what`` it is for): with several listeners, "address in use"
+    alone is ambiguous."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, exc.strerror or str(exc),
+                      f"{host}:{port}{f' ({what})' if what else ''}") from None
+    return sock
+
+
 def is_loopback(host: str) -> bool:
     """True for an address on this machine (127.0.0.0/8, ::1, and IPv4 mapped into IPv6)."""
     try:

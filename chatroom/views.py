@@ -22,7 +22,6 @@ try:
     import tkinter as tk
     from tkinter import font as tkfont
     from tkinter import ttk
-    from tkinter.scrolledtext import ScrolledText
 
     from chatroom.dialogs import EmojiPicker as EmojiPicker
     from chatroom.dialogs import JoinDialog as JoinDialog
@@ -61,7 +60,6 @@ class Window:
 
     def __init__(self, master: Toplevel) -> None:
         self.master = master
-        self._urgent = False
 
     def setup(self, title: str, minsize: tuple[int, int], on_close: Callable[[], None],
               on_focus: Callable[[], None]) -> None:
@@ -128,7 +126,6 @@ class Window:
             screen = self.master.winfo_screen()
         except (tk.TclError, ValueError):
             return
-        self._urgent = on
         set_urgency(screen, frame, on)
 
     def hide(self) -> None:
@@ -874,7 +871,6 @@ class ChatView:
         self.join_room_button.grid(row=2, column=0, sticky="ew", pady=(6, 0))
         self.part_button = ttk.Button(convs, text="Leave", command=on_part, width=7)
         self.part_button.grid(row=2, column=1, sticky="ew", padx=(4, 0), pady=(6, 0))
-        self._conv_count = 0
 
         # One LogView per conversation, in one cell; the one in view is gridded.
         self.logs = ttk.Frame(f)
@@ -1143,7 +1139,6 @@ class ChatView:
         if current is not None and 0 <= current < len(entries):
             lb.selection_set(current)
             lb.see(current)
-        self._conv_count = len(entries)
 
     def _conv_selected(self) -> None:
         chosen = self.convlist.curselection()  # type: ignore[no-untyped-call]

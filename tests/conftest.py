@@ -170,13 +170,21 @@ class RunningServer:
 
     def wait_for(self, cond: Callable[[], bool], timeout: float = TIMEOUT) -> bool:
         """Poll server state until ``cond`` holds; state changes have no event to wait on."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def locked() -> bool:
             with self.server.reg.lock:
-                if cond():
-                    return True
-            time.sleep(0.01)
-        return False
+                return cond()
+        return eventually(locked, timeout)
+
+
+def eventually(cond: Callable[[], object], timeout: float = TIMEOUT) -> bool:
+    """Poll ``cond`` (state outside the registry: files on disk, the file host's threads)
+    until it holds, for at most ``timeout`` seconds; nothing signals such changes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return bool(cond())
 
 
 # --- fakes for the client's tests: a scripted server, and an address that never answers

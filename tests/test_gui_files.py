@@ -3,11 +3,12 @@ file host: the progress row, the posted link, Save…, and what a guest is told.
 
 from __future__ import annotations
 
+import threading
 import tkinter as tk
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import RunningServer
+from conftest import RunningServer, eventually
 from test_client_accounts import make_account
 from test_gui import Factory, join, make_app, pump  # noqa: F401
 
@@ -91,12 +92,26 @@ def test_cancel_an_upload_and_a_server_without_files(
     big = tmp_path / "big.bin"
     big.write_bytes(b"x" * (40 * 1024 * 1024))
     dora.choose_file = lambda: str(big)
+    # The transfer thread blocks on this gate after its first chunk, so Cancel is sure to
+    # be pressed while the upload is under way (not after a fast machine finished it).
+    gate = threading.Event()
+    report = dora._progress
+
+    def progress(job: A._Job, done: int, total: int | None) -> None:
+        report(job, done, total)
+        if done:
+            gate.wait(10)
+
+    dora._progress = progress  # type: ignore[method-assign]
     dora.chat.file_button.invoke()
     (row,) = dora.chat.transfer_rows.values()
     row.cancel_button.invoke()
+    gate.set()
     pump(root, lambda: not dora.chat.transfer_rows, what="cancelled", timeout=15)
-    log = dora.chat.contents()
-    assert "Sending big.bin was cancelled." in log or "big.bin (" in log  # a fast machine
+    assert "Sending big.bin was cancelled." in dora.chat.contents()
+    assert "big.bin (" not in dora.chat.contents()  # no link was posted
+    store = files.server.files
+    assert store is not None and eventually(lambda: store.used("dora") == 0)
     plain = make_app(srv)
     join(root, plain, "alice")
     plain.chat.file_button.invoke()
